@@ -89,7 +89,9 @@ class PluginManager:
         if self._discovered:
             return
         self._discovered = True
-        self._add_module(BUILTIN, "panconv.builtin", distribution="panconv-core")
+        from . import __version__
+
+        self._add_module(BUILTIN, "panconv.builtin", distribution="panconv-core", version=__version__)
         if not self._use_entry_points:
             return
         allow = _env_list("PANCONV_PLUGINS")
