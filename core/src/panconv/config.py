@@ -429,7 +429,11 @@ class _Validator:
             options = sorted(PARAM_SCHEDULERS.module_dict)
             self.fail(f"{path}.type", f"unknown scheduler {name!r}{_suggest(name, options)}; "
                                       f"e.g. {', '.join(o for o in options if 'LR' in o)[:120]}")
-        self.signature(cls, {k: v for k, v in spec.items() if k != "type"}, path, name, injected=("optimizer",))
+        # mmengine's LR schedulers forward (*args, **kwargs) to a ParamScheduler: check that one
+        target = next((klass for klass in cls.__mro__ if "__init__" in vars(klass) and not any(
+            p.kind is p.VAR_KEYWORD for p in inspect.signature(klass.__init__).parameters.values())), cls)
+        self.signature(target, {k: v for k, v in spec.items() if k != "type"}, path, name,
+                       injected=("optimizer", "param_name"))
 
 
 def _simple_types(hint: Any) -> tuple | None:
@@ -457,7 +461,10 @@ def _type_names(types) -> str:
     names = {int: "int", float: "float", bool: "bool", str: "str", dict: "a mapping", list: "a list",
              tuple: "a list", type(None): "null"}
     seen = []
-    for t in types if isinstance(types, tuple) else (types,):
+    types = types if isinstance(types, tuple) else (types,)
+    if float in types:  # ints are accepted where floats are: say "float"
+        types = tuple(t for t in types if t is not int)
+    for t in types:
         name = names.get(t, getattr(t, "__name__", str(t)))
         if name not in seen:
             seen.append(name)

@@ -65,9 +65,11 @@ def _env_list(name: str) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
 class PluginManager:
@@ -163,10 +165,11 @@ class PluginManager:
             self._fail(record, exc)
             return
         unknown = []
+        specs = {name for name in dir(hookspecs) if name.startswith("panconv_")}
         for attr in dir(module):
-            if attr.startswith("panconv_") and not hasattr(self.pm.hook, attr):
+            if attr.startswith("panconv_") and attr not in specs:
                 unknown.append(attr)
-            elif attr.startswith("panconv_") and callable(getattr(module, attr)) and not hasattr(
+            elif attr in specs and callable(getattr(module, attr)) and not hasattr(
                     getattr(module, attr), "panconv_impl"):
                 record.warnings.append(f"plugin '{record.name}': {attr} is not decorated with @panconv.hookimpl "
                                        f"and is ignored")

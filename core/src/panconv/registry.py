@@ -99,7 +99,7 @@ class Registry:
     def add(self, entry: Entry, source: str | None = None) -> None:
         """Add ``entry``; the same qualified name from two sources is an error naming both."""
         key = entry.qualname
-        source = source or entry.plugin
+        source = source or f"plugin '{entry.plugin}'"
         if key in self._entries:
             raise DuplicateComponentError(
                 f"{self.kind} '{key}' is registered twice: by {self._sources[key]} and by {source}; "

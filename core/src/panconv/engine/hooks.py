@@ -206,10 +206,18 @@ class CheckpointHook(Hook):
         checkpoint["meta"]["best_epoch"] = self.best_epoch
 
     def after_train_epoch(self, runner) -> None:
+        # When this epoch is validated, save after validation, so that a checkpoint always
+        # comes with its metrics (a run killed in between resumes from the previous epoch).
         epoch = runner.epoch + 1
+        loop = runner.train_loop
+        val_due = runner.val_loop is not None and (epoch % loop.val_interval == 0 or epoch == runner.max_epochs)
+        if not val_due:
+            self._save_epoch(runner, epoch)
+
+    def _save_epoch(self, runner, epoch: int) -> None:
         if epoch % self.interval and epoch != runner.max_epochs:
             return
-        runner.save_checkpoint(str(self.work_dir), f"epoch_{epoch}.pth")
+        runner.save_checkpoint(str(self.work_dir), f"epoch_{epoch}.pth", meta={"epoch": epoch, "iter": runner.iter})
         if is_main_process():
             atomic_write_text(self.work_dir / "last_checkpoint", str(self.work_dir / f"epoch_{epoch}.pth"))
             kept = sorted(self.work_dir.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
@@ -217,6 +225,13 @@ class CheckpointHook(Hook):
                 old.unlink(missing_ok=True)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
+        from mmengine.runner import BaseLoop
+
+        if isinstance(runner._train_loop, BaseLoop):  # validation inside training (not a stand-alone val)
+            self._update_best(runner, metrics)
+            self._save_epoch(runner, runner.epoch)
+
+    def _update_best(self, runner, metrics) -> None:
         if not self.best or not metrics:
             return
         if self.best not in metrics:
@@ -230,4 +245,5 @@ class CheckpointHook(Hook):
         if self.best_value is None or (value > self.best_value if better else value < self.best_value) \
                 and math.isfinite(value):
             self.best_value, self.best_epoch = value, runner.epoch
-            runner.save_checkpoint(str(self.work_dir), "best.pth", meta={"best_metric": self.best})
+            runner.save_checkpoint(str(self.work_dir), "best.pth",
+                                   meta={"best_metric": self.best, "epoch": runner.epoch, "iter": runner.iter})

@@ -1,0 +1,166 @@
+"""The engine end to end: outputs, resume after kill -9, refused pickles, DDP == one process."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from panconv.engine.io import atomic_write, load_checkpoint
+from panconv.errors import CheckpointError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BIN = Path(sys.executable).parent
+
+
+def blobs_config(tmp_path, *, epochs=4, size=256, extra="", dataset="core.GaussianBlobs", plugins="[]"):
+    path = tmp_path / "blobs.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        plugins: {plugins}
+        model:
+          backbone: {{type: core.MLP, hidden: [16], dropout: 0.1}}
+          head: {{type: core.LinearClsHead}}
+        data: {{type: {dataset}, num_classes: 3, size: {size}, spread: 3.0, batch_size: 32}}
+        train:
+          epochs: {epochs}
+          optimizer: {{type: SGD, lr: 0.1, momentum: 0.9}}
+          scheduler: [{{type: StepLR, step_size: 2, gamma: 0.5, by_epoch: true}}]
+          checkpoint: {{interval: 1, max_keep: 2, best: accuracy}}
+        eval: {{evaluators: [{{type: core.Accuracy}}]}}
+        run: {{seed: 3, threads: 1}}
+        """) + extra)
+    return path
+
+
+def core_run(*args, env=None, check=True, runner=None):
+    cmd = [*(runner or [str(BIN / "core-run")]), *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def metrics(work_dir: Path) -> dict:
+    return json.loads((work_dir / "metrics.json").read_text())
+
+
+def test_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
+    cfg = blobs_config(tmp_path)
+    work = tmp_path / "work"
+    proc = core_run(cfg, "--work-dir", work)
+    assert "epoch 4 val: accuracy=" in proc.stdout and "final: accuracy=" in proc.stdout
+    assert "epoch 1/4" in proc.stderr  # the progress bar
+    history = metrics(work)
+    assert [h["epoch"] for h in history["train"]] == [1, 2, 3, 4]
+    assert history["train"][-1]["loss"] < history["train"][0]["loss"]
+    assert [h["lr"] for h in history["train"]] == pytest.approx([0.1, 0.1, 0.05, 0.05])  # StepLR ran
+    assert history["test"]["accuracy"] > 0.6  # 3 well-separated-ish blobs; chance is 1/3
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["final_metrics"] == {"accuracy": history["test"]["accuracy"]}
+    assert summary["best"]["metric"] == "accuracy" and summary["parameters"] == (2 * 16 + 16) + (16 * 3 + 3)  # in_dim=2 from metadata
+    assert (work / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in work.glob("epoch_*.pth")) == ["epoch_3.pth", "epoch_4.pth"]  # max_keep=2
+    assert (work / "last_checkpoint").read_text().strip().endswith("epoch_4.pth")
+    assert (work / "best.pth").is_file() and (work / "config.yaml").is_file()
+    ckpt = load_checkpoint(work / "epoch_4.pth")
+    assert ckpt["meta"]["epoch"] == 4 and "optimizer" in ckpt and "param_schedulers" in ckpt
+
+
+def test_kill_9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+    slow = FIXTURES / "slowblobs.py"
+    cfg = blobs_config(tmp_path, epochs=5, size=384, dataset="slowblobs.SlowBlobs", plugins=f"[{slow}]")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    core_run(cfg, "--work-dir", straight, "--quiet")
+
+    proc = subprocess.Popen([str(BIN / "core-run"), str(cfg), "--work-dir", str(killed), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "epoch_2.pth").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # well inside epoch 3 (an epoch takes ~1 s)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists()
+    load_checkpoint(Path((killed / "last_checkpoint").read_text().strip()))  # never torn
+
+    out = core_run(cfg, "--work-dir", killed, "--resume", "--quiet")
+    assert out.returncode == 0
+    a, b = metrics(straight), metrics(killed)
+    assert [h["epoch"] for h in b["train"]] == [1, 2, 3, 4, 5]
+    assert [h["loss"] for h in b["train"]] == pytest.approx([h["loss"] for h in a["train"]], rel=1e-6, abs=1e-7)
+    assert b["val"] == a["val"] and b["test"] == a["test"]
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_with_pickle_payload_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = _Payload()
+    payload.marker = marker
+    evil = tmp_path / "evil.pth"
+    torch.save({"meta": {"epoch": 1, "iter": 1}, "state_dict": {}, "x": payload}, evil)
+    with pytest.raises(CheckpointError, match=r"evil.pth: refused to load: it contains objects outside the allow-list"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    proc = core_run(blobs_config(tmp_path), "--resume", evil, "--work-dir", tmp_path / "w", check=False)
+    assert proc.returncode == 2 and not marker.exists()
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {evil}: refused to load")
+
+
+def test_corrupt_and_missing_checkpoints(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save({"state_dict": {"w": torch.ones(3)}}, good)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated.pth: not a readable checkpoint"):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="nope.pth: checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.pth")
+    assert torch.equal(load_checkpoint(good)["state_dict"]["w"], torch.ones(3))
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+
+    def broken(handle):
+        handle.write(b"half of the new con")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, broken)
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_resume_from_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
+    work = tmp_path / "w"
+    core_run(blobs_config(tmp_path, epochs=1), "--work-dir", work, "--quiet")
+    proc = core_run(blobs_config(tmp_path, epochs=2), "--work-dir", tmp_path / "w2", "--quiet",
+                    "--set", "model.backbone.hidden=[7]", "--resume", work / "epoch_1.pth", check=False)
+    assert proc.returncode == 2
+    assert "epoch_1.pth: does not fit this model" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_two_process_ddp_equals_one_process(tmp_path):
+    cfg = blobs_config(tmp_path, epochs=3)
+    one, two = tmp_path / "one", tmp_path / "two"
+    core_run(cfg, "--work-dir", one, "--quiet", "--set", "model.backbone.dropout=0.0")
+    core_run(cfg, "--work-dir", two, "--quiet", "--set", "model.backbone.dropout=0.0",
+             runner=[str(BIN / "torchrun"), "--nproc_per_node=2", "--master_port=29561", str(BIN / "core-run")],
+             env={"OMP_NUM_THREADS": "1"})
+    a, b = metrics(one), metrics(two)
+    assert json.loads((two / "summary.json").read_text())["world_size"] == 2
+    assert [h["loss"] for h in b["train"]] == pytest.approx([h["loss"] for h in a["train"]], rel=1e-5)
+    assert b["val"] == a["val"] and b["test"] == a["test"]
