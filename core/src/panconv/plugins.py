@@ -148,6 +148,16 @@ class PluginManager:
         self._collected_for(name)
         return name
 
+    def add_plugin(self, plugin: Any, name: str) -> str:
+        """Register an in-process plugin (a module or object holding hookimpls), e.g. in a notebook."""
+        if name in self.records:
+            raise PluginError(f"a plugin named '{name}' is already loaded")
+        record = PluginRecord(name, getattr(plugin, "__name__", repr(plugin)))
+        self.records[name] = record
+        self._register_module(record, plugin)
+        self._collected_for(name)
+        return name
+
     def _add_module(self, name: str, module_path: str, distribution=None, version=None) -> None:
         record = PluginRecord(name, module_path, distribution, version)
         self.records[name] = record

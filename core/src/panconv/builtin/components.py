@@ -86,6 +86,10 @@ class LinearClsHead(Head):
     def example_config(cls) -> dict:
         return {"num_classes": 3}
 
+    def example_inputs(self, batch_size: int = 2):
+        features = [torch.randn(batch_size, self.in_features[-1].channels)]
+        return features, {"labels": torch.randint(self.num_classes, (batch_size,))}
+
 
 class GaussianBlobs(Dataset):
     """``num_classes`` Gaussian clusters in ``dim`` dimensions, generated from ``seed``.

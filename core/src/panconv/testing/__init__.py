@@ -22,3 +22,10 @@ def shared_data_root() -> Path | None:
                 if (candidate / "README.md").is_file():
                     return candidate
     return None
+
+
+def check_plugin(plugin: str, only: str | None = None):
+    """Run the conformance kit on an installed plugin; returns a list of CheckResult."""
+    from .conformance import check_plugin as _check
+
+    return _check(plugin, only=only)

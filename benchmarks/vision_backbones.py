@@ -1,0 +1,149 @@
+"""Throughput and peak memory of the panconv-vision backbones (and timm's ConvNeXt-T as the peer).
+
+    python benchmarks/vision_backbones.py                       # batch 32 at 224x224 (the reference setting)
+    python benchmarks/vision_backbones.py --batch 8 --iters 3 --threads 1   # a quick CPU run
+    python benchmarks/vision_backbones.py --device cuda --channels-last --bf16
+
+Each model runs in its own subprocess so that peak memory is its own: on CUDA the peak
+allocated memory, on CPU the growth of the process's peak RSS (VmHWM) over its RSS once the
+model and the batch are built. Forward: eval mode under ``no_grad``; forward+backward: train
+mode, ``sum of outputs`` backward, no optimizer step. Images/s is the median over ``--iters``
+timed iterations after ``--warmup`` untimed ones. Models whose module is missing are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+MODELS = {  # label -> (factory "module:attr", kwargs)
+    "ConvNeXt-T (panconv)": ("panconv_vision.models.convnext:convnext_tiny", {}),
+    "ConvNeXt-T (timm)": ("timm:create_model", {"model_name": "convnext_tiny", "pretrained": False, "num_classes": 0}),
+    "HorNet-T 7x7 (panconv)": ("panconv_vision.models.hornet:hornet_tiny_7x7", {}),
+    "HorNet-T GF (panconv)": ("panconv_vision.models.hornet:hornet_tiny_gf", {}),
+    "UniRepLKNet-T (panconv)": ("panconv_vision.models.unireplknet:unireplknet_t", {}),
+    "RepLKNet-31B (panconv)": ("panconv_vision.models.replknet:replknet_31b", {}),
+}
+
+
+def _memory_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_one(label: str, args: argparse.Namespace) -> dict:
+    import importlib
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    target, kwargs = MODELS[label]
+    module_name, attr = target.split(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        return {"model": label, "skipped": f"{type(exc).__name__}: {exc}"}
+    device = torch.device(args.device)
+    model = factory(**kwargs).to(device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device).to(memory_format=fmt)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    def outputs_sum(out):
+        return sum(o.float().sum() for o in out) if isinstance(out, (list, tuple)) else out.float().sum()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def measure(step) -> tuple[float, float]:
+        for _ in range(args.warmup):
+            step()
+        sync()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        base = _memory_kib("VmRSS")
+        times = []
+        for _ in range(args.iters):
+            start = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - start)
+        if device.type == "cuda":
+            peak_mib = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            peak_mib = max(0, _memory_kib("VmHWM") - base) / 1024
+        return args.batch / statistics.median(times), peak_mib
+
+    def forward():
+        with torch.no_grad(), autocast:
+            model(x)
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        with autocast:
+            loss = outputs_sum(model(x))
+        loss.backward()
+
+    model.eval()
+    fwd, fwd_mem = measure(forward)
+    model.train()
+    train, train_mem = measure(forward_backward)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return {"model": label, "params_m": params, "fwd_img_s": fwd, "fwd_peak_mib": fwd_mem,
+            "train_img_s": train, "train_peak_mib": train_mem}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--models", nargs="*", default=list(MODELS), help="labels to run (default: all)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one model, print JSON
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args)))
+        return
+    passthrough = [a for a in sys.argv[1:] if a not in args.models and a != "--models"]
+    rows = []
+    for label in args.models:
+        proc = subprocess.run([sys.executable, __file__, *passthrough, "--one", label], capture_output=True, text=True)
+        if proc.returncode != 0:
+            rows.append({"model": label, "skipped": (proc.stderr.strip().splitlines() or ["failed"])[-1]})
+        else:
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"done: {label}", file=sys.stderr, flush=True)
+    mem = "peak MiB (CUDA alloc)" if args.device.startswith("cuda") else "peak RSS growth MiB"
+    print(f"\nbatch {args.batch}, {args.size}x{args.size}, device {args.device}, threads {args.threads}, "
+          f"channels_last {args.channels_last}, bf16 {args.bf16}, median of {args.iters} iterations\n")
+    print(f"| model | params (M) | fwd img/s | fwd {mem} | fwd+bwd img/s | fwd+bwd {mem} |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if "skipped" in r:
+            print(f"| {r['model']} | skipped: {r['skipped']} |||||")
+        else:
+            print(f"| {r['model']} | {r['params_m']:.1f} | {r['fwd_img_s']:.2f} | {r['fwd_peak_mib']:.0f} | "
+                  f"{r['train_img_s']:.2f} | {r['train_peak_mib']:.0f} |")
+    ours = next((r for r in rows if r["model"] == "ConvNeXt-T (panconv)" and "skipped" not in r), None)
+    peer = next((r for r in rows if r["model"] == "ConvNeXt-T (timm)" and "skipped" not in r), None)
+    if ours and peer:
+        print(f"\nConvNeXt-T panconv / timm: forward {ours['fwd_img_s'] / peer['fwd_img_s']:.2f}x, "
+              f"forward+backward {ours['train_img_s'] / peer['train_img_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
