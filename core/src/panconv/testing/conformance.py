@@ -222,7 +222,17 @@ def check_feature_info(entry):
                                          f"{fi.channels} channels")
         if reference is not None and tensor.dim() >= 3 and reference.dim() == tensor.dim():
             size_in, size_out = reference.shape[-1], tensor.shape[-1]
-            if math.ceil(size_in / fi.reduction) != size_out and size_in // fi.reduction != size_out:
+            if size_out in (math.ceil(size_in / fi.reduction), size_in // fi.reduction):
+                continue
+            # unpadded ("valid") convolutions shrink more: then growing the input by 2 strides
+            # must grow this output by exactly 2
+            grown = torch.nn.functional.pad(reference, (fi.reduction, fi.reduction))
+            try:
+                with torch.no_grad():
+                    size_grown = module(grown)[i].shape[-1]
+            except Exception:  # noqa: BLE001
+                size_grown = None
+            if size_grown != size_out + 2:
                 _fail(entry, "feature_info", f"output {i}: input size {size_in} -> {size_out}, but feature_info "
                                              f"says reduction {fi.reduction}")
 

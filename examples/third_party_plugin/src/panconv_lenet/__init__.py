@@ -1,0 +1,1 @@
+"""panconv-lenet: an example third-party panconv plugin."""
