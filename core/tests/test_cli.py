@@ -85,7 +85,8 @@ def test_core_run_is_panconv_run(tmp_path):
 def test_hook_reference_is_up_to_date():
     from pathlib import Path
 
-    from panconv.docs import hooks_markdown
+    from panconv.docs import conformance_markdown, hooks_markdown
 
-    doc = Path(__file__).resolve().parents[2] / "docs" / "hooks.md"
-    assert doc.read_text() == hooks_markdown(), "docs/hooks.md is stale: run python -m panconv.docs"
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    assert (docs / "hooks.md").read_text() == hooks_markdown(), "docs/hooks.md is stale: run python -m panconv.docs"
+    assert (docs / "conformance.md").read_text() == conformance_markdown(), "stale: run python -m panconv.docs"

@@ -24,12 +24,26 @@ def hooks_markdown() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def conformance_markdown() -> str:
+    from .testing.conformance import describe_checks
+
+    return "\n".join([
+        "# Conformance checks", "",
+        "Generated from `core/src/panconv/testing/conformance.py` by `python -m panconv.docs`.", "",
+        "Each check builds the component from its declared example (`example_config()`, `example_inputs()`, "
+        "`example_in_features()`, a dataset's `example()`/`broken_example()`, an evaluator's `example()`, a "
+        "kernel's `make_inputs`) and asserts one property of the contract. A component opts out of a check "
+        "only by declaring `conformance_skips = {\"check\": \"reason\"}`; the reason shows in the report "
+        "(`pytest -ra`).", "", describe_checks(), ""])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    target = Path(argv[0]) if argv else Path("docs/hooks.md")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(hooks_markdown())
-    print(f"wrote {target}")
+    folder = Path(argv[0]) if argv else Path("docs")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (("hooks.md", hooks_markdown()), ("conformance.md", conformance_markdown())):
+        (folder / name).write_text(text)
+        print(f"wrote {folder / name}")
     return 0
 
 

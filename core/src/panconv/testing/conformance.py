@@ -325,7 +325,7 @@ def _dataset(entry, broken: bool = False):
     return factory, (lambda: factory(root=root, split=split, **kwargs)), tmp
 
 
-@check("dataset", doc="the declared tiny example builds, has items, and every split listed in `splits` loads")
+@check("dataset", doc="the declared tiny example builds and is not empty")
 def check_dataset_length(entry):
     factory, make, _ = _dataset(entry)
     dataset = make()
