@@ -72,6 +72,20 @@ def test_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     ckpt = load_checkpoint(work / "epoch_4.pth")
     assert ckpt["meta"]["epoch"] == 4 and "optimizer" in ckpt and "param_schedulers" in ckpt
 
+    # evaluation only, from the last checkpoint: the same test metrics as the run itself
+    again = core_run(cfg, "--work-dir", tmp_path / "eval", "--eval-only", "--resume", work / "epoch_4.pth", "--quiet")
+    assert again.returncode == 0
+    assert metrics(tmp_path / "eval")["test"]["accuracy"] == history["test"]["accuracy"]
+
+
+def test_amp_on_cpu_and_gradient_accumulation_train(tmp_path):
+    work = tmp_path / "work"
+    core_run(blobs_config(tmp_path), "--work-dir", work, "--quiet", "--set", "train.amp=true",
+             "--set", "train.accumulate=2", "--set", "train.grad_clip=1.0")
+    history = metrics(work)
+    assert history["train"][-1]["loss"] < history["train"][0]["loss"]
+    assert history["test"]["accuracy"] > 0.6
+
 
 def test_kill_9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     slow = FIXTURES / "slowblobs.py"

@@ -280,7 +280,8 @@ def run_experiment(cfg: Config, *, work_dir: str | os.PathLike | None = None, re
         visualizer={"type": "Visualizer", "vis_backends": []},
         log_level="ERROR",
         default_scope=None,
-        resume=resume_path is not None,
+        # training resumes (weights, optimizer, schedulers, epoch); evaluation only loads the weights
+        resume=resume_path is not None and "train" in stages,
         load_from=str(resume_path) if resume_path is not None else None,
     )
     _quiet_mmengine()
@@ -297,7 +298,8 @@ def run_experiment(cfg: Config, *, work_dir: str | os.PathLike | None = None, re
     if "train" in stages and "train" in loaders:
         runner.train()
     if "test" in stages and "test" in loaders:
-        runner._has_loaded = True
+        if "train" in stages:
+            runner._has_loaded = True  # test the weights just trained, do not reload
         runner.test()
 
     final = progress.final_metrics()
