@@ -1,11 +1,9 @@
 """CLI: fast commands import no torch; list/info/plugins/doctor output; plugin-added commands."""
 
-import json
 import subprocess
 import sys
 
 import pytest
-
 from panconv.cli import main
 
 PROBE = ("import sys, runpy; sys.argv = ['panconv'] + {args!r}\n"

@@ -3,7 +3,6 @@
 import textwrap
 
 import pytest
-
 from panconv.cli import main
 from panconv.config import load_config, merge
 from panconv.errors import ConfigError

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from panconv.engine.io import atomic_write, load_checkpoint
 from panconv.errors import CheckpointError
 
@@ -64,7 +62,8 @@ def test_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     assert history["test"]["accuracy"] > 0.6  # 3 well-separated-ish blobs; chance is 1/3
     summary = json.loads((work / "summary.json").read_text())
     assert summary["final_metrics"] == {"accuracy": history["test"]["accuracy"]}
-    assert summary["best"]["metric"] == "accuracy" and summary["parameters"] == (2 * 16 + 16) + (16 * 3 + 3)  # in_dim=2 from metadata
+    assert summary["best"]["metric"] == "accuracy"
+    assert summary["parameters"] == (2 * 16 + 16) + (16 * 3 + 3)  # in_dim=2 comes from the dataset metadata
     assert (work / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in work.glob("epoch_*.pth")) == ["epoch_3.pth", "epoch_4.pth"]  # max_keep=2
     assert (work / "last_checkpoint").read_text().strip().endswith("epoch_4.pth")

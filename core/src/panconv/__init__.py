@@ -6,8 +6,15 @@ helpers below import torch on first use.
 
 from __future__ import annotations
 
-from .errors import (CheckpointError, ConfigError, DataError, DuplicateComponentError, PanconvError,
-                     PluginError, UnknownComponentError)
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DuplicateComponentError,
+    PanconvError,
+    PluginError,
+    UnknownComponentError,
+)
 from .hookspecs import hookimpl
 
 __version__ = "0.1.0"

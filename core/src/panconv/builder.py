@@ -9,7 +9,8 @@ are dataset metadata keys (``num_classes``, ``n_users``) are filled from ``metad
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .plugins import get
 

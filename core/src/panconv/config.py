@@ -35,7 +35,8 @@ DATA_RESERVED = ("type", "batch_size", "eval_batch_size", "num_workers", "shuffl
                  "splits", "root")
 STAGES = ("train", "val", "test")
 TRAIN_KEYS = {
-    "epochs": int, "optimizer": dict, "scheduler": list, "accumulate": int, "amp": bool, "grad_clip": (float, type(None)),
+    "epochs": int, "optimizer": dict, "scheduler": list, "accumulate": int, "amp": bool,
+    "grad_clip": (float, type(None)),
     "val_interval": int, "checkpoint": dict, "log_interval": int,
 }
 CHECKPOINT_KEYS = {"interval": int, "max_keep": int, "best": (str, type(None))}
@@ -282,7 +283,7 @@ class _Validator:
         named = {n: p for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
         for key, value in given.items():
             if key in injected or key in skip:
-                self.fail(f"{path}.{key}", f"is set by the engine and cannot be given in the config")
+                self.fail(f"{path}.{key}", "is set by the engine and cannot be given in the config")
             if key not in named:
                 if accepts_any:
                     continue
@@ -347,7 +348,8 @@ class _Validator:
         splits = self.check_mapping(data.get("splits"), "data.splits")
         for stage, split in splits.items():
             if stage not in STAGES:
-                self.fail(f"data.splits.{stage}", f"unknown stage{_suggest(stage, STAGES)}; stages: {', '.join(STAGES)}")
+                self.fail(f"data.splits.{stage}",
+                          f"unknown stage{_suggest(stage, STAGES)}; stages: {', '.join(STAGES)}")
             valid = tuple(getattr(dataset_cls, "splits", ()))
             if split is not None and valid and split not in valid:
                 self.fail(f"data.splits.{stage}", f"{data['type']} has no split '{split}'"
@@ -361,8 +363,9 @@ class _Validator:
         else:
             for key in model:
                 if key not in ("backbone", "neck", "head"):
-                    self.fail(f"model.{key}", "unknown key: a model is either {type: ...} or "
-                                              f"{{backbone, neck, head}}{_suggest(key, ('backbone', 'neck', 'head', 'type'))}")
+                    hint = _suggest(key, ("backbone", "neck", "head", "type"))
+                    self.fail(f"model.{key}",
+                              f"unknown key: a model is either {{type: ...}} or {{backbone, neck, head}}{hint}")
             for key in ("backbone", "head"):
                 if not model.get(key):
                     self.fail(f"model.{key}", "missing (a composed model needs a backbone and a head)")
@@ -418,9 +421,8 @@ class _Validator:
                        "train.optimizer", f"torch.optim.{name}", injected=("params",))
 
     def scheduler(self, spec: Any, path: str) -> None:
-        from mmengine.registry import PARAM_SCHEDULERS
-
         import mmengine.optim  # noqa: F401 - registers the schedulers
+        from mmengine.registry import PARAM_SCHEDULERS
 
         spec = self.check_mapping(spec, path)
         name = spec.get("type")

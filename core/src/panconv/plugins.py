@@ -22,10 +22,11 @@ import os
 import sys
 import traceback
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 

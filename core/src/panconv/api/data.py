@@ -13,8 +13,9 @@ Parsing errors raise :class:`panconv.errors.DataError` naming the file and line.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch.utils.data
 

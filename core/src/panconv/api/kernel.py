@@ -17,8 +17,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -27,7 +28,7 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 

@@ -17,9 +17,9 @@ import copy
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -494,7 +494,8 @@ def run_check(entry, name: str) -> CheckResult:
     except ConformanceError as exc:
         return CheckResult(entry.qualname, name, "failed", str(exc), time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - any crash is a failure of that component's check
-        message = f"{entry.qualname}: {name}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        message = f"{entry.qualname}: {name}: {type(exc).__name__}: {first}"
         return CheckResult(entry.qualname, name, "failed", message, time.perf_counter() - start)
     return CheckResult(entry.qualname, name, "passed", "", time.perf_counter() - start)
 
