@@ -1,0 +1,1 @@
+"""panconv-audio evaluators."""
