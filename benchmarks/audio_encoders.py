@@ -22,7 +22,6 @@ import time
 
 
 def build(name: str, d_model: int, layers: int, heads: int):
-    import torch
 
     from panconv_audio.models.conformer import ConformerEncoder
     from panconv_audio.models.squeezeformer import SqueezeformerEncoder

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from panconv_audio.models.cmoe import CMoE
 
 

@@ -3,9 +3,7 @@ import math
 
 import pytest
 import torch
-
-from panconv_audio.models.ctc import (CharTokenizer, ctc_greedy_decode, ctc_prefix_beam_search,
-                                      ctc_sequence_log_prob)
+from panconv_audio.models.ctc import CharTokenizer, ctc_greedy_decode, ctc_prefix_beam_search, ctc_sequence_log_prob
 
 
 def _onehot_logprobs(path, v=4):

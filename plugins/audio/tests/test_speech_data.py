@@ -1,12 +1,18 @@
-import shutil
 
 import pytest
 import torch
-
 from panconv.errors import DataError
 from panconv_audio.datasets import speech
-from panconv_audio.datasets.speech import (DIGIT_WORDS, SpokenDigits, SpokenWords, asterisk_transcripts,
-                                           load_audio, normalize_text, save_audio, split_of)
+from panconv_audio.datasets.speech import (
+    DIGIT_WORDS,
+    SpokenDigits,
+    SpokenWords,
+    asterisk_transcripts,
+    load_audio,
+    normalize_text,
+    save_audio,
+    split_of,
+)
 
 HAVE_ASTERISK = True
 try:
@@ -15,7 +21,8 @@ try:
 except DataError:
     HAVE_ASTERISK = False
 HAVE_FLITE = "slt" in speech.flite_voices()
-needs_asterisk = pytest.mark.skipif(not HAVE_ASTERISK, reason="apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en")
+needs_asterisk = pytest.mark.skipif(
+    not HAVE_ASTERISK, reason="apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en")
 needs_flite = pytest.mark.skipif(not HAVE_FLITE, reason="apt-get install flite")
 
 

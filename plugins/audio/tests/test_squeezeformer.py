@@ -1,11 +1,9 @@
 import pytest
 import torch
-
 from panconv_audio.models import squeezeformer as sq
 from panconv_audio.models.asr import DepthwiseSeparableSubsampling, subsampled_length
 from panconv_audio.models.conformer import Conformer, conformer_xs
-from panconv_audio.models.squeezeformer import (RelPositionMultiHeadAttention, Squeezeformer,
-                                                SqueezeformerEncoder)
+from panconv_audio.models.squeezeformer import RelPositionMultiHeadAttention, Squeezeformer, SqueezeformerEncoder
 
 
 def _count(model):

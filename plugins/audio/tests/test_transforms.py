@@ -1,6 +1,4 @@
-import pytest
 import torch
-
 from panconv_audio.transforms import Fbank, LogMel, SpecAugment
 
 

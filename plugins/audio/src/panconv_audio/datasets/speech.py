@@ -27,14 +27,13 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-
 from panconv.api import Dataset
 from panconv.errors import DataError
 
@@ -137,7 +136,7 @@ def asterisk_transcripts(path: str | os.PathLike | None = None) -> dict[str, str
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def flite_voices() -> tuple[str, ...]:
     """Voices the installed ``flite`` offers (``awb``, ``rms``, ``slt``, ``kal16`` ...); () if none."""
     exe = shutil.which("flite")
@@ -179,7 +178,7 @@ def synthesize(text: str, voice: str, path: str | os.PathLike, sample_rate: int 
             if exe is None:
                 raise DataError(f"{voice}: flite is not installed; apt-get install flite")
             cmd = [exe, "-voice", name, "--setf", f"duration_stretch={1.0 / rate:.3f}",
-                   "--setf", f"int_f0_target_mean={110 + pitch * 2 if name in ('awb', 'rms', 'kal16') else 170 + pitch * 2}",
+                   "--setf", f"int_f0_target_mean={(110 if name in ('awb', 'rms', 'kal16') else 170) + pitch * 2}",
                    "-t", text, "-o", str(raw)]
         elif engine == "espeak":
             exe = shutil.which("espeak-ng")

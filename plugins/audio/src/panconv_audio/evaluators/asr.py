@@ -7,7 +7,7 @@ from several processes gives exactly the single-process figure.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from panconv.api import Evaluator
 

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from panconv.api import Model
+from torch import nn
 
 from ..transforms import SpecAugment, build_frontend
 

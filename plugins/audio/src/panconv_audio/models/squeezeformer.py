@@ -26,9 +26,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from panconv.api import Backbone, FeatureInfo
+from torch import nn
 
 from .asr import CTCSpeechModel, DepthwiseSeparableSubsampling
 
