@@ -80,7 +80,10 @@ def test_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
 def test_amp_on_cpu_and_gradient_accumulation_train(tmp_path):
     work = tmp_path / "work"
     core_run(blobs_config(tmp_path), "--work-dir", work, "--quiet", "--set", "train.amp=true",
-             "--set", "train.accumulate=2", "--set", "train.grad_clip=1.0")
+             "--set", "train.accumulate=2", "--set", "train.grad_clip=1.0", "--set",
+             "train.scheduler=[{type: OneCycleLR, eta_max: 0.1, total_steps: 32, by_epoch: false}]")
+    # OneCycleLR keeps a function in its state: the checkpoint must still load weights-only
+    assert load_checkpoint(work / "epoch_4.pth")["param_schedulers"]
     history = metrics(work)
     assert history["train"][-1]["loss"] < history["train"][0]["loss"]
     assert history["test"]["accuracy"] > 0.6

@@ -114,7 +114,10 @@ def _make_runner_class():
             if save_optimizer:
                 checkpoint["optimizer"] = to_cpu(self.optim_wrapper.state_dict())
             if save_param_scheduler and self.param_schedulers:
-                checkpoint["param_schedulers"] = [s.state_dict() for s in self.param_schedulers]
+                # drop callables (OneCycleLR keeps its annealing function in its state): they are
+                # rebuilt from the config, and a function cannot be loaded with weights_only=True
+                checkpoint["param_schedulers"] = [{k: v for k, v in s.state_dict().items() if not callable(v)}
+                                                  for s in self.param_schedulers]
             self.call_hook("before_save_checkpoint", checkpoint=checkpoint)
             save_checkpoint(checkpoint, Path(out_dir) / filename)
 

@@ -5,6 +5,11 @@ tiny example (``example_config()``, ``example_inputs()``, ``example()``) and ass
 property of the contract. A component opts out of a check only by declaring a reason in
 ``conformance_skips = {"check_name": "reason"}``; the report shows it.
 
+Size variants — registered factory *functions* such as ``convnext_tiny`` — are built on the
+meta device (instant, no memory) and must return a class the plugin also registers: the
+behavioural checks run on that class from its tiny ``example_config()``, not on every
+paper-sized model. A factory that should be checked fully declares ``example_config``.
+
 Use it from pytest (see :mod:`panconv.testing.pytest_plugin`) or directly::
 
     from panconv.testing import check_plugin
@@ -42,6 +47,7 @@ class CheckResult:
 
 
 CHECKS: dict[str, dict[str, tuple[Callable, str]]] = {}
+MODEL_KINDS = ("model", "backbone", "neck", "head")
 
 
 def check(*kinds: str, doc: str):
@@ -475,14 +481,50 @@ def check_implementations_match_reference(entry):
         raise SkipCheck("no accelerated backend can run here (Triton needs CUDA or TRITON_INTERPRET=1)")
 
 
+# --------------------------------------------------------------------------- size variants
+
+def is_size_variant(entry) -> bool:
+    """A registered factory *function* (``convnext_tiny``) without an ``example_config`` of its own."""
+    import inspect
+
+    target = entry.load()
+    return inspect.isfunction(target) and not hasattr(target, "example_config")
+
+
+def check_build_on_meta(entry):
+    """The size variant builds (on the meta device: no memory, no time) into a registered class."""
+    import torch
+
+    factory = entry.load()
+    with torch.device("meta"):
+        module = factory()
+    if not isinstance(module, torch.nn.Module):
+        _fail(entry, "build_on_meta", f"the factory returned {type(module).__name__}, not an nn.Module")
+    from ..plugins import get_manager
+
+    import inspect
+
+    classes = {target for e in get_manager().entries([entry.kind]) if e.plugin == entry.plugin
+               for target in [e.load()] if inspect.isclass(target)}
+    if type(module) not in classes:
+        _fail(entry, "build_on_meta", f"returns {type(module).__name__}, which {entry.plugin} does not register "
+                                      f"as a {entry.kind}: the kit checks behaviour on the registered class")
+
+
+SIZE_VARIANT_CHECKS = {"build_on_meta": (check_build_on_meta, "a size variant (a registered factory function) builds "
+                                         "on the meta device into a class that is itself registered and fully checked")}
+
+
 # --------------------------------------------------------------------------- running
 
 def checks_for(entry) -> dict[str, tuple[Callable, str]]:
+    if entry.kind in MODEL_KINDS and is_size_variant(entry):
+        return SIZE_VARIANT_CHECKS
     return CHECKS.get(entry.kind, {})
 
 
 def run_check(entry, name: str) -> CheckResult:
-    fn, _ = CHECKS[entry.kind][name]
+    fn, _ = checks_for(entry)[name]
     skips = getattr(entry.load(), "conformance_skips", {}) or {}
     start = time.perf_counter()
     if name in skips:
@@ -535,5 +577,7 @@ def describe_checks() -> str:
     lines = ["| check | applies to | proves |", "|---|---|---|"]
     for (name, doc), kinds in rows.items():
         lines.append(f"| `{name}` | {', '.join(kinds)} | {doc} |")
+    for name, (_, doc) in SIZE_VARIANT_CHECKS.items():
+        lines.append(f"| `{name}` | size variants (instead of the checks above) | {doc} |")
     return "\n".join(lines)
 
