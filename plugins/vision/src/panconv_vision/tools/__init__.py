@@ -1,0 +1,1 @@
+"""Vision tools (Eigen-CAM)."""

@@ -1,0 +1,65 @@
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from panconv.api import FeatureInfo
+from panconv_vision.models.fpn import FPN
+from panconv_vision.testing import randomize_
+
+BACKBONES = [
+    ("panconv_vision.models.convnext", "ConvNeXt"),
+    ("panconv_vision.models.hornet", "HorNet"),
+    ("panconv_vision.models.unireplknet", "UniRepLKNet"),
+    ("panconv_vision.models.replknet", "RepLKNet"),
+]
+
+
+def load_backbone(module, cls):
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            pytest.skip(f"{module} is not there yet (written by the UniRepLKNet/RepLKNet work)")
+        raise
+    Backbone = getattr(mod, cls)
+    return Backbone(**Backbone.example_config())
+
+
+@pytest.mark.parametrize("module,cls", BACKBONES, ids=[b[1] for b in BACKBONES])
+def test_fpn_sizes_itself_from_feature_info(module, cls):
+    backbone = load_backbone(module, cls).eval()
+    fpn = FPN(backbone.feature_info, out_channels=16, num_outs=len(backbone.feature_info) + 1).eval()
+    x = backbone.example_inputs(2)
+    feats = backbone(x)
+    outs = fpn(feats)
+    assert len(outs) == len(fpn.feature_info) == len(feats) + 1
+    for out, info in zip(outs, fpn.feature_info):
+        assert out.shape[:2] == (2, 16)
+        assert out.shape[-1] == -(-x.shape[-1] // info.reduction)  # ceil: stride-2 levels round up
+    assert [f.reduction for f in fpn.feature_info[:-1]] == [f.reduction for f in backbone.feature_info]
+
+
+def test_top_down_pathway_matches_eq():
+    info = [FeatureInfo(4, 4), FeatureInfo(6, 8), FeatureInfo(8, 16)]
+    fpn = randomize_(FPN(info, out_channels=5))
+    c = [torch.randn(1, 4, 16, 16), torch.randn(1, 6, 8, 8), torch.randn(1, 8, 4, 4)]
+    lat = [m(x) for m, x in zip(fpn.lateral_convs, c)]
+    p2 = lat[2]
+    p1 = lat[1] + F.interpolate(p2, scale_factor=2, mode="nearest")
+    p0 = lat[0] + F.interpolate(p1, scale_factor=2, mode="nearest")
+    expected = [fpn.fpn_convs[i](p) for i, p in enumerate([p0, p1, p2])]
+    for got, exp in zip(fpn(c), expected):
+        assert torch.allclose(got, exp, atol=1e-6)
+
+
+def test_extra_levels_norm_and_start_level():
+    info = FPN.example_in_features()
+    fpn = FPN(info, out_channels=8, num_outs=5, start_level=1, extra="conv",
+              norm_cfg={"type": "GN", "num_groups": 4}, act_cfg={"type": "ReLU"})
+    assert [f.reduction for f in fpn.feature_info] == [8, 16, 32, 64, 128]
+    outs = fpn(fpn.example_inputs(2, size=128))
+    assert [o.shape[-1] for o in outs] == [16, 8, 4, 2, 1]
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in fpn.modules())
+    with pytest.raises(ValueError, match="num_outs"):
+        FPN(info, num_outs=2)

@@ -1,0 +1,237 @@
+"""RepLKNet: paper sizes, structural re-parameterisation, parity with the official code."""
+
+import contextlib
+import importlib.util
+import io
+import os
+import re
+
+import pytest
+import torch
+from panconv.api import FeatureInfo
+from panconv_vision.models import replknet
+from panconv_vision.models.reparam import ConvBN, fuse_convbn_modules, randomize_bn_stats
+from panconv_vision.models.replknet import ConvFFN, LargeKernelConv, RepLKBlock, RepLKNet
+
+
+def fill_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Seeded values for every parameter/buffer in state_dict order (running_var kept positive).
+
+    This is the fill used to record the official implementation's reference output below.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.2)
+    return module
+
+
+def tiny(**kw) -> RepLKNet:
+    return RepLKNet(**{**RepLKNet.example_config(), **kw})
+
+
+# README table (paper Tables 5-7, official README): ImageNet parameter counts of the deploy form
+# (small kernels merged), final BatchNorm and 1000-class linear head included. The training-time
+# form (separate 5x5 branches) is 0.01-1.1% larger: 79.86M for 31B.
+PAPER_PARAMS = {"31b": 79e6, "31l": 172e6, "xl": 335e6}
+OUR_PARAMS = {"31b": 79_527_272, "31l": 172_165_672, "xl": 335_399_656}
+
+
+def classifier_params(backbone: RepLKNet, num_classes: int = 1000) -> int:
+    c = backbone.feature_info[-1].channels
+    head = 2 * c + c * num_classes + num_classes  # final BatchNorm (affine) + linear classifier
+    return sum(p.numel() for p in backbone.parameters()) + head
+
+
+@pytest.mark.parametrize("size", sorted(PAPER_PARAMS))
+def test_param_count_matches_paper(size):
+    with torch.device("meta"):
+        model = getattr(replknet, f"replknet_{size}")(deploy=True)
+    n = classifier_params(model)
+    assert n == OUR_PARAMS[size]  # also equals the official code's deploy model
+    assert abs(n - PAPER_PARAMS[size]) / PAPER_PARAMS[size] < 0.01
+
+
+def test_paper_kernels_and_xl_settings():
+    with torch.device("meta"):
+        b, xl = replknet.replknet_31b(), replknet.replknet_xl()
+    assert [st[0].large_kernel.kernel_size for st in b.stages] == [31, 29, 27, 13]
+    assert [len(st) // 2 for st in b.stages] == [2, 2, 18, 2]
+    assert b.stages[0][0].large_kernel.small.conv.kernel_size == (5, 5)
+    assert [st[0].large_kernel.kernel_size for st in xl.stages] == [27, 27, 27, 13]
+    assert xl.stages[0][0].large_kernel.small is None  # XL: no small-kernel branch (Sec. 5.4)
+    assert xl.stages[0][0].pw1.conv.out_channels == 384  # dw_ratio 1.5
+
+
+def test_feature_info_shapes_and_out_indices():
+    model = tiny().eval()
+    x = model.example_inputs()
+    feats = model(x)
+    assert [f.shape for f in feats] == [(2, 8, 16, 16), (2, 16, 8, 8), (2, 32, 4, 4), (2, 64, 2, 2)]
+    assert model.feature_info == [FeatureInfo(8, 4, "stages.0"), FeatureInfo(16, 8, "stages.1"),
+                                  FeatureInfo(32, 16, "stages.2"), FeatureInfo(64, 32, "stages.3")]
+    part = tiny(out_indices=(0, 2), norm_outputs=True).eval()
+    assert [f.reduction for f in part.feature_info] == [4, 16] and len(part.stages) == 3
+    assert [f.shape[1] for f in part(x)] == [8, 32]
+
+
+def test_grayscale_28px_input():  # MNIST-sized input: 28 -> 7 -> 4 -> 2 -> 1
+    model = tiny(in_channels=1).eval()
+    assert [f.shape[-1] for f in model(torch.randn(2, 1, 28, 28))] == [7, 4, 2, 1]
+
+
+def test_registered_names_resolve():
+    from panconv.plugins import get
+
+    for size in PAPER_PARAMS:
+        assert get("backbone", f"vision.replknet_{size}").load() is getattr(replknet, f"replknet_{size}")
+    assert get("backbone", "vision.RepLKNet").load() is RepLKNet
+
+
+def test_train_step_with_drop_path_reaches_every_parameter():
+    model = tiny(drop_path_rate=0.2, norm_outputs=True).train()
+    sum(f.mean() for f in model(model.example_inputs())).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("small_kernel", [5, 3, None])
+def test_large_kernel_conv_merges_into_one_kernel(small_kernel):
+    torch.manual_seed(0)
+    conv = LargeKernelConv(6, 31, small_kernel)
+    randomize_bn_stats(conv)
+    conv.eval()
+    x = torch.randn(2, 6, 20, 20)
+    ref = conv(x)
+    conv.reparameterize()
+    assert conv.small is None and isinstance(conv.large.bn, torch.nn.Identity)
+    assert conv.large.conv.kernel_size == (31, 31) and conv.large.conv.bias is not None
+    assert (conv(x) - ref).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("block", ["replk", "replk_nosmall", "ffn"])
+def test_block_reparameterize_equals_training_form(block):
+    torch.manual_seed(0)
+    module = {
+        "replk": lambda: RepLKBlock(8, 12, 13, 5),
+        "replk_nosmall": lambda: RepLKBlock(8, 12, 13, None),
+        "ffn": lambda: ConvFFN(8, 32),
+    }[block]()
+    fill_(module).eval()
+    x = torch.randn(2, 8, 15, 15)
+    ref = module(x)
+    for m in module.modules():
+        if isinstance(m, LargeKernelConv):
+            m.reparameterize()
+    fuse_convbn_modules(module)
+    # every conv is now a single biased kernel; only the pre-normalisation BN stays (as officially)
+    assert all(isinstance(m.bn, torch.nn.Identity) for m in module.modules() if isinstance(m, ConvBN))
+    assert (module(x) - ref).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("fuse_bn", [False, True])
+def test_model_reparameterize_matches_training_form(fuse_bn):
+    model = fill_(tiny()).eval()
+    x = model.example_inputs()
+    ref = model(x)
+    model.reparameterize(fuse_bn=fuse_bn)
+    lks = [m for m in model.modules() if isinstance(m, LargeKernelConv)]
+    assert lks and all(m.small is None and isinstance(m.large.bn, torch.nn.Identity) for m in lks)
+    for a, b in zip(model(x), ref):
+        assert (a - b).abs().max() <= 1e-4
+    if not fuse_bn:  # the deploy constructor has exactly the re-parameterised keys
+        deploy = tiny(deploy=True).eval()
+        deploy.load_state_dict(model.state_dict())
+        for a, b in zip(deploy(x), ref):
+            assert (a - b).abs().max() <= 1e-4
+
+
+# Output of the official implementation (DingXiaoH/RepLKNet-pytorch, replknet.py at the fetched
+# snapshot) for RepLKNet(**example_config()) with weights from fill_(seed=0) mapped onto its
+# state-dict keys, eval mode, input torch.randn(2, 3, 64, 64, generator=seed 1); per stage:
+# (mean, std, first four values of the flattened output). Our max abs diff to it was 0 (train
+# form) and 6e-8 (both re-parameterised).
+OFFICIAL_REFERENCE = [
+    (-0.032001, 0.437350, [-0.764833, -0.764988, -0.763896, -0.764184]),
+    (0.102742, 0.303658, [-0.058761, -0.059235, -0.061348, -0.061206]),
+    (0.095430, 0.317863, [0.313908, 0.313523, 0.313453, 0.313337]),
+    (0.033014, 0.283151, [-0.049027, -0.048692, -0.048885, -0.048592]),
+]
+
+
+@pytest.mark.parametrize("deploy", [False, True])
+def test_matches_recorded_official_output(deploy):
+    model = fill_(tiny()).eval()
+    if deploy:
+        model.reparameterize(fuse_bn=True)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        feats = model(x)
+    for out, (mean, std, first) in zip(feats, OFFICIAL_REFERENCE):
+        assert abs(out.mean().item() - mean) < 1e-4
+        assert abs(out.std().item() - std) < 1e-4
+        torch.testing.assert_close(out.flatten()[:4], torch.tensor(first), atol=1e-4, rtol=0)
+
+
+def _official_key(key: str) -> str:
+    """Our state-dict key -> the official one (replknet.py of DingXiaoH/RepLKNet-pytorch)."""
+    m = re.match(r"stages\.(\d+)\.(\d+)\.(.*)", key)
+    if not m:
+        return key  # stem.* and transitions.* are named alike
+    n, rest = int(m.group(2)), m.group(3)
+    rest = rest.replace("pre_bn.", "prelkb_bn." if n % 2 == 0 else "preffn_bn.")
+    rest = rest.replace("large_kernel.large.", "large_kernel.lkb_origin.")
+    rest = rest.replace("large_kernel.small.", "large_kernel.small_conv.")
+    return f"stages.{m.group(1)}.blocks.{n}.{rest}"
+
+
+PARITY_CONFIGS = {
+    "tiny": RepLKNet.example_config(),
+    "tiny_xl_style": {**RepLKNet.example_config(), "small_kernel": None, "dw_ratio": 1.5},
+    "replknet_31b": {"depths": (2, 2, 18, 2), "dims": (128, 256, 512, 1024), "kernel_sizes": (31, 29, 27, 13)},
+}
+
+
+@pytest.mark.skipif(not os.environ.get("PANCONV_REPLKNET_REF"),
+                    reason="set PANCONV_REPLKNET_REF to the official replknet.py (needs timm)")
+@pytest.mark.parametrize("variant", sorted(PARITY_CONFIGS))
+def test_parity_with_official_code(variant):
+    """Side by side with the official model on shared weights (the source of OFFICIAL_REFERENCE)."""
+    spec = importlib.util.spec_from_file_location("replknet_official", os.environ["PANCONV_REPLKNET_REF"])
+    official = importlib.util.module_from_spec(spec)
+    cfg = {"small_kernel": 5, **PARITY_CONFIGS[variant]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        spec.loader.exec_module(official)
+        theirs = official.RepLKNet(
+            large_kernel_sizes=list(cfg["kernel_sizes"]), layers=list(cfg["depths"]), channels=list(cfg["dims"]),
+            drop_path_rate=0.0, small_kernel=cfg["small_kernel"], dw_ratio=cfg.get("dw_ratio", 1),
+            num_classes=None, out_indices=(0, 1, 2, 3), use_sync_bn=False).eval()
+    ours = fill_(RepLKNet(**cfg)).eval()
+    theirs.load_state_dict({_official_key(k): v for k, v in ours.state_dict().items()}, strict=True)
+
+    def max_diff(a, b):  # absolute, and relative to the largest reference activation
+        d = max((p - q).abs().max().item() for p, q in zip(a, b))
+        return d, d / max(q.abs().max().item() for q in b)
+
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        train = max_diff(ours(x), theirs(x))
+        ours.reparameterize()
+        theirs.structural_reparam()
+        deploy = max_diff(ours(x), theirs(x))
+    print(f"RepLKNet parity {variant}: max abs diff train form {train[0]:.2e} (rel {train[1]:.1e}), "
+          f"deploy form {deploy[0]:.2e} (rel {deploy[1]:.1e})")
+    assert train[1] < 1e-5 and deploy[1] < 1e-5
+
+
+def test_fpn_sizes_itself_from_feature_info():
+    fpn_module = pytest.importorskip("panconv_vision.models.fpn")
+    backbone = tiny().eval()
+    fpn = fpn_module.FPN(backbone.feature_info)
+    outs = fpn(backbone(backbone.example_inputs()))
+    assert len(outs) == len(fpn.feature_info)
+    assert [o.shape[1] for o in outs] == [f.channels for f in fpn.feature_info]

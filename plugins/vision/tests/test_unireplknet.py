@@ -1,0 +1,253 @@
+"""UniRepLKNet: paper sizes, Dilated Reparam Block equivalence, parity with the official code."""
+
+import contextlib
+import importlib.util
+import io
+import os
+import re
+import sys
+
+import pytest
+import torch
+from panconv.api import FeatureInfo
+from panconv_vision.models import unireplknet
+from panconv_vision.models.reparam import randomize_bn_stats
+from panconv_vision.models.unireplknet import (
+    DILATED_BRANCHES,
+    DilatedReparamBlock,
+    UniRepLKNet,
+    UniRepLKNetBlock,
+)
+
+
+def fill_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Seeded values for every parameter/buffer in state_dict order (running_var kept positive).
+
+    This is the fill used to record the official implementation's reference output below.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.2)
+    return module
+
+
+def tiny(**kw) -> UniRepLKNet:
+    return UniRepLKNet(**{**UniRepLKNet.example_config(), **kw})
+
+
+# README table (Table 3/4 of the paper, also the official README): ImageNet parameter counts of the
+# deploy (re-parameterised) form, final LayerNorm and 1000-class linear head included. The
+# training-time form has the extra BN/branch parameters and is 0.5-5% larger.
+PAPER_PARAMS = {"a": 4.4e6, "f": 6.2e6, "p": 10.7e6, "n": 18.3e6, "t": 31e6, "s": 56e6,
+                "b": 98e6, "l": 218e6, "xl": 386e6}
+OUR_PARAMS = {"a": 4_437_300, "f": 6_235_216, "p": 10_741_704, "n": 18_318_560, "t": 31_037_980,
+              "s": 55_645_984, "b": 98_008_456, "l": 218_454_616, "xl": 386_529_064}
+
+
+def classifier_params(backbone: UniRepLKNet, num_classes: int = 1000) -> int:
+    c = backbone.feature_info[-1].channels
+    head = 2 * c + c * num_classes + num_classes  # final LayerNorm + linear classifier
+    return sum(p.numel() for p in backbone.parameters()) + head
+
+
+@pytest.mark.parametrize("size", sorted(PAPER_PARAMS))
+def test_param_count_matches_paper(size):
+    with torch.device("meta"):
+        model = getattr(unireplknet, f"unireplknet_{size}")(deploy=True)
+    n = classifier_params(model)
+    assert n == OUR_PARAMS[size]  # also equals the official code's deploy model
+    assert abs(n - PAPER_PARAMS[size]) / PAPER_PARAMS[size] < 0.01
+
+
+def test_paper_depths_dims_and_kernels():
+    with torch.device("meta"):
+        t = unireplknet.unireplknet_t()
+        s = unireplknet.unireplknet_s()
+    assert [len(st) for st in t.stages] == [3, 3, 18, 3]
+    assert [f.channels for f in s.feature_info] == [96, 192, 384, 768]
+    kernels = [blk.dwconv.kernel_size if isinstance(blk.dwconv, DilatedReparamBlock) else blk.dwconv.kernel_size[0]
+               for blk in s.stages[2]]
+    assert kernels[:6] == [13, 3, 3, 13, 3, 3]
+
+
+def test_feature_info_shapes_and_out_indices():
+    model = tiny().eval()
+    x = model.example_inputs()
+    feats = model(x)
+    assert [f.shape for f in feats] == [(2, 8, 16, 16), (2, 16, 8, 8), (2, 32, 4, 4), (2, 64, 2, 2)]
+    assert model.feature_info == [FeatureInfo(8, 4, "stages.0"), FeatureInfo(16, 8, "stages.1"),
+                                  FeatureInfo(32, 16, "stages.2"), FeatureInfo(64, 32, "stages.3")]
+    part = tiny(out_indices=(1, 2), norm_outputs=True).eval()
+    assert [f.reduction for f in part.feature_info] == [8, 16] and len(part.stages) == 3
+    assert [f.shape[1] for f in part(x)] == [16, 32]
+    with pytest.raises(ValueError):
+        tiny(kernel_sizes=((3,), (13,), (13,), (13,)))
+
+
+def test_grayscale_28px_input():  # MNIST-sized input: 28 -> 7 -> 4 -> 2 -> 1
+    model = tiny(in_channels=1).eval()
+    assert [f.shape[-1] for f in model(torch.randn(2, 1, 28, 28))] == [7, 4, 2, 1]
+
+
+def test_registered_names_resolve():
+    from panconv.plugins import get
+
+    for size in PAPER_PARAMS:
+        assert get("backbone", f"vision.unireplknet_{size}").load() is getattr(unireplknet, f"unireplknet_{size}")
+    assert get("backbone", "vision.UniRepLKNet").load() is UniRepLKNet
+
+
+def test_train_step_with_drop_path_reaches_every_parameter():
+    model = tiny(drop_path_rate=0.2, norm_outputs=True).train()
+    sum(f.mean() for f in model(model.example_inputs())).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("kernel_size", sorted(DILATED_BRANCHES))
+def test_dilated_reparam_block_merges_into_one_kernel(kernel_size):
+    torch.manual_seed(kernel_size)
+    block = DilatedReparamBlock(6, kernel_size)
+    randomize_bn_stats(block)
+    block.eval()
+    x = torch.randn(2, 6, 23, 23)
+    ref = block(x)
+    block.reparameterize()
+    assert len(block.branches) == 0 and block.lk_bn is None
+    assert block.lk.kernel_size == (kernel_size, kernel_size) and block.lk.bias is not None
+    assert (block(x) - ref).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("kernel_size", [0, 3, 5, 7, 13])
+def test_block_reparameterize_equals_training_form(kernel_size):
+    torch.manual_seed(0)
+    block = fill_(UniRepLKNetBlock(8, kernel_size), seed=kernel_size)  # GRN, layer scale, BNs all non-trivial
+    block.eval()
+    x = torch.randn(2, 8, 15, 15)
+    ref = block(x)
+    block.reparameterize()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in block.modules())
+    assert block.gamma is None and block.grn.beta is None
+    assert (block(x) - ref).abs().max() <= 1e-4
+
+
+def test_model_reparameterize_matches_deploy_constructor():
+    model = fill_(tiny()).eval()
+    x = model.example_inputs()
+    ref = model(x)
+    model.reparameterize()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    convs = [m for m in model.modules() if isinstance(m, DilatedReparamBlock)]
+    assert convs and all(len(m.branches) == 0 for m in convs)
+    for a, b in zip(model(x), ref):
+        assert (a - b).abs().max() <= 1e-4
+    deploy = tiny(deploy=True).eval()
+    deploy.load_state_dict(model.state_dict())  # strict: same keys and shapes as the deploy form
+    for a, b in zip(deploy(x), ref):
+        assert (a - b).abs().max() <= 1e-4
+
+
+# Output of the official implementation (AILab-CVC/UniRepLKNet, unireplknet.py at the fetched
+# snapshot) for UniRepLKNet(**example_config()) with weights from fill_(seed=0) mapped onto its
+# state-dict keys, eval mode, input torch.randn(2, 3, 64, 64, generator=seed 1); per stage:
+# (mean, std, first four values of the flattened output). Our max abs diff to it was 4.8e-7.
+OFFICIAL_REFERENCE = [
+    (0.062163, 0.225723, [0.499639, 0.380647, 0.513224, 0.525792]),
+    (0.158941, 0.292662, [0.557004, 0.519866, 0.526301, 0.548442]),
+    (-0.090115, 0.358728, [-0.200197, -0.204588, -0.216204, -0.230297]),
+    (-0.017618, 0.284345, [1.042191, 1.248663, 0.397582, 0.764587]),
+]
+
+
+@pytest.mark.parametrize("deploy", [False, True])
+def test_matches_recorded_official_output(deploy):
+    model = fill_(tiny()).eval()
+    if deploy:
+        model.reparameterize()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        feats = model(x)
+    for out, (mean, std, first) in zip(feats, OFFICIAL_REFERENCE):
+        assert abs(out.mean().item() - mean) < 1e-4
+        assert abs(out.std().item() - std) < 1e-4
+        torch.testing.assert_close(out.flatten()[:4], torch.tensor(first), atol=1e-4, rtol=0)
+
+
+def _official_key(key: str, model: UniRepLKNet) -> str:
+    """Our state-dict key -> the official one (unireplknet.py of AILab-CVC/UniRepLKNet)."""
+    key = re.sub(r"^stem\.", "downsample_layers.0.", key)
+    key = re.sub(r"^downsamples\.(\d+)\.", lambda m: f"downsample_layers.{int(m.group(1)) + 1}.", key)
+    key = key.replace("dwconv.lk.", "dwconv.lk_origin.").replace("dwconv.lk_bn.", "dwconv.origin_bn.")
+    m = re.search(r"stages\.(\d+)\.(\d+)\.dwconv\.branches\.(\d+)\.(conv|bn)\.", key)
+    if m:
+        conv = model.stages[int(m.group(1))][int(m.group(2))].dwconv.branches[int(m.group(3))].conv
+        name = f"dil_{m.group(4)}_k{conv.kernel_size[0]}_{conv.dilation[0]}."
+        key = key.replace(m.group(0), f"stages.{m.group(1)}.{m.group(2)}.dwconv.{name}")
+    for ours, theirs in ((".pwconv1.", ".pwconv1.1."), (".grn.", ".act.1."), (".pwconv2.", ".pwconv2.0."),
+                         (".ffn_norm.", ".pwconv2.2.")):
+        key = key.replace(ours, theirs)
+    return key
+
+
+PARITY_CONFIGS = {
+    "tiny": UniRepLKNet.example_config(),
+    "unireplknet_a": {"depths": (2, 2, 6, 2), "dims": (40, 80, 160, 320)},
+}
+
+
+@pytest.mark.skipif(not os.environ.get("PANCONV_UNIREPLKNET_REF"),
+                    reason="set PANCONV_UNIREPLKNET_REF to the official unireplknet.py (needs timm)")
+@pytest.mark.parametrize("variant", sorted(PARITY_CONFIGS))
+def test_parity_with_official_code(variant, monkeypatch):
+    """Side by side with the official model on shared weights (the source of OFFICIAL_REFERENCE)."""
+    spec = importlib.util.spec_from_file_location("unireplknet_official", os.environ["PANCONV_UNIREPLKNET_REF"])
+    official = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, official)  # its timm @register_model looks itself up there
+    ours = fill_(UniRepLKNet(**PARITY_CONFIGS[variant])).eval()
+    kernel_sizes = [[getattr(b.dwconv, "kernel_size", 0) for b in st] for st in ours.stages]
+    kernel_sizes = [[k if isinstance(k, int) else k[0] for k in st] for st in kernel_sizes]
+    with contextlib.redirect_stdout(io.StringIO()):
+        spec.loader.exec_module(official)
+        theirs = official.UniRepLKNet(num_classes=10, depths=[len(st) for st in ours.stages],
+                                      dims=[f.channels for f in ours.feature_info],
+                                      kernel_sizes=kernel_sizes, attempt_use_lk_impl=False).eval()
+    target = theirs.state_dict()
+    mapped = {_official_key(k, ours): v for k, v in ours.state_dict().items()}
+    assert set(target) - set(mapped) == {"norm.weight", "norm.bias", "head.weight", "head.bias"}
+    theirs.load_state_dict({k: v.reshape(target[k].shape) for k, v in mapped.items()}, strict=False)
+
+    def official_features(x):
+        outs = []
+        for down, stage in zip(theirs.downsample_layers, theirs.stages):
+            x = stage(down(x))
+            outs.append(x)
+        return outs
+
+    def max_diff(a, b):  # absolute, and relative to the largest reference activation
+        d = max((p - q).abs().max().item() for p, q in zip(a, b))
+        return d, d / max(q.abs().max().item() for q in b)
+
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        train = max_diff(ours(x), official_features(x))
+        ours.reparameterize()
+        with contextlib.redirect_stdout(io.StringIO()):
+            theirs.reparameterize_unireplknet()
+        deploy = max_diff(ours(x), official_features(x))
+    print(f"UniRepLKNet parity {variant}: max abs diff train form {train[0]:.2e} (rel {train[1]:.1e}), "
+          f"deploy form {deploy[0]:.2e} (rel {deploy[1]:.1e})")
+    assert train[1] < 1e-5 and deploy[1] < 1e-5
+
+
+def test_fpn_sizes_itself_from_feature_info():
+    fpn_module = pytest.importorskip("panconv_vision.models.fpn")
+    backbone = tiny().eval()
+    fpn = fpn_module.FPN(backbone.feature_info)
+    outs = fpn(backbone(backbone.example_inputs()))
+    assert len(outs) == len(fpn.feature_info)
+    assert [o.shape[1] for o in outs] == [f.channels for f in fpn.feature_info]
