@@ -15,7 +15,8 @@ Wall-clock and process CPU seconds are both printed (on a shared machine CPU sec
 stabler figure). Peers are optional:
 
     # RecBole into a separate location, without touching the project venv:
-    pip install --target /tmp/recbole_pkgs --no-deps recbole==1.2.1 colorlog==4.7.2 colorama==0.4.4 thop tabulate texttable plotly pandas
+    pip install --target /tmp/recbole_pkgs --no-deps recbole==1.2.1 colorlog==4.7.2 colorama==0.4.4 \
+        thop tabulate texttable plotly pandas
     # the reference code (gusye1234/LightGCN-PyTorch), only its code/ folder, outside the repo:
     git clone https://github.com/gusye1234/LightGCN-PyTorch /tmp/lgref
     python benchmarks/lightgcn_speed.py --threads 2 --recbole-path /tmp/recbole_pkgs --reference-code /tmp/lgref/code
@@ -113,7 +114,8 @@ def bench_recbole(args, train, test, init):
         sp.dok_matrix._update = lambda self, data: self._dict.update(data)
     from recbole.model.general_recommender.lightgcn import LightGCN as RBLightGCN
 
-    config = {"USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "NEG_PREFIX": "neg_", "device": torch.device("cpu"),
+    config = {"USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "NEG_PREFIX": "neg_",
+              "device": torch.device("cpu"),
               "embedding_size": 64, "n_layers": 3, "reg_weight": 1e-4, "require_pow": False}
     data = _RecBoleData(train)
     with Timer() as setup:
@@ -158,6 +160,13 @@ def bench_reference(args, train, test, init):
     src = Path(args.data_root) / "recsys" / args.name
     for f in ("train.txt", "test.txt"):
         shutil.copy(src / f, data_dir / f)
+    if args.ref_cached_adjacency:  # the reference loads s_pre_adj_mat.npz when present (its own cache)
+        import scipy.sparse as sp
+        from panconv_graph.kernels.spmm import normalized_adjacency
+
+        adj = normalized_adjacency(*train.interactions(), train.n_users, train.n_items)
+        sp.save_npz(data_dir / "s_pre_adj_mat.npz", sp.csr_matrix(
+            (adj.values().numpy(), adj.col_indices().numpy(), adj.crow_indices().numpy()), shape=adj.shape))
     argv, cwd = sys.argv, os.getcwd()
     sys.argv = ["main.py", "--testbatch", "100", "--layer", "3", "--recdim", "64", "--lr", "0.001",
                 "--decay", "1e-4", "--bpr_batch", "2048", "--tensorboard", "0"]
@@ -243,6 +252,10 @@ def main():
     p.add_argument("--ref-eval-batches", type=int, default=20, help="reference test batches timed (x100 users)")
     p.add_argument("--ref-sample-fraction", type=float, default=0.1,
                    help="fraction of the reference's python BPR sampler timed (0: the whole epoch)")
+    p.add_argument("--ref-cached-adjacency", action="store_true",
+                   help="give the reference code its adjacency cache file (s_pre_adj_mat.npz) so that its ~146 s, "
+                        "~11 GB scipy build is skipped; its setup time then excludes building the adjacency")
+    p.add_argument("--no-recbole", action="store_true")
     p.add_argument("--json", default=None, help="write the results here too")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -252,11 +265,16 @@ def main():
     steps_per_epoch = math.ceil(len(train) / 2048)
     init = torch.randn(train.n_users + train.n_items, 64, generator=torch.Generator().manual_seed(2020)) * 0.1
 
-    runs = {"panconv-graph": bench_ours(args, train, test, init)}
-    if args.recbole_path:
-        runs["RecBole 1.2.1"] = bench_recbole(args, train, test, init)
+    def done(name, r):  # progress line per implementation (the table follows at the end)
+        print(f"[{name}] setup {r['setup'].wall:.1f}s, {args.batches} steps {r['steps'].wall:.1f}s "
+              f"(cpu {r['steps'].cpu:.1f}s), eval {r['eval'].wall:.1f}s (cpu {r['eval'].cpu:.1f}s)", flush=True)
+        return r
+
+    runs = {"panconv-graph": done("panconv-graph", bench_ours(args, train, test, init))}
+    if args.recbole_path and not args.no_recbole:
+        runs["RecBole 1.2.1"] = done("RecBole 1.2.1", bench_recbole(args, train, test, init))
     if args.reference_code:
-        runs["LightGCN-PyTorch (ref)"] = bench_reference(args, train, test, init)
+        runs["LightGCN-PyTorch (ref)"] = done("LightGCN-PyTorch (ref)", bench_reference(args, train, test, init))
 
     ours = runs["panconv-graph"]
     rows = []

@@ -1,0 +1,395 @@
+"""Implicit-feedback recommendation data in the LightGCN / NGCF release format.
+
+Layout under the data root: ``<root>/recsys/<name>/{train,valid,test}.txt``; every line is
+``user_id item_id item_id ...`` with 0-based integer ids (see ``shared/data/recsys/README.md``).
+
+* ``split="train"`` yields BPR triples ``(user, positive, negative)``. As in the reference code
+  (``UniformSample_original``) an epoch has as many samples as training interactions; by default
+  each sample draws a user uniformly, then one of the user's items, then a negative uniformly
+  among the items the user has not interacted with (``sampling="interaction"`` walks the
+  interactions in a random order instead). Sampling is vectorised (rejection by a sorted-key
+  lookup) and reproducible: epoch ``e`` uses ``numpy.random.default_rng((seed, e))``; the engine
+  calls :meth:`RecSysData.set_epoch` before each epoch.
+* ``split="val"`` / ``"test"`` yield one user each: the held-out items of ``valid.txt`` /
+  ``test.txt`` and the items to mask when ranking (the training items; for ``test`` also the
+  validation items when ``valid.txt`` exists).
+
+Parsing rules: ids must be non-negative integers (else ``DataError "file:line: ..."``); blank
+lines at the end of a file are ignored, a blank line between records is an error; a user may
+appear once per file; a line with a user id and no items is a user without interactions.
+Evaluation users with no training interaction (cold-start: LightGCN cannot score them) are
+skipped, counted in ``self.skipped["cold_users"]`` and reported with a warning.
+
+``n_users`` / ``n_items`` are ``1 + max id`` over every file of the data set (as the reference
+code does), so every split reports the same metadata.
+
+Download (users with internet): pass ``source=<base URL>`` (files are fetched from
+``<source>/<file>``) and optionally ``checksums={"train.txt": "<sha256>", ...}``; missing files are
+downloaded to a temporary file in the target folder, verified, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from panconv.api import Dataset
+from panconv.errors import DataError
+
+#: the LightGCN reference release of Gowalla (sha256 of the copy the paper's numbers come from)
+KNOWN_SOURCES: dict[str, dict[str, Any]] = {
+    "gowalla": {
+        "source": "https://raw.githubusercontent.com/gusye1234/LightGCN-PyTorch/master/data/gowalla",
+        "checksums": {
+            "test.txt": "63099a2a73924e4b754dc6efd730d764f492321b53c38eb93298850c83acf57b",
+        },
+    },
+}
+
+_FILES = {"train": "train.txt", "val": "valid.txt", "test": "test.txt"}
+
+
+# ----------------------------------------------------------------------------- file handling
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_file(url: str, dest: Path, sha256: str | None = None,
+                  opener: Callable[[str], Any] = urllib.request.urlopen) -> Path:
+    """Fetch ``url`` to ``dest`` atomically (temp file in the same folder, checksum, rename)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, opener(url) as response:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+        if sha256 is not None and h.hexdigest() != sha256.lower():
+            raise DataError(f"{url}: sha256 {h.hexdigest()} does not match the expected {sha256}; "
+                            f"the download was discarded, check the source URL")
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dest
+
+
+class _Records:
+    """One parsed file: CSR of items per user (users in file order)."""
+
+    __slots__ = ("users", "offsets", "items", "max_user", "max_item")
+
+    def __init__(self, users, offsets, items):
+        self.users, self.offsets, self.items = users, offsets, items
+        self.max_user = int(users.max()) if len(users) else -1
+        self.max_item = int(items.max()) if len(items) else -1
+
+
+_CACHE: dict[tuple, _Records] = {}
+
+
+def read_interactions(path: Path) -> _Records:
+    """Parse ``user item item ...`` lines; raise ``DataError("file:line: ...")`` on bad input."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key in _CACHE:
+        return _CACHE[key]
+    users: list[int] = []
+    lengths: list[int] = []
+    chunks: list[list[int]] = []
+    seen: dict[int, int] = {}
+    blank_at = None
+    with open(path, encoding="utf-8", errors="strict") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                blank_at = blank_at or lineno
+                continue
+            if blank_at is not None:
+                raise DataError(f"{path}:{blank_at}: empty line between records; "
+                                f"remove it (only trailing blank lines are allowed)")
+            try:
+                ids = [int(p) for p in parts]
+            except ValueError:
+                bad = next(p for p in parts if not p.lstrip("-").isdigit())
+                raise DataError(f"{path}:{lineno}: '{bad}' is not an integer id; "
+                                f"expected 'user_id item_id item_id ...'") from None
+            if min(ids) < 0:
+                raise DataError(f"{path}:{lineno}: negative id {min(ids)}; ids must be 0-based integers")
+            user = ids[0]
+            if user in seen:
+                raise DataError(f"{path}:{lineno}: user {user} already listed at line {seen[user]}; "
+                                f"merge the two lines")
+            seen[user] = lineno
+            users.append(user)
+            lengths.append(len(ids) - 1)
+            chunks.append(ids[1:])
+    if not users:
+        raise DataError(f"{path}:1: file has no records")
+    offsets = np.zeros(len(users) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    items = np.fromiter((i for c in chunks for i in c), dtype=np.int64, count=int(offsets[-1]))
+    records = _Records(np.asarray(users, dtype=np.int64), offsets, items)
+    _CACHE[key] = records
+    return records
+
+
+def _csr_by_user(records: _Records, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets[n_users+1], sorted unique items) per user id from a parsed file."""
+    lengths = np.diff(records.offsets)
+    u = np.repeat(records.users, lengths)
+    key = np.unique(u * (records.max_item + 1) + records.items) if len(u) else u
+    width = records.max_item + 1
+    u, i = key // width, key % width
+    offsets = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(u, minlength=n_users), out=offsets[1:])
+    return offsets, i
+
+
+# ----------------------------------------------------------------------------- the dataset
+class RecSysData(Dataset):
+    """Implicit-feedback data (gowalla, ml-1m, lastfm, ...): BPR triples / ranking users.
+
+    Args:
+        root: the data root (folder holding ``recsys/``); default ``$PANCONV_DATA``. A relative
+            path resolves against the working directory; if it lacks ``recsys/<name>`` and
+            ``$PANCONV_DATA`` has it, ``$PANCONV_DATA`` is used.
+        split: ``train`` (BPR triples), ``val`` (``valid.txt``) or ``test`` (``test.txt``).
+        name: data-set folder under ``<root>/recsys/``.
+        seed: base seed of the negative sampling (epoch ``e`` uses ``(seed, e)``).
+        sampling: ``"user"`` (the reference's uniform user then item) or ``"interaction"``.
+        source / checksums / download: fetch missing files from ``<source>/<file>``;
+            ``download=True`` uses the known source of ``name`` (gowalla).
+    """
+
+    splits = ("train", "val", "test")
+    metadata_keys = ("n_users", "n_items")
+
+    def __init__(self, root=None, split: str = "train", name: str = "gowalla", seed: int = 2020,
+                 sampling: str = "user", source: str | None = None,
+                 checksums: dict[str, str] | None = None, download: bool = False):
+        super().__init__(root, split)
+        self.root = _resolve_root(self.root, name)
+        if sampling not in ("user", "interaction"):
+            raise DataError(f"RecSysData: sampling must be 'user' or 'interaction', got {sampling!r}")
+        self.name, self.seed, self.sampling = name, int(seed), sampling
+        self.folder = self.root / "recsys" / name
+        if download and source is None and name in KNOWN_SOURCES:
+            source = KNOWN_SOURCES[name]["source"]
+            checksums = {**KNOWN_SOURCES[name]["checksums"], **(checksums or {})}
+        self._fetch_missing(source, checksums or {})
+
+        train_path = self.folder / "train.txt"
+        if not train_path.is_file():
+            raise DataError(f"{train_path}: missing; put the '{name}' data under {self.folder} "
+                            f"(or set $PANCONV_DATA / data.root, or pass source=URL)")
+        split_path = self.folder / _FILES[split]
+        if not split_path.is_file():
+            raise DataError(f"{split_path}: missing; split '{split}' of '{name}' reads {_FILES[split]} "
+                            f"(map the stage to another split in data.splits)")
+        parsed = {s: read_interactions(self.folder / f) for s, f in _FILES.items() if (self.folder / f).is_file()}
+        self.n_users = 1 + max(r.max_user for r in parsed.values())
+        self.n_items = 1 + max(r.max_item for r in parsed.values())
+        self.train_offsets, self.train_items = _csr_by_user(parsed["train"], self.n_users)
+        self.skipped = {"cold_users": 0, "empty_users": 0}
+        if split == "train":
+            self._init_train()
+        else:
+            self._init_eval(parsed, split)
+
+    # ---- files
+    def _fetch_missing(self, source, checksums):
+        if source is None:
+            return
+        for fname in ("train.txt", "valid.txt", "test.txt"):
+            dest = self.folder / fname
+            if dest.is_file():
+                continue
+            if fname == "valid.txt" and fname not in checksums:
+                continue  # optional file: only fetched when declared
+            download_file(f"{source.rstrip('/')}/{fname}", dest, checksums.get(fname))
+
+    # ---- training split: BPR triples
+    def _init_train(self):
+        deg = np.diff(self.train_offsets)
+        self.n_interactions = int(deg.sum())
+        self._train_users = np.nonzero(deg)[0]
+        self._train_keys = np.repeat(np.arange(self.n_users), deg) * self.n_items + self.train_items  # sorted
+        self._epoch = 0
+        self._samples: np.ndarray | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the triples of ``epoch`` (reproducible under ``seed``)."""
+        if self.split == "train" and (self._samples is None or epoch != self._epoch):
+            self._epoch = int(epoch)
+            self._samples = None
+
+    def sample_epoch(self, epoch: int) -> np.ndarray:
+        """``(n_interactions, 3)`` int64 triples (user, positive, negative) of ``epoch``."""
+        rng = np.random.default_rng((self.seed, int(epoch)))
+        n = self.n_interactions
+        deg = np.diff(self.train_offsets)
+        if self.sampling == "user":
+            users = self._train_users[rng.integers(0, len(self._train_users), n)]
+            pos = self.train_items[self.train_offsets[users] + (rng.random(n) * deg[users]).astype(np.int64)]
+        else:
+            order = rng.permutation(n)
+            users = np.repeat(np.arange(self.n_users), deg)[order]
+            pos = self.train_items[order]
+        neg = self.sample_negatives(users, rng)
+        return np.stack([users, pos, neg], axis=1)
+
+    def sample_negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One item per user, uniform over the items the user has not interacted with."""
+        neg = rng.integers(0, self.n_items, len(users))
+        todo = np.arange(len(users))
+        while len(todo):
+            keys = users[todo] * self.n_items + neg[todo]
+            pos = np.searchsorted(self._train_keys, keys).clip(max=len(self._train_keys) - 1)
+            todo = todo[self._train_keys[pos] == keys]
+            neg[todo] = rng.integers(0, self.n_items, len(todo))
+        return neg
+
+    @property
+    def samples(self) -> np.ndarray:
+        if self._samples is None:
+            self._samples = self.sample_epoch(self._epoch)
+        return self._samples
+
+    # ---- evaluation splits: users with held-out items
+    def _init_eval(self, parsed, split):
+        held = parsed[split]
+        n = self.n_users
+        held_offsets, held_items = _csr_by_user(held, n)
+        mask_offsets, mask_items = self.train_offsets, self.train_items
+        if split == "test" and "val" in parsed:  # items seen in validation are not test candidates
+            v_off, v_items = _csr_by_user(parsed["val"], n)
+            mask_offsets, mask_items = _merge_csr(mask_offsets, mask_items, v_off, v_items, self.n_items)
+        held_deg = np.diff(held_offsets)
+        train_deg = np.diff(self.train_offsets)
+        listed = np.zeros(n, dtype=bool)
+        listed[held.users] = True
+        self.skipped["empty_users"] = int((listed & (held_deg == 0)).sum())
+        cold = (held_deg > 0) & (train_deg == 0)
+        self.skipped["cold_users"] = int(cold.sum())
+        if self.skipped["cold_users"]:
+            warnings.warn(f"{self.folder / _FILES[split]}: skipped {self.skipped['cold_users']} users "
+                          f"without training interactions (cold-start users cannot be ranked)", stacklevel=3)
+        self.eval_users = np.nonzero((held_deg > 0) & ~cold)[0]
+        self.held_offsets, self.held_items = held_offsets, held_items
+        self.mask_offsets, self.mask_items = mask_offsets, mask_items
+
+    # ---- Dataset protocol
+    def __len__(self) -> int:
+        return self.n_interactions if self.split == "train" else len(self.eval_users)
+
+    def __getitem__(self, index: int) -> dict[str, int]:
+        if self.split == "train":
+            u, p, n = self.samples[index].tolist()
+            return {"users": u, "pos": p, "neg": n}
+        return {"users": int(self.eval_users[index])}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, np.ndarray]:
+        """Batched fetch (``torch.utils.data.DataLoader`` uses it): one vectorised gather."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if self.split == "train":
+            s = self.samples[idx]
+            return {"users": s[:, 0], "pos": s[:, 1], "neg": s[:, 2]}
+        return {"users": self.eval_users[idx]}
+
+    def collate(self, samples) -> dict[str, torch.Tensor]:
+        """Samples (a list of item dicts, or the dict of arrays of ``__getitems__``) -> batch.
+
+        Train: ``users``, ``pos``, ``neg`` (int64). Eval: ``users`` and two compact CSR lists:
+        ``held_items`` / ``held_offsets`` (the targets) and ``seen_items`` / ``seen_offsets``
+        (items to exclude from the ranking), offsets relative to the batch."""
+        if not isinstance(samples, dict):
+            samples = {k: np.asarray([s[k] for s in samples], dtype=np.int64) for k in samples[0]}
+        batch = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64)) for k, v in samples.items()}
+        if self.split == "train":
+            return batch
+        users = batch["users"].numpy()
+        held_items, held_offsets = _gather_csr(self.held_offsets, self.held_items, users)
+        seen_items, seen_offsets = _gather_csr(self.mask_offsets, self.mask_items, users)
+        batch.update(held_items=torch.from_numpy(held_items), held_offsets=torch.from_numpy(held_offsets),
+                     seen_items=torch.from_numpy(seen_items), seen_offsets=torch.from_numpy(seen_offsets))
+        return batch
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {"n_users": self.n_users, "n_items": self.n_items}
+
+    def interactions(self) -> tuple[np.ndarray, np.ndarray]:
+        """All training (user, item) pairs (unique), the graph a model is built on."""
+        users = np.repeat(np.arange(self.n_users), np.diff(self.train_offsets))
+        return users, self.train_items
+
+    def __repr__(self) -> str:
+        return (f"RecSysData(name={self.name!r}, split={self.split!r}, n_users={self.n_users}, "
+                f"n_items={self.n_items}, len={len(self)})")
+
+    # ---- conformance-kit examples
+    @classmethod
+    def example(cls, tmp_dir) -> dict:
+        folder = Path(tmp_dir) / "recsys" / "tiny"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "train.txt").write_text("0 0 1 2\n1 2 3\n2 0 4 5\n3 1 5\n")
+        (folder / "valid.txt").write_text("0 3\n1 4\n")
+        (folder / "test.txt").write_text("0 4 5\n1 0\n2 1\n")
+        return {"root": str(tmp_dir), "name": "tiny"}
+
+    @classmethod
+    def broken_example(cls, tmp_dir) -> dict:
+        folder = Path(tmp_dir) / "recsys" / "broken"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "train.txt").write_text("0 0 1 2\n1 2 x\n")
+        (folder / "test.txt").write_text("0 3\n")
+        return {"root": str(tmp_dir), "name": "broken"}
+
+
+def _resolve_root(root: Path, name: str) -> Path:
+    """``root`` (relative paths resolve against the working directory); when it has no
+    ``recsys/<name>`` but ``$PANCONV_DATA`` does, ``$PANCONV_DATA`` (so a config's relative
+    ``data.root`` and the environment variable both work)."""
+    root = Path(root).expanduser()
+    if (root / "recsys" / name).is_dir():
+        return root
+    env = os.environ.get("PANCONV_DATA")
+    if env and (Path(env).expanduser() / "recsys" / name).is_dir():
+        return Path(env).expanduser()
+    return root
+
+
+def _gather_csr(offsets: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    start, end = offsets[rows], offsets[rows + 1]
+    counts = end - start
+    out_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out_offsets[1:])
+    pos = np.repeat(start - out_offsets[:-1], counts) + np.arange(out_offsets[-1])
+    return items[pos], out_offsets
+
+
+def _merge_csr(off_a, items_a, off_b, items_b, n_items):
+    n = len(off_a) - 1
+    ua = np.repeat(np.arange(n), np.diff(off_a))
+    ub = np.repeat(np.arange(n), np.diff(off_b))
+    key = np.unique(np.concatenate([ua * n_items + items_a, ub * n_items + items_b]))
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(key // n_items, minlength=n), out=offsets[1:])
+    return offsets, key % n_items

@@ -1,0 +1,62 @@
+"""LightGCN (He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for
+Recommendation", SIGIR 2020), as in the paper and its reference code (gusye1234/LightGCN-PyTorch).
+
+* Graph: Â = D^-1/2 A D^-1/2 of the bipartite user-item graph, no self-loops (Eq. 7).
+* Propagation: E^(k+1) = Â E^(k), no feature transform, no nonlinearity (Eq. 3).
+* Layer combination: E = sum_k α_k E^(k) with α_k = 1/(K+1) (Eq. 4).
+* Score: y_ui = e_u · e_i (Eq. 5); BPR loss with L2 on the layer-0 embeddings of the batch,
+  ``reg * 0.5 * (||e_u^0||^2 + ||e_i^0||^2 + ||e_j^0||^2) / batch_size`` (reference ``bpr_loss``).
+* Init N(0, 0.1); defaults: 64-dim embeddings, 3 layers, reg 1e-4 (Sec. 4.1.2).
+
+Training computes only the final embeddings of the batch's users and items: the last forward
+hop and the first backward hop then touch only their edges (``kernels.spmm.lightgcn_propagate``).
+``backend="pyg"`` runs the same propagation with ``torch_geometric.nn.LGConv`` instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from panconv.errors import ConfigError
+
+from ..kernels.spmm import lightgcn_propagate
+from .base import BPRRecommender
+
+
+class LightGCN(BPRRecommender):
+    """LightGCN. ``n_users``/``n_items`` come from the dataset metadata; the graph from
+    ``attach_data(train_dataset)``."""
+
+    def __init__(self, n_users: int, n_items: int, embed_dim: int = 64, n_layers: int = 3, reg: float = 1e-4,
+                 init_std: float = 0.1, backend: str = "csr"):
+        super().__init__(n_users, n_items, embed_dim, reg, init_std)
+        if backend not in ("csr", "pyg"):
+            raise ConfigError(f"LightGCN: backend must be 'csr' or 'pyg', got {backend!r}")
+        if n_layers < 0:
+            raise ConfigError(f"LightGCN: n_layers must be >= 0, got {n_layers}")
+        self.n_layers, self.backend = int(n_layers), backend
+        self._edge_index = None
+
+    def _final_embeddings(self, nodes: torch.Tensor | None) -> torch.Tensor:
+        adj = self._graph()
+        emb = self.ego_embeddings()
+        if self.backend == "pyg":
+            out = self._propagate_pyg(adj, emb)
+            return out if nodes is None else out[nodes]
+        return lightgcn_propagate(adj, emb, self.n_layers, nodes)
+
+    def _propagate_pyg(self, adj: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        from torch_geometric.nn import LGConv
+
+        if self._edge_index is None or self._edge_index.device != emb.device:
+            coo = adj.to_sparse_coo().coalesce()
+            self._edge_index = coo.indices()
+        conv = LGConv(normalize=True)  # gcn_norm without self-loops == Â
+        acc, cur = emb, emb
+        for _ in range(self.n_layers):
+            cur = conv(cur, self._edge_index)
+            acc = acc + cur
+        return acc / (self.n_layers + 1)
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"n_users": 5, "n_items": 7, "embed_dim": 8, "n_layers": 2}

@@ -1,0 +1,23 @@
+"""MF-BPR (Rendle et al., "BPR: Bayesian Personalized Ranking from Implicit Feedback", UAI 2009):
+y_ui = e_u · e_i on free embeddings, the same BPR loss and L2 term as LightGCN (the K = 0 case of
+LightGCN, and the MF baseline of the LightGCN/NGCF papers)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import BPRRecommender
+
+
+class MF(BPRRecommender):
+    """Matrix factorisation trained with BPR (no graph)."""
+
+    needs_graph = False
+    conformance_skips = {}
+
+    def __init__(self, n_users: int, n_items: int, embed_dim: int = 64, reg: float = 1e-4, init_std: float = 0.1):
+        super().__init__(n_users, n_items, embed_dim, reg, init_std)
+
+    def _final_embeddings(self, nodes: torch.Tensor | None) -> torch.Tensor:
+        emb = self.ego_embeddings()
+        return emb if nodes is None else emb[nodes]
