@@ -162,6 +162,7 @@ def bench_reference(args, train, test, init):
         shutil.copy(src / f, data_dir / f)
     if args.ref_cached_adjacency:  # the reference loads s_pre_adj_mat.npz when present (its own cache)
         import scipy.sparse as sp
+
         from panconv_graph.kernels.spmm import normalized_adjacency
 
         adj = normalized_adjacency(*train.interactions(), train.n_users, train.n_items)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+
 from panconv.cli import main
 
 PROBE = ("import sys, runpy; sys.argv = ['panconv'] + {args!r}\n"

@@ -1,11 +1,12 @@
 """Backbone -> neck -> head composition sizes itself from feature_info."""
 
-import panconv
 import pytest
 import torch
+from torch import nn
+
+import panconv
 from panconv.api import Backbone, ComposedModel, FeatureInfo, Head, Neck, feature_info_of
 from panconv.builder import build_model
-from torch import nn
 
 
 class TwoStage(Backbone):

@@ -3,6 +3,7 @@
 import textwrap
 
 import pytest
+
 from panconv.cli import main
 from panconv.config import load_config, merge
 from panconv.errors import ConfigError

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from panconv.engine.io import atomic_write, load_checkpoint
 from panconv.errors import CheckpointError
 

@@ -4,6 +4,7 @@ import sys
 import warnings
 
 import pytest
+
 from panconv.errors import DuplicateComponentError, PluginError, UnknownComponentError
 from panconv.registry import Entry, Registry
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from panconv_audio.models.cmoe import CMoE
 
 

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+
 from panconv_audio.models.ctc import CharTokenizer, ctc_greedy_decode, ctc_prefix_beam_search, ctc_sequence_log_prob
 
 

@@ -1,4 +1,5 @@
 import pytest
+
 from panconv_audio.evaluators.asr import CER, WER, batch_edit_distance, edit_distance
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from panconv.errors import DataError
 from panconv_audio.datasets.mixtures import ASTERISK_DIR, ASTERISK_TEXTS, SpeakerMixtures
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
 from panconv_audio.models.mossformer import (
     MossFormer,
     MossFormerBlock,

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from panconv_audio.evaluators.separation import SISDR
 from panconv_audio.losses import SISNRPIT, SISNRWithPIT, pairwise_si_snr, pit_si_snr, si_snr
 

@@ -1,6 +1,7 @@
 
 import pytest
 import torch
+
 from panconv.errors import DataError
 from panconv_audio.datasets import speech
 from panconv_audio.datasets.speech import (

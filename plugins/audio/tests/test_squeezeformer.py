@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from panconv_audio.models import squeezeformer as sq
 from panconv_audio.models.asr import DepthwiseSeparableSubsampling, subsampled_length
 from panconv_audio.models.conformer import Conformer, conformer_xs

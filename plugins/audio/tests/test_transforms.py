@@ -1,4 +1,5 @@
 import torch
+
 from panconv_audio.transforms import Fbank, LogMel, SpecAugment
 
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from panconv.testing import shared_data_root
 
 

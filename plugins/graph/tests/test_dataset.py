@@ -4,6 +4,7 @@ import io
 import numpy as np
 import pytest
 import torch
+
 from panconv.errors import DataError
 from panconv_graph.datasets.recsys import RecSysData, download_file
 

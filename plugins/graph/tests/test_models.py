@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from panconv_graph.datasets.recsys import RecSysData
 from panconv_graph.evaluators.ranking import FullRanking
 from panconv_graph.models.lightgcn import LightGCN

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from panconv_graph.kernels.spmm import (
     csr_columns,
     csr_rows,

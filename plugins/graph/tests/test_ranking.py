@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from panconv_graph.evaluators.ranking import FullRanking
 
 

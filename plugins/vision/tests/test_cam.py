@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from panconv.api import ComposedModel
 from panconv.builtin.components import LinearClsHead
 from panconv_vision.models.classifier import PoolNorm
@@ -11,7 +13,6 @@ from panconv_vision.models.convnext import ConvNeXt
 from panconv_vision.models.hornet import HorNet
 from panconv_vision.testing import randomize_
 from panconv_vision.tools import cam
-from torch import nn
 
 
 def photo(name: str, size: int = 64) -> torch.Tensor:

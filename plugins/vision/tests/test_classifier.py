@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from panconv.builder import build_model
 from panconv_vision.models.classifier import Mixup, PoolNorm
 

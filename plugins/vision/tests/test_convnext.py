@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from panconv.api import ComposedModel, FeatureInfo
 from panconv.builtin.components import LinearClsHead
 from panconv_vision.models import convnext

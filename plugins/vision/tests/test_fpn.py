@@ -3,6 +3,7 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+
 from panconv.api import FeatureInfo
 from panconv_vision.models.fpn import FPN
 from panconv_vision.testing import randomize_

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from panconv.api import ComposedModel
 from panconv.builtin.components import LinearClsHead
 from panconv_vision.models import hornet

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import torch
+
 from panconv.api import feature_info_of
 from panconv.plugins import get_manager
 from panconv_vision import plugin

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
 from panconv_vision.models.reparam import (
     ConvBN,
     conv_from,

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+
 from panconv.api import FeatureInfo
 from panconv_vision.models import replknet
 from panconv_vision.models.reparam import ConvBN, fuse_convbn_modules, randomize_bn_stats

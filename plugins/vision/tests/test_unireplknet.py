@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+
 from panconv.api import FeatureInfo
 from panconv_vision.models import unireplknet
 from panconv_vision.models.reparam import randomize_bn_stats

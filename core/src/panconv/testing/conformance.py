@@ -500,9 +500,9 @@ def check_build_on_meta(entry):
         module = factory()
     if not isinstance(module, torch.nn.Module):
         _fail(entry, "build_on_meta", f"the factory returned {type(module).__name__}, not an nn.Module")
-    from ..plugins import get_manager
-
     import inspect
+
+    from ..plugins import get_manager
 
     classes = {target for e in get_manager().entries([entry.kind]) if e.plugin == entry.plugin
                for target in [e.load()] if inspect.isclass(target)}

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+
 from panconv.api import Dataset
 from panconv.errors import DataError
 

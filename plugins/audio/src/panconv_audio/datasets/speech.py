@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from panconv.api import Dataset
 from panconv.errors import DataError
 

@@ -9,6 +9,7 @@ SI-SDRi = SI-SDR(estimate) − SI-SDR(mixture): the mixture itself scores 0 dB o
 from __future__ import annotations
 
 import torch
+
 from panconv.api import Evaluator
 
 from ..losses import pit_si_snr, si_snr

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from panconv.api import Model
 from torch import nn
+
+from panconv.api import Model
 
 from ..transforms import SpecAugment, build_frontend
 from .ctc import CharTokenizer, ctc_greedy_decode, ctc_prefix_beam_search

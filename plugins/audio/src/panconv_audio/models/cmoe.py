@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from panconv.api import Model
 from torch import nn
+
+from panconv.api import Model
 
 from ..transforms import SpecAugment, build_frontend
 

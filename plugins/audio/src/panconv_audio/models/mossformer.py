@@ -30,8 +30,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from panconv.api import Model
 from torch import nn
+
+from panconv.api import Model
 
 from ..losses import SISNRPIT
 

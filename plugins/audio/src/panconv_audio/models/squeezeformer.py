@@ -26,8 +26,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from panconv.api import Backbone, FeatureInfo
 from torch import nn
+
+from panconv.api import Backbone, FeatureInfo
 
 from .asr import CTCSpeechModel, DepthwiseSeparableSubsampling
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from panconv.api import Dataset
 from panconv.errors import DataError
 

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 import torch
+
 from panconv.api import Evaluator
 
 METRICS = ("recall", "ndcg", "precision", "hit")

@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 import torch
+
 from panconv.api import Kernel
 
 

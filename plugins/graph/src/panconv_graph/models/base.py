@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from panconv.api import Model
 from panconv.errors import ConfigError
-from torch import nn
 
 
 class BPRRecommender(Model):

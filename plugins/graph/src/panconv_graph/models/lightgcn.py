@@ -16,6 +16,7 @@ hop and the first backward hop then touch only their edges (``kernels.spmm.light
 from __future__ import annotations
 
 import torch
+
 from panconv.errors import ConfigError
 
 from ..kernels.spmm import lightgcn_propagate

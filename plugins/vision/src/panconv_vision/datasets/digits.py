@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from panconv.api import Dataset
 from panconv.errors import DataError
 

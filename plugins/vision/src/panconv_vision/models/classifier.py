@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from panconv.api import FeatureInfo, Neck
 from torch import nn
+
+from panconv.api import FeatureInfo, Neck
 
 
 class PoolNorm(Neck):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from panconv.api import FeatureInfo, Neck
 from torch import nn
+
+from panconv.api import FeatureInfo, Neck
 
 
 class FPN(Neck):

@@ -6,9 +6,10 @@ from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from panconv.api import Backbone, FeatureInfo
 from torch import nn
 from torchvision.ops import StochasticDepth
+
+from panconv.api import Backbone, FeatureInfo
 
 
 class LayerNorm2d(nn.LayerNorm):

@@ -25,8 +25,9 @@ the final BN and the 1000-way classifier, and the tests count ours the same way.
 from __future__ import annotations
 
 import torch
-from panconv.api import Backbone, FeatureInfo
 from torch import nn
+
+from panconv.api import Backbone, FeatureInfo
 
 from .layers import check_out_indices, drop_path, drop_path_rates
 from .reparam import ConvBN, conv_from, fuse_convbn_modules, pad_kernel_to

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from panconv.api import Backbone, FeatureInfo
 from torch import nn
+
+from panconv.api import Backbone, FeatureInfo
 
 from .layers import LayerNorm2d, check_out_indices, drop_path, drop_path_rates, trunc_normal_init
 from .reparam import ConvBN, conv_from, dilate_kernel, fuse_conv_bn, pad_kernel_to

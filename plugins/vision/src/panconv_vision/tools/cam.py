@@ -145,8 +145,9 @@ def _imagenet_preprocess(image: torch.Tensor, size: int, channels: int) -> torch
 
 
 def main(args: argparse.Namespace) -> int:
-    from panconv.builder import build_model
     from torchvision.io import write_png
+
+    from panconv.builder import build_model
 
     cfg = _load_config(args.config)
     dataset = _build_dataset(cfg, getattr(args, "data_root", None))
