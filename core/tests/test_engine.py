@@ -73,7 +73,9 @@ def test_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     assert ckpt["meta"]["epoch"] == 4 and "optimizer" in ckpt and "param_schedulers" in ckpt
 
     # evaluation only, from the last checkpoint: the same test metrics as the run itself
-    again = core_run(cfg, "--work-dir", tmp_path / "eval", "--eval-only", "--resume", work / "epoch_4.pth", "--quiet")
+    # (no training split at all: the scheduler and optimizer of the config are not built)
+    again = core_run(cfg, "--work-dir", tmp_path / "eval", "--eval-only", "--resume", work / "epoch_4.pth", "--quiet",
+                     "--set", "data.splits={train: null, val: null, test: test}")
     assert again.returncode == 0
     assert metrics(tmp_path / "eval")["test"]["accuracy"] == history["test"]["accuracy"]
 

@@ -272,7 +272,7 @@ def run_experiment(cfg: Config, *, work_dir: str | os.PathLike | None = None, re
         test_cfg={} if "test" in loaders else None,
         test_evaluator=MMEvaluator([EvaluatorMetric(evaluators)]) if "test" in loaders else None,
         optim_wrapper=optim_wrapper if "train" in loaders else None,
-        param_scheduler=[dict(s) for s in train_cfg.get("scheduler") or []] or None,
+        param_scheduler=([dict(s) for s in train_cfg.get("scheduler") or []] or None) if "train" in loaders else None,
         default_hooks={"runtime_info": {"type": "RuntimeInfoHook"}, "timer": {"type": "IterTimerHook"},
                        "sampler_seed": {"type": "DistSamplerSeedHook"},
                        "param_scheduler": {"type": "ParamSchedulerHook"}, "logger": None, "checkpoint": None},
