@@ -18,6 +18,7 @@ Use it from pytest (see :mod:`panconv.testing.pytest_plugin`) or directly::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import tempfile
@@ -318,27 +319,30 @@ def check_determinism(entry):
 
 # --------------------------------------------------------------------------- dataset checks
 
+@contextlib.contextmanager
 def _dataset(entry, broken: bool = False):
+    """Yield ``(factory, make, tmp)`` for the entry's (broken) example; ``tmp`` is removed afterwards."""
     factory = entry.load()
-    tmp = Path(tempfile.mkdtemp(prefix="panconv-kit-"))
-    method = "broken_example" if broken else "example"
-    try:
-        kwargs = getattr(factory, method)(tmp)
-    except NotImplementedError as exc:
-        _fail(entry, method, str(exc))
-    split = kwargs.pop("split", factory.splits[0])
-    root = kwargs.pop("root", tmp)
-    return factory, (lambda: factory(root=root, split=split, **kwargs)), tmp
+    with tempfile.TemporaryDirectory(prefix="panconv-kit-") as name:
+        tmp = Path(name)
+        method = "broken_example" if broken else "example"
+        try:
+            kwargs = getattr(factory, method)(tmp)
+        except NotImplementedError as exc:
+            _fail(entry, method, str(exc))
+        split = kwargs.pop("split", factory.splits[0])
+        root = kwargs.pop("root", tmp)
+        yield factory, (lambda: factory(root=root, split=split, **kwargs)), tmp
 
 
 @check("dataset", doc="the declared tiny example builds and is not empty")
 def check_dataset_length(entry):
-    factory, make, _ = _dataset(entry)
-    dataset = make()
-    try:
-        n = len(dataset)
-    except TypeError:
-        return  # iterable dataset
+    with _dataset(entry) as (_, make, _):
+        dataset = make()
+        try:
+            n = len(dataset)
+        except TypeError:
+            return  # iterable dataset
     if n <= 0:
         _fail(entry, "dataset_length", "the example dataset is empty")
 
@@ -347,10 +351,10 @@ def check_dataset_length(entry):
 def check_collate(entry):
     import torch
 
-    _, make, _ = _dataset(entry)
-    dataset = make()
-    items = [dataset[i] for i in range(min(2, len(dataset)))] if hasattr(dataset, "__getitem__") else \
-        [x for _, x in zip(range(2), iter(dataset))]
+    with _dataset(entry) as (_, make, _):  # items are read while the example files exist
+        dataset = make()
+        items = [dataset[i] for i in range(min(2, len(dataset)))] if hasattr(dataset, "__getitem__") else \
+            [x for _, x in zip(range(2), iter(dataset))]
     if not all(isinstance(item, dict) for item in items):
         _fail(entry, "collate", f"items must be dicts, got {type(items[0]).__name__}")
     batch = dataset.collate(items)
@@ -367,8 +371,8 @@ def check_collate(entry):
 
 @check("dataset", doc="metadata provides every key declared in metadata_keys")
 def check_metadata(entry):
-    factory, make, _ = _dataset(entry)
-    metadata = make().metadata
+    with _dataset(entry) as (factory, make, _):
+        metadata = make().metadata
     if not isinstance(metadata, dict):
         _fail(entry, "metadata", f"metadata must be a dict, got {type(metadata).__name__}")
     missing = [k for k in getattr(factory, "metadata_keys", ()) if k not in metadata]
@@ -380,18 +384,20 @@ def check_metadata(entry):
 def check_malformed_file(entry):
     from ..errors import DataError
 
-    _, make, tmp = _dataset(entry, broken=True)
-    try:
-        make()
-    except DataError as exc:
-        if str(tmp) not in str(exc) and not any(part in str(exc) for part in (p.name for p in tmp.rglob("*"))):
-            _fail(entry, "malformed_file", f"the DataError does not name the file: {exc}")
-        if "\n" in str(exc).strip():
-            _fail(entry, "malformed_file", "the DataError message is not one line")
-        return
-    except Exception as exc:  # noqa: BLE001
-        _fail(entry, "malformed_file", f"raised {type(exc).__name__} instead of DataError: {exc}")
-    _fail(entry, "malformed_file", "building from broken_example() did not raise")
+    with _dataset(entry, broken=True) as (_, make, tmp):
+        try:
+            make()
+        except DataError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001
+            _fail(entry, "malformed_file", f"raised {type(exc).__name__} instead of DataError: {exc}")
+        else:
+            _fail(entry, "malformed_file", "building from broken_example() did not raise")
+        names = [p.name for p in tmp.rglob("*")]
+    if str(tmp) not in str(error) and not any(name in str(error) for name in names):
+        _fail(entry, "malformed_file", f"the DataError does not name the file: {error}")
+    if "\n" in str(error).strip():
+        _fail(entry, "malformed_file", "the DataError message is not one line")
 
 
 # --------------------------------------------------------------------------- evaluator checks
