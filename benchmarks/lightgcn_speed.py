@@ -22,7 +22,9 @@ stabler figure). Peers are optional:
     python benchmarks/lightgcn_speed.py --threads 2 --recbole-path /tmp/recbole_pkgs --reference-code /tmp/lgref/code
 
 RecBole's LightGCN is driven directly (model, loss, ``full_sort_predict``) through a minimal stand-in
-for its dataset/config objects, so its data-loader overhead is *not* counted (in its favour).
+for its dataset/config objects, so its data-loader overhead is *not* counted (in its favour); its
+evaluation is RecBole's own (history masking as its Trainer does it, its ``Collector`` and ``Evaluator``),
+on the same user batches as ours.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def bench_ours(args, train, test, init):
             step(b)
     model.eval()
     with torch.no_grad():
-        model.embedding.weight.copy_(init)
+        model.embedding.weight.copy_(args.eval_weights)
     evaluator = FullRanking(ks=[20])
     with Timer() as ev, torch.no_grad():
         for start in range(0, len(test), args.eval_batch):
@@ -112,6 +114,8 @@ def bench_recbole(args, train, test, init):
 
     if not hasattr(sp.dok_matrix, "_update"):  # RecBole 1.2.1 calls a private scipy method removed in scipy 1.12
         sp.dok_matrix._update = lambda self, data: self._dict.update(data)
+    if "float" not in np.__dict__:  # RecBole 1.2.1's NDCG uses np.float, removed in numpy 1.24
+        np.float = float
     from recbole.model.general_recommender.lightgcn import LightGCN as RBLightGCN
 
     config = {"USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "NEG_PREFIX": "neg_",
@@ -139,28 +143,47 @@ def bench_recbole(args, train, test, init):
             step(b)
     model.eval()
     with torch.no_grad():
-        model.user_embedding.weight.copy_(init[: train.n_users])
-        model.item_embedding.weight.copy_(init[train.n_users:])
+        model.user_embedding.weight.copy_(args.eval_weights[: train.n_users])
+        model.item_embedding.weight.copy_(args.eval_weights[train.n_users:])
     model.restore_user_e = model.restore_item_e = None
-    from panconv_graph.evaluators.ranking import FullRanking
+    # RecBole's own full-sort evaluation: Trainer._full_sort_batch_eval (scores, history masked in
+    # place) + Collector.eval_batch_collect (top-k, positives) + Evaluator (Recall/NDCG in numpy),
+    # with our user batches (RecBole would batch eval_batch_size // n_items users; we give it ours).
+    from recbole.evaluator import Collector, Evaluator
 
-    evaluator = FullRanking(ks=[20])  # same masking/top-k/metrics on RecBole's scores
+    rb_config = {"eval_args": {"mode": {"valid": "full", "test": "full"}}, "topk": [20], "device": torch.device("cpu"),
+                 "metrics": ["Recall", "NDCG"], "metric_decimal_place": 6}
+    collector, evaluator = Collector(rb_config), Evaluator(rb_config)
     with Timer() as ev, torch.no_grad():
         for start in range(0, len(test), args.eval_batch):
             batch = test.collate(test.__getitems__(list(range(start, min(start + args.eval_batch, len(test))))))
+            rows = lambda offsets: torch.repeat_interleave(torch.arange(len(offsets) - 1), offsets.diff())
+            history = (rows(batch["seen_offsets"]), batch["seen_items"])
+            positive_u, positive_i = rows(batch["held_offsets"]), batch["held_items"]
             scores = model.full_sort_predict({"user_id": batch["users"]}).view(len(batch["users"]), -1)
-            evaluator.process(batch, scores)
-    return dict(setup=setup, sampling=None, steps=steps, eval=ev, final=final, metrics=evaluator.compute())
+            scores[history] = -np.inf
+            collector.eval_batch_collect(scores, None, positive_u, positive_i)
+        result = evaluator.evaluate(collector.get_data_struct())
+    metrics = {"recall@20": float(result["recall@20"]), "ndcg@20": float(result["ndcg@20"])}
+    return dict(setup=setup, sampling=None, steps=steps, eval=ev, final=final, metrics=metrics)
 
 
 # ----------------------------------------------------------------------------- reference code
-def bench_reference(args, train, test, init):
-    code = Path(args.reference_code).resolve()
+def load_reference(code, data_root, name, train, cached_adjacency=False):
+    """Import the reference code's modules (they parse ``sys.argv`` at import) with the paper's settings.
+
+    Returns ``(modules, data_dir)``: ``modules`` has ``dataloader``, ``model``, ``utils``, ``world``;
+    ``data_dir`` is a scratch copy of the split that the caller removes. With ``cached_adjacency`` the
+    reference finds its own cache file ``s_pre_adj_mat.npz`` there (our Â, saved in its format).
+    """
+    import types
+
+    code = Path(code).resolve()
     data_dir = Path(tempfile.mkdtemp(prefix="lgref_data_"))
-    src = Path(args.data_root) / "recsys" / args.name
+    src = Path(data_root) / "recsys" / name
     for f in ("train.txt", "test.txt"):
         shutil.copy(src / f, data_dir / f)
-    if args.ref_cached_adjacency:  # the reference loads s_pre_adj_mat.npz when present (its own cache)
+    if cached_adjacency:
         import scipy.sparse as sp
 
         from panconv_graph.kernels.spmm import normalized_adjacency
@@ -175,13 +198,26 @@ def bench_reference(args, train, test, init):
     os.chdir(code)
     try:
         import dataloader
-        import model as ref_model
+        import model
         import utils
         import world
     finally:
         sys.argv = argv
         os.chdir(cwd)
     world.config["A_split"] = False
+    return types.SimpleNamespace(dataloader=dataloader, model=model, utils=utils, world=world), data_dir
+
+
+def bench_reference(args, train, test, init):
+    ref, data_dir = load_reference(args.reference_code, args.data_root, args.name, train, args.ref_cached_adjacency)
+    try:
+        return _bench_reference(args, train, init, ref, data_dir)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _bench_reference(args, train, init, ref, data_dir):
+    dataloader, ref_model, utils, world = ref.dataloader, ref.model, ref.utils, ref.world
     with Timer() as load:
         dataset = dataloader.Loader(config=world.config, path=str(data_dir))
     with Timer() as setup:
@@ -210,8 +246,8 @@ def bench_reference(args, train, test, init):
             loss_fn.stageOne(part[:, 0], part[:, 1], part[:, 2])
     net.eval()
     with torch.no_grad():
-        net.embedding_user.weight.copy_(init[: train.n_users])
-        net.embedding_item.weight.copy_(init[train.n_users:])
+        net.embedding_user.weight.copy_(args.eval_weights[: train.n_users])
+        net.embedding_item.weight.copy_(args.eval_weights[train.n_users:])
     users = list(dataset.testDict.keys())
     n_batches = math.ceil(len(users) / 100)
     done = min(args.ref_eval_batches, n_batches)
@@ -256,6 +292,9 @@ def main():
     p.add_argument("--ref-cached-adjacency", action="store_true",
                    help="give the reference code its adjacency cache file (s_pre_adj_mat.npz) so that its ~146 s, "
                         "~11 GB scipy build is skipped; its setup time then excludes building the adjacency")
+    p.add_argument("--weights", default=None,
+                   help="a panconv LightGCN checkpoint (e.g. work_dirs/lightgcn/best.pth): evaluate these trained "
+                        "weights, so that the implementations are compared at real metric values")
     p.add_argument("--no-recbole", action="store_true")
     p.add_argument("--json", default=None, help="write the results here too")
     args = p.parse_args()
@@ -265,6 +304,10 @@ def main():
     test = RecSysData(args.data_root, "test", name=args.name)
     steps_per_epoch = math.ceil(len(train) / 2048)
     init = torch.randn(train.n_users + train.n_items, 64, generator=torch.Generator().manual_seed(2020)) * 0.1
+    args.eval_weights = init
+    if args.weights:
+        state = torch.load(args.weights, map_location="cpu", weights_only=True)["state_dict"]
+        args.eval_weights = state["model.embedding.weight"].float()
 
     def done(name, r):  # progress line per implementation (the table follows at the end)
         print(f"[{name}] setup {r['setup'].wall:.1f}s, {args.batches} steps {r['steps'].wall:.1f}s "
@@ -298,11 +341,12 @@ def main():
         print(f"{r['impl']:24s} {r['setup_s']:8.1f} {r['epoch_s']:9.1f} {r['epoch_cpu_s']:9.1f} {r['eval_s']:8.1f} "
               f"{r['eval_cpu_s']:8.1f} {base['epoch_cpu_s'] / r['epoch_cpu_s']:15.2f} "
               f"{base['eval_cpu_s'] / r['eval_cpu_s']:14.2f} {r['max_abs_diff_final_emb']:9.1e}")
+    weights = args.weights or "the untrained init"
     for r in rows:
         if r["note"]:
             print(f"  {r['impl']}: {r['note']}")
         if r["metrics"]:
-            print(f"  {r['impl']}: metrics of the untrained init (same weights): "
+            print(f"  {r['impl']}: metrics of {weights} (same weights): "
                   + ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items()))
     print("ratios use CPU seconds; < 1 means panconv-graph is faster")
     if args.json:

@@ -23,6 +23,8 @@ def test_example_forward_backward_and_ranking(cls):
     model.eval()
     scores = model.predict(model({"users": torch.tensor([0, 2])}))
     assert scores.shape == (2, model.n_items)
+    user_emb, item_emb = model.all_embeddings()
+    torch.testing.assert_close(scores.dense(), user_emb[[0, 2]] @ item_emb.t())
 
 
 def test_bpr_and_l2_by_hand():
@@ -163,4 +165,4 @@ def test_state_dict_round_trip(cls):
     b.load_state_dict(torch.load(buffer, weights_only=True))
     a.eval(), b.eval()
     users = {"users": torch.tensor([0, 1, 4])}
-    torch.testing.assert_close(a(users), b(users))
+    torch.testing.assert_close(a(users).dense(), b(users).dense())

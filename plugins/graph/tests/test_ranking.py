@@ -94,3 +94,35 @@ def test_matches_brute_force_and_merges():
 def test_rejects_bad_ks():
     with pytest.raises(ValueError):
         FullRanking(ks=[0])
+
+
+@pytest.mark.parametrize("block_elements", [40, 3 * 40, 1 << 24])  # one row, three rows, one block
+def test_blocked_ranking_of_factorised_scores_matches_brute_force(monkeypatch, block_elements):
+    from panconv_graph.evaluators import ranking
+
+    monkeypatch.setattr(ranking, "BLOCK_ELEMENTS", block_elements)
+    rng = np.random.default_rng(1)
+    n_items, ks = 40, [1, 5, 20]
+    batch, held, seen = make_batch(rng, list(range(11)), n_items)
+    users = torch.tensor(rng.standard_normal((11, 6)), dtype=torch.float32)
+    items = torch.tensor(rng.standard_normal((n_items, 6)), dtype=torch.float32)
+    lazy = ranking.UserItemScores(users, items)
+    dense = lazy.dense()
+    assert lazy.shape == dense.shape == (11, n_items)
+    torch.testing.assert_close(dense, users @ items.t())
+    before = dense.clone()
+    factorised, materialised = FullRanking(ks=ks), FullRanking(ks=ks)
+    factorised.process(batch, lazy)
+    materialised.process(batch, dense)
+    assert torch.equal(dense, before)  # ranking masks a copy, never the caller's scores
+    got = factorised.compute()
+    assert got == materialised.compute()
+    for k in ks:
+        for name, value in brute_force(dense, held, seen, k).items():
+            assert got[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_score_rows_must_match_the_batch():
+    batch = {"held_items": torch.tensor([1]), "held_offsets": torch.tensor([0, 1])}
+    with pytest.raises(ValueError, match="3 score rows but held_offsets has 2 entries"):
+        FullRanking(ks=[2]).process(batch, torch.zeros(3, 5))

@@ -23,19 +23,97 @@ from panconv.api import Evaluator
 
 METRICS = ("recall", "ndcg", "precision", "hit")
 
+# Rows of the score matrix ranked at a time: a 64 MiB float32 block, reused across blocks. Scoring
+# and ranking block by block keeps the working set bounded and, on the CPU, avoids the page faults
+# of a fresh (users x items) allocation per batch, which cost as much as the top-K itself.
+BLOCK_ELEMENTS = 1 << 24
 
-def rank_metrics(scores: torch.Tensor, held_items: torch.Tensor, held_offsets: torch.Tensor,
+
+class UserItemScores:
+    """The score matrix ``users @ items.T`` of a factorised recommender, computed when ranked.
+
+    What MF/LightGCN/NGCF return for a ranking batch (``model.predict``): ``shape`` is
+    ``(batch users, n_items)``; ``dense()`` gives the matrix. ``FullRanking`` fills it block by block
+    (``rows``), masks the training items in place and ranks, so the whole matrix never exists.
+    """
+
+    __slots__ = ("users", "items")
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor):
+        if users.dim() != 2 or items.dim() != 2 or users.shape[1] != items.shape[1]:
+            raise ValueError(f"UserItemScores: expected (B, d) users and (N, d) items, got "
+                             f"{tuple(users.shape)} and {tuple(items.shape)}")
+        self.users, self.items = users, items
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.users.shape[0], self.items.shape[0]))
+
+    @property
+    def device(self) -> torch.device:
+        return self.users.device
+
+    def dense(self) -> torch.Tensor:
+        return self.users @ self.items.t()
+
+    def rows(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        """Scores of rows ``start:stop`` written into ``out`` (float32, ``(stop - start, N)``)."""
+        users, items = self.users[start:stop], self.items
+        if users.dtype == out.dtype:
+            return torch.matmul(users, items.t(), out=out)
+        return out.copy_(users @ items.t())
+
+    def __repr__(self) -> str:
+        return f"UserItemScores(shape={tuple(self.shape)})"
+
+
+def _csr_rows(values: torch.Tensor, offsets: torch.Tensor, start: int, stop: int):
+    """Batch-relative (row, value) pairs of rows ``start:stop`` of a CSR pair."""
+    lo, hi = int(offsets[start]), int(offsets[stop])
+    counts = offsets[start:stop + 1].diff()
+    rows = torch.repeat_interleave(torch.arange(stop - start, device=values.device), counts)
+    return rows, values[lo:hi]
+
+
+def top_items(scores: torch.Tensor | UserItemScores, seen_items: torch.Tensor | None,
+              seen_offsets: torch.Tensor | None, k: int) -> torch.Tensor:
+    """Indices ``(B, k)`` of each row's ``k`` best items, the row's seen items excluded.
+
+    Rows are scored (or copied), masked and ranked in blocks of ``BLOCK_ELEMENTS`` entries; the
+    input is never modified. Scores are ranked in float32.
+    """
+    b, n_items = scores.shape
+    device = scores.device
+    block = max(1, min(b, BLOCK_ELEMENTS // max(n_items, 1)))
+    buffer = torch.empty(block, n_items, dtype=torch.float32, device=device)
+    top = torch.empty(b, k, dtype=torch.int64, device=device)
+    values = torch.empty(block, k, dtype=torch.float32, device=device)
+    masked = seen_items is not None and seen_items.numel() > 0
+    minus_inf = torch.tensor(-torch.inf, device=device)
+    for start in range(0, b, block):
+        stop = min(start + block, b)
+        out = buffer[: stop - start]
+        if isinstance(scores, UserItemScores):
+            scores.rows(start, stop, out)
+        else:
+            out.copy_(scores[start:stop])
+        if masked:
+            out.index_put_(_csr_rows(seen_items, seen_offsets, start, stop), minus_inf)
+        torch.topk(out, k, dim=1, out=(values[: stop - start], top[start:stop]))
+    return top
+
+
+def rank_metrics(scores: torch.Tensor | UserItemScores, held_items: torch.Tensor, held_offsets: torch.Tensor,
                  seen_items: torch.Tensor | None, seen_offsets: torch.Tensor | None,
                  ks: list[int]) -> dict[str, np.ndarray]:
     """Per-user metrics for a ``(B, n_items)`` score matrix; targets/masks as batch-relative CSR."""
     b, n_items = scores.shape
     device = scores.device
-    scores = scores.float()
-    if seen_items is not None and seen_items.numel():
-        rows = torch.repeat_interleave(torch.arange(b, device=device), seen_offsets.diff())
-        scores = scores.index_put((rows, seen_items), torch.tensor(-torch.inf, device=device))  # out of place
+    if tuple(held_offsets.shape) != (b + 1,):
+        raise ValueError(f"FullRanking: {b} score rows but held_offsets has {held_offsets.numel()} entries "
+                         f"(expected {b + 1})")
     kmax = min(max(ks), n_items)
-    top = torch.topk(scores, kmax, dim=1).indices
+    top = top_items(scores, seen_items, seen_offsets, kmax)
     held_counts = held_offsets.diff()
     # hits: is top[r, j] among row r's held items? (sorted keys row * n_items + item, binary search)
     held_rows = torch.repeat_interleave(torch.arange(b, device=device), held_counts)
@@ -43,7 +121,7 @@ def rank_metrics(scores: torch.Tensor, held_items: torch.Tensor, held_offsets: t
     query = torch.arange(b, device=device).unsqueeze(1) * n_items + top
     pos = torch.searchsorted(keys, query).clamp(max=max(keys.numel() - 1, 0))
     hits = (keys[pos] == query).to(torch.float64) if keys.numel() else torch.zeros_like(query, dtype=torch.float64)
-    discount = 1.0 / torch.log2(torch.arange(2, kmax + 2, dtype=torch.float64, device=scores.device))
+    discount = 1.0 / torch.log2(torch.arange(2, kmax + 2, dtype=torch.float64, device=device))
     n_held = held_counts.to(torch.float64)
     out: dict[str, np.ndarray] = {}
     for k in ks:
@@ -63,7 +141,8 @@ def rank_metrics(scores: torch.Tensor, held_items: torch.Tensor, held_offsets: t
 class FullRanking(Evaluator):
     """Recall@K, NDCG@K, Precision@K and HitRate@K over all items not seen in training.
 
-    ``outputs`` (the model's ``predict``) are scores ``(batch users, n_items)``; the batch
+    ``outputs`` (the model's ``predict``) are scores ``(batch users, n_items)``, dense or a
+    ``UserItemScores`` factorisation (ranked block by block, never materialised); the batch
     carries the held-out items and the items to mask (``graph.RecSysData`` collates them).
     """
 
@@ -74,7 +153,7 @@ class FullRanking(Evaluator):
             raise ValueError(f"FullRanking: ks must be positive integers, got {ks}")
         self.ks = ks
 
-    def process(self, batch: dict, outputs: torch.Tensor) -> None:
+    def process(self, batch: dict, outputs: torch.Tensor | UserItemScores) -> None:
         self.results.append(rank_metrics(outputs, batch["held_items"], batch["held_offsets"],
                                          batch.get("seen_items"), batch.get("seen_offsets"), self.ks))
 

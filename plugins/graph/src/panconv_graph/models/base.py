@@ -2,7 +2,7 @@
 
 Batches (from ``graph.RecSysData``): training ``{"users", "pos", "neg"}``; evaluation
 ``{"users", ...}``. ``forward`` returns the final embeddings of the batch (training) or the
-scores of every item for each batch user (evaluation); ``loss`` is BPR plus the reference
+scores of every item for each batch user (evaluation, a lazy ``UserItemScores``); ``loss`` is BPR plus the reference
 code's L2 term on the layer-0 embeddings of the batch:
 ``reg * 0.5 * (||e_u||^2 + ||e_i||^2 + ||e_j||^2) / batch_size`` (LightGCN-PyTorch ``bpr_loss``).
 """
@@ -15,6 +15,8 @@ from torch import nn
 
 from panconv.api import Model
 from panconv.errors import ConfigError
+
+from ..evaluators.ranking import UserItemScores
 
 
 class BPRRecommender(Model):
@@ -103,9 +105,9 @@ class BPRRecommender(Model):
     # ---- Model protocol
     def forward(self, batch: dict):
         users = batch["users"]
-        if "pos" not in batch:  # ranking: scores of every item for each user
+        if "pos" not in batch:  # ranking: scores of every item for each user, computed when ranked
             user_emb, item_emb = self.all_embeddings()
-            return user_emb[users] @ item_emb.t()
+            return UserItemScores(user_emb[users], item_emb)
         pos, neg = batch["pos"], batch["neg"]
         nodes = torch.cat([users, pos + self.n_users, neg + self.n_users])
         unique, inverse = torch.unique(nodes, return_inverse=True)
@@ -124,7 +126,8 @@ class BPRRecommender(Model):
         return {"loss": bpr, "loss_reg": self.reg * l2}
 
     def predict(self, outputs, batch: dict | None = None):
-        """Scores ``(batch users, n_items)``; the evaluator masks seen items and ranks."""
+        """Scores ``(batch users, n_items)`` as ``UserItemScores`` (``.dense()`` for the matrix);
+        ``graph.FullRanking`` scores, masks seen items and ranks them block by block."""
         return outputs
 
     # ---- conformance-kit examples
