@@ -127,6 +127,9 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--models", nargs="*", default=list(MODELS), help="labels to run (default: all)")
+    parser.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
+                        help="also time ConvNeXt-T panconv and timm alternately in one process, ROUNDS rounds "
+                             "per mode: a ratio robust to other load on the machine")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one model, print JSON
     parser.add_argument("--mode", default="fwd", help=argparse.SUPPRESS)  # internal: fwd | train
     args = parser.parse_args()
@@ -162,6 +165,69 @@ def main() -> None:
     if ours and peer:
         print(f"\nConvNeXt-T panconv / timm: forward {ours['fwd_img_s'] / peer['fwd_img_s']:.2f}x, "
               f"forward+backward {ours['train_img_s'] / peer['train_img_s']:.2f}x")
+    if args.paired:
+        paired(args)
+
+
+def paired(args: argparse.Namespace) -> None:
+    """ConvNeXt-T panconv vs timm, same weights, timed alternately (A B A B ...) in one process."""
+    import importlib
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    models = {}
+    for label in ("ConvNeXt-T (panconv)", "ConvNeXt-T (timm)"):
+        module_name, attr = MODELS[label][0].split(":")
+        models[label] = getattr(importlib.import_module(module_name), attr)(**MODELS[label][1])
+    ours, peer = models.values()
+    ours.load_state_dict(_timm_to_panconv(peer.state_dict()))
+    for m in models.values():
+        m.to(device, memory_format=fmt)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device).to(memory_format=fmt)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    def step(model, mode):
+        if mode == "fwd":
+            model.eval()
+            with torch.no_grad(), autocast:
+                model(x)
+        else:
+            model.train()
+            model.zero_grad(set_to_none=True)
+            with autocast:
+                out = model(x)
+            (sum(o.float().sum() for o in out) if isinstance(out, (list, tuple)) else out.float().sum()).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    print(f"\npaired: ConvNeXt-T panconv vs timm, same weights, alternating, {args.paired} rounds per mode "
+          f"after {args.warmup} warm-up rounds, batch {args.batch} at {args.size}x{args.size}, threads {args.threads}")
+    for mode, name in (("fwd", "forward"), ("train", "forward+backward")):
+        times = {label: [] for label in models}
+        for r in range(args.warmup + args.paired):
+            order = list(models.items()) if r % 2 == 0 else list(models.items())[::-1]
+            for label, model in order:
+                start = time.perf_counter()
+                step(model, mode)
+                if r >= args.warmup:
+                    times[label].append(time.perf_counter() - start)
+        med = {label: statistics.median(t) for label, t in times.items()}
+        ratios = [b / a for a, b in zip(*times.values())]
+        print(f"{name:17s} panconv {args.batch / med['ConvNeXt-T (panconv)']:.2f} img/s, "
+              f"timm {args.batch / med['ConvNeXt-T (timm)']:.2f} img/s, panconv / timm "
+              f"{med['ConvNeXt-T (timm)'] / med['ConvNeXt-T (panconv)']:.2f}x "
+              f"(per-round ratios {min(ratios):.2f}-{max(ratios):.2f})")
+
+
+def _timm_to_panconv(state: dict) -> dict:
+    """timm convnext_* weights under the backbone's parameter names (the mapping the parity test uses)."""
+    from panconv_vision.models.convnext import map_timm_state_dict
+
+    prefix = "backbone."
+    return {k[len(prefix):]: v for k, v in map_timm_state_dict(state).items() if k.startswith(prefix)}
 
 
 if __name__ == "__main__":

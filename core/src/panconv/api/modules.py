@@ -39,7 +39,9 @@ class _ExampleMixin:
     """The example convention used by ``panconv.testing`` (the conformance kit).
 
     ``example_config()`` returns constructor keyword arguments for a *tiny* instance;
-    ``example_inputs()`` returns an input the instance accepts. ``conformance_skips`` maps
+    ``example_inputs()`` returns an input the instance accepts; it may prepare the instance
+    first (a graph model attaches its tiny example graph), and the kit calls it on every
+    instance it compares. ``conformance_skips`` maps
     a check name to the declared reason for opting out of it (shown in the report).
     """
 

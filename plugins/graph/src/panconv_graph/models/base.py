@@ -28,10 +28,6 @@ class BPRRecommender(Model):
     """
 
     needs_graph = True
-    conformance_skips = {
-        "state_dict_round_trip": "the graph is not in the state dict: it comes from attach_data(train_dataset), "
-                                 "which the kit calls on one instance only "
-                                 "(tests/test_models.py::test_state_dict_round_trip covers it)"}
 
     def __init__(self, n_users: int, n_items: int, embed_dim: int = 64, reg: float = 1e-4,
                  init_std: float = 0.1):

@@ -13,7 +13,6 @@ class MF(BPRRecommender):
     """Matrix factorisation trained with BPR (no graph)."""
 
     needs_graph = False
-    conformance_skips = {}
 
     def __init__(self, n_users: int, n_items: int, embed_dim: int = 64, reg: float = 1e-4, init_std: float = 0.1):
         super().__init__(n_users, n_items, embed_dim, reg, init_std)
