@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-CONFIGS = ["audio_squeezeformer_digits.yaml", "audio_cmoe_digits.yaml"]
+CONFIGS = ["audio_squeezeformer_digits.yaml", "audio_conformer_digits.yaml", "audio_cmoe_digits.yaml"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

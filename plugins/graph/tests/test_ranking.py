@@ -126,3 +126,8 @@ def test_score_rows_must_match_the_batch():
     batch = {"held_items": torch.tensor([1]), "held_offsets": torch.tensor([0, 1])}
     with pytest.raises(ValueError, match="3 score rows but held_offsets has 2 entries"):
         FullRanking(ks=[2]).process(batch, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="1 score rows but seen_offsets has 3 entries"):
+        FullRanking(ks=[2]).process({**batch, "seen_items": torch.tensor([0, 2]),
+                                     "seen_offsets": torch.tensor([0, 1, 2])}, torch.zeros(1, 5))
+    with pytest.raises(ValueError, match=r"expected \(users, items\) scores, got shape \(5,\)"):
+        FullRanking(ks=[2]).process(batch, torch.zeros(5))

@@ -107,11 +107,14 @@ def rank_metrics(scores: torch.Tensor | UserItemScores, held_items: torch.Tensor
                  seen_items: torch.Tensor | None, seen_offsets: torch.Tensor | None,
                  ks: list[int]) -> dict[str, np.ndarray]:
     """Per-user metrics for a ``(B, n_items)`` score matrix; targets/masks as batch-relative CSR."""
+    if len(scores.shape) != 2:
+        raise ValueError(f"FullRanking: expected (users, items) scores, got shape {tuple(scores.shape)}")
     b, n_items = scores.shape
     device = scores.device
-    if tuple(held_offsets.shape) != (b + 1,):
-        raise ValueError(f"FullRanking: {b} score rows but held_offsets has {held_offsets.numel()} entries "
-                         f"(expected {b + 1})")
+    for name, offsets in (("held_offsets", held_offsets), ("seen_offsets", seen_offsets)):
+        if offsets is not None and tuple(offsets.shape) != (b + 1,):
+            raise ValueError(f"FullRanking: {b} score rows but {name} has {offsets.numel()} entries "
+                             f"(expected {b + 1})")
     kmax = min(max(ks), n_items)
     top = top_items(scores, seen_items, seen_offsets, kmax)
     held_counts = held_offsets.diff()
