@@ -1,6 +1,7 @@
 """Config loading: inheritance, overrides, and one-line errors for malformed configs."""
 
 import textwrap
+import warnings
 
 import pytest
 
@@ -137,7 +138,10 @@ def test_malformed_config_gives_one_line_error(tmp_path, capsys, name, text, ove
     args = ["run", str(path), "--dry-run"]
     for override in overrides:
         args += ["--set", override]
-    code = main(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(args)
+    assert not [w for w in caught if "failed to load" in str(w.message)]  # the error line says it once
     err = capsys.readouterr().err
     assert code == 2, err
     lines = err.strip().splitlines()

@@ -23,6 +23,7 @@ import difflib
 import inspect
 import re
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -324,10 +325,14 @@ class _Validator:
             base = Path(self.file).parent if cfg.filename else None
             manager = get_manager()
             for i, spec in enumerate(plugins):
-                name = manager.add_local(spec, base)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    name = manager.add_local(spec, base)
                 record = manager.records[name]
-                if record.status != "ok":
+                if record.status != "ok":  # the error says it; the loader's warning would repeat it
                     self.fail(f"plugins.{i}", f"plugin '{spec}' failed to load: {record.error}")
+                for w in caught:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
         data = self.check_mapping(cfg.get("data"), "data")
         dataset_cls = None
