@@ -22,7 +22,8 @@ import sys
 import time
 
 MODELS = {  # label -> (factory "module:attr", kwargs)
-    "ConvNeXt-T (panconv)": ("panconv_vision.models.convnext:convnext_tiny", {}),
+    # the last stage only, as timm's model without classifier returns (pooled) last-stage features
+    "ConvNeXt-T (panconv)": ("panconv_vision.models.convnext:convnext_tiny", {"out_indices": [3]}),
     "ConvNeXt-T (timm)": ("timm:create_model", {"model_name": "convnext_tiny", "pretrained": False, "num_classes": 0}),
     "HorNet-T 7x7 (panconv)": ("panconv_vision.models.hornet:hornet_tiny_7x7", {}),
     "HorNet-T GF (panconv)": ("panconv_vision.models.hornet:hornet_tiny_gf", {}),
