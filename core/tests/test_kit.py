@@ -39,8 +39,7 @@ def manager():
     manager = plugins.reset(entry_points=False)
     manager.collect()
     manager.add_plugin(_Plugin(), "kitcheck")
-    yield manager
-    plugins.reset()
+    return manager  # conftest's autouse _fresh_manager resets it afterwards
 
 
 def _entry(manager, qualname):

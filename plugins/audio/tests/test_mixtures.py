@@ -95,7 +95,7 @@ def test_builtin_corpus_of_real_speakers(tmp_path):
     ds = SpeakerMixtures(split="train", **kwargs)
     assert sorted(ds.speakers) == ["allison", "awb", "rms", "slt"]
     cached = sorted(Path(tmp_path, "speaker_mixtures", "utterances", "sr8000").glob("*/*.wav"))
-    assert len(cached) == 4 * 10 and not list(Path(tmp_path).rglob("*.tmp.wav"))
+    assert len(cached) == 4 * 10 and not list(Path(tmp_path).rglob("*.tmp"))
     item = ds[0]
     assert item["sources"].shape == (2, 16000)
     assert all(s.abs().max() > 0 for s in item["sources"])

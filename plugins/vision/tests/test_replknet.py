@@ -13,23 +13,7 @@ from panconv.api import FeatureInfo
 from panconv_vision.models import replknet
 from panconv_vision.models.reparam import ConvBN, fuse_convbn_modules, randomize_bn_stats
 from panconv_vision.models.replknet import ConvFFN, LargeKernelConv, RepLKBlock, RepLKNet
-
-
-def fill_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Seeded values for every parameter/buffer in state_dict order (running_var kept positive).
-
-    This is the fill used to record the official implementation's reference output below.
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) * 0.2)
-    return module
+from panconv_vision.testing import fill_, max_diff
 
 
 def tiny(**kw) -> RepLKNet:
@@ -214,10 +198,6 @@ def test_parity_with_official_code(variant):
     ours = fill_(RepLKNet(**cfg)).eval()
     theirs.load_state_dict({_official_key(k): v for k, v in ours.state_dict().items()}, strict=True)
 
-    def max_diff(a, b):  # absolute, and relative to the largest reference activation
-        d = max((p - q).abs().max().item() for p, q in zip(a, b))
-        return d, d / max(q.abs().max().item() for q in b)
-
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         train = max_diff(ours(x), theirs(x))
@@ -228,11 +208,3 @@ def test_parity_with_official_code(variant):
           f"deploy form {deploy[0]:.2e} (rel {deploy[1]:.1e})")
     assert train[1] < 1e-5 and deploy[1] < 1e-5
 
-
-def test_fpn_sizes_itself_from_feature_info():
-    fpn_module = pytest.importorskip("panconv_vision.models.fpn")
-    backbone = tiny().eval()
-    fpn = fpn_module.FPN(backbone.feature_info)
-    outs = fpn(backbone(backbone.example_inputs()))
-    assert len(outs) == len(fpn.feature_info)
-    assert [o.shape[1] for o in outs] == [f.channels for f in fpn.feature_info]

@@ -15,3 +15,27 @@ def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torc
             if tensor.is_floating_point():
                 tensor.copy_(torch.randn(tensor.shape, generator=g) * std)
     return module
+
+
+def fill_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Seeded values for every parameter and buffer, in ``state_dict`` order: ``N(0, 0.2)``, but
+    ``running_var`` drawn from ``U(0.5, 1.5)`` so that BatchNorm stays well defined. The fill behind
+    the recorded official-implementation outputs of the RepLKNet/UniRepLKNet parity tests (changing it
+    invalidates them). Returns ``module``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.2)
+    return module
+
+
+def max_diff(ours, theirs) -> tuple[float, float]:
+    """Max absolute difference over paired output tensors, and that relative to the largest
+    absolute value of ``theirs`` (the reference)."""
+    d = max((p - q).abs().max().item() for p, q in zip(ours, theirs))
+    return d, d / max(q.abs().max().item() for q in theirs)

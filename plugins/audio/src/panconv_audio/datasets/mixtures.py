@@ -28,7 +28,6 @@ training mixtures are redrawn every epoch (``set_epoch``); validation and test n
 from __future__ import annotations
 
 import gzip
-import os
 import tempfile
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import soundfile as sf
 import torch
 
 from panconv.api import Dataset
+from panconv.engine.io import atomic_write
 from panconv.errors import DataError
 
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
@@ -64,15 +64,7 @@ def _read_wav(path: Path, sample_rate: int) -> np.ndarray:
 
 
 def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.wav")
-    os.close(fd)
-    try:
-        sf.write(tmp, audio, sample_rate, subtype="FLOAT")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda fh: sf.write(fh, audio, sample_rate, subtype="FLOAT", format="WAV"))
 
 
 def _trim_silence(audio: np.ndarray, sample_rate: int, threshold_db: float = -40.0) -> np.ndarray:

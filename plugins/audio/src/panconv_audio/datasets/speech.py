@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from panconv.api import Dataset
+from panconv.engine.io import atomic_write
 from panconv.errors import DataError
 
 # --------------------------------------------------------------------------- audio I/O
@@ -88,17 +89,8 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int) -> 
     """Write a mono wav (16-bit PCM) atomically."""
     import soundfile as sf
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = wav.detach().cpu().float().clamp(-1, 1).numpy()
-    fd, tmp = tempfile.mkstemp(suffix=".wav", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, data, sample_rate, subtype="PCM_16")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda fh: sf.write(fh, data, sample_rate, subtype="PCM_16", format="WAV"))
 
 
 # --------------------------------------------------------------------------- discovery

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 import warnings
 from collections.abc import Callable
@@ -43,6 +42,7 @@ import numpy as np
 import torch
 
 from panconv.api import Dataset
+from panconv.engine.io import atomic_write
 from panconv.errors import DataError
 
 #: the LightGCN reference release of Gowalla (sha256 of the copy the paper's numbers come from)
@@ -70,23 +70,18 @@ def sha256_of(path: Path) -> str:
 def download_file(url: str, dest: Path, sha256: str | None = None,
                   opener: Callable[[str], Any] = urllib.request.urlopen) -> Path:
     """Fetch ``url`` to ``dest`` atomically (temp file in the same folder, checksum, rename)."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
+
+    def fetch(out) -> None:
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, opener(url) as response:
+        with opener(url) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 h.update(chunk)
                 out.write(chunk)
         if sha256 is not None and h.hexdigest() != sha256.lower():
             raise DataError(f"{url}: sha256 {h.hexdigest()} does not match the expected {sha256}; "
                             f"the download was discarded, check the source URL")
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(dest, fetch)
     return dest
 
 
