@@ -3,7 +3,8 @@
 Builds the test split exactly as ``core-run`` does (the config's ``data`` section and data root),
 scores two trivial recognisers that need no audio — the empty transcript, and the most frequent
 training transcript — and, with ``--checkpoint``, the trained model (greedy/beam as configured),
-on every held-out utterance and on the real (asterisk) and synthesised subsets separately:
+on every held-out utterance and on the real (asterisk) and synthesised subsets separately. Batches
+go through the config's ``data.transforms`` (``panconv.build_datasets``), as in training:
 
     core-run examples/audio_squeezeformer_digits.yaml
     python benchmarks/audio_baselines.py examples/audio_squeezeformer_digits.yaml \\
@@ -29,10 +30,10 @@ def score(hypotheses, references):
 
 
 def transcribe(cfg, checkpoint, test, metadata, batch_size=32):
-    from panconv.builder import build_model
-    from panconv.engine.io import load_checkpoint, model_state_dict
+    import panconv
+    from panconv.io import load_checkpoint, model_state_dict
 
-    model = build_model(cfg["model"], metadata=metadata)
+    model = panconv.create_model(cfg["model"], metadata=metadata)
     model.load_state_dict(model_state_dict(load_checkpoint(checkpoint)))
     model.eval()
     out = []
@@ -44,17 +45,18 @@ def transcribe(cfg, checkpoint, test, metadata, batch_size=32):
 
 
 def main():
-    from panconv.config import load_config
-    from panconv.engine.runner import build_datasets
+    from panconv import build_datasets, load_config
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("config")
     p.add_argument("--checkpoint", default=None, help="a checkpoint of this config (core-run's work_dir)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="the overrides the run used (as core-run's --set), e.g. data.root=/tmp/pcdata")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.set)
     data = build_datasets(cfg)
     train, test = data["train"], data["test"]
     refs = [u.text for u in test.items]

@@ -9,7 +9,7 @@ allocated memory, on CPU the growth of the process's peak RSS (VmHWM) over its R
 model and the batch are built (VmHWM reset), over warm-up and timed iterations. Forward: eval mode
 under ``no_grad``; forward+backward: train mode, ``sum of outputs`` backward, no optimizer step.
 Images/s is the median over ``--iters`` timed iterations after ``--warmup`` untimed ones.
-Models whose module is missing are skipped.
+Models whose plugin or module is missing are skipped.
 """
 
 from __future__ import annotations
@@ -21,15 +21,27 @@ import subprocess
 import sys
 import time
 
-MODELS = {  # label -> (factory "module:attr", kwargs)
+MODELS = {  # label -> (registered backbone "vision.name" or factory "module:attr", kwargs)
     # the last stage only, as timm's model without classifier returns (pooled) last-stage features
-    "ConvNeXt-T (panconv)": ("panconv_vision.models.convnext:convnext_tiny", {"out_indices": [3]}),
+    "ConvNeXt-T (panconv)": ("vision.convnext_tiny", {"out_indices": [3]}),
     "ConvNeXt-T (timm)": ("timm:create_model", {"model_name": "convnext_tiny", "pretrained": False, "num_classes": 0}),
-    "HorNet-T 7x7 (panconv)": ("panconv_vision.models.hornet:hornet_tiny_7x7", {}),
-    "HorNet-T GF (panconv)": ("panconv_vision.models.hornet:hornet_tiny_gf", {}),
-    "UniRepLKNet-T (panconv)": ("panconv_vision.models.unireplknet:unireplknet_t", {}),
-    "RepLKNet-31B (panconv)": ("panconv_vision.models.replknet:replknet_31b", {}),
+    "HorNet-T 7x7 (panconv)": ("vision.hornet_tiny_7x7", {}),
+    "HorNet-T GF (panconv)": ("vision.hornet_tiny_gf", {}),
+    "UniRepLKNet-T (panconv)": ("vision.unireplknet_t", {}),
+    "RepLKNet-31B (panconv)": ("vision.replknet_31b", {}),
 }
+
+
+def factory_of(target: str):
+    """The factory behind a MODELS entry: a registered panconv backbone, or ``module:attr``."""
+    import importlib
+
+    if ":" not in target:
+        import panconv
+
+        return panconv.get_component("backbone", target)
+    module_name, attr = target.split(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def _memory_kib(field: str) -> int:
@@ -50,16 +62,15 @@ def _reset_peak_rss() -> None:
 
 
 def run_one(label: str, args: argparse.Namespace) -> dict:
-    import importlib
-
     import torch
+
+    from panconv.errors import PanconvError
 
     torch.set_num_threads(args.threads)
     target, kwargs = MODELS[label]
-    module_name, attr = target.split(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ModuleNotFoundError, AttributeError) as exc:
+        factory = factory_of(target)
+    except (ModuleNotFoundError, AttributeError, PanconvError) as exc:
         return {"model": label, "skipped": f"{type(exc).__name__}: {exc}"}
     device = torch.device(args.device)
     model = factory(**kwargs).to(device)
@@ -172,8 +183,6 @@ def main() -> None:
 
 def paired(args: argparse.Namespace) -> None:
     """ConvNeXt-T panconv vs timm, same weights, timed alternately (A B A B ...) in one process."""
-    import importlib
-
     import torch
 
     torch.set_num_threads(args.threads)
@@ -181,8 +190,7 @@ def paired(args: argparse.Namespace) -> None:
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     models = {}
     for label in ("ConvNeXt-T (panconv)", "ConvNeXt-T (timm)"):
-        module_name, attr = MODELS[label][0].split(":")
-        models[label] = getattr(importlib.import_module(module_name), attr)(**MODELS[label][1])
+        models[label] = factory_of(MODELS[label][0])(**MODELS[label][1])
     ours, peer = models.values()
     ours.load_state_dict(_timm_to_panconv(peer.state_dict()))
     for m in models.values():

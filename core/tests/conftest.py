@@ -53,7 +53,3 @@ def _fresh_manager():
     plugins.reset()
     yield
     plugins.reset()
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long-running test (run with -m slow)")

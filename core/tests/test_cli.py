@@ -31,8 +31,9 @@ def test_info_shows_signature_plugin_and_parameters(capsys):
     assert main(["info", "core.MLP"]) == 0
     out = capsys.readouterr().out
     assert "provided by: plugin 'core' (panconv-core" in out
-    assert "signature:   MLP(in_dim: 'int' = 2" in out
-    assert "parameters:  1,152 (0.00M)" in out  # 2*32+32 + 32*32+32
+    assert ("signature:   MLP(in_dim: int >= 1 = 2, hidden: list of int >= 1 = (32, 32), "
+            "dropout: float >= 0 < 1 = 0.0)") in out
+    assert "parameters:  1,152 (0.00M) backbone alone" in out  # 2*32+32 + 32*32+32
 
 
 def test_info_unknown_suggests(capsys):
@@ -48,11 +49,61 @@ def test_plugins_table(capsys):
     assert "ok" in core and "1 backbone" in core
 
 
-def test_doctor_reports_versions(capsys):
-    code = main(["doctor"])
+def test_doctor_reports_versions_and_data(capsys, tmp_path):
+    assert main(["doctor", "--data-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "torch " in out and "plugin core [ok]" in out
-    assert code in (0, 1)
+    assert f"data root   {tmp_path}" in out
+    assert "dataset core.GaussianBlobs: ok" in out
+    assert "MISSING" not in out  # optional extras are not faults
+
+
+def test_doctor_fails_for_a_failed_plugin(plugin_env, capsys):
+    plugin_env("importerror")
+    with pytest.warns(UserWarning):
+        assert main(["doctor"]) == 1
+    assert "plugin importerror [failed]" in capsys.readouterr().out
+
+
+def test_doctor_reports_a_dataset_that_cannot_load(tmp_path, capsys, monkeypatch):
+    from panconv.builtin.components import GaussianBlobs
+
+    monkeypatch.setattr(GaussianBlobs, "check_prerequisites",
+                        classmethod(lambda cls, root: [f"no blobs under {root}: make some"]), raising=False)
+    assert main(["doctor", "--data-root", str(tmp_path)]) == 0  # a data set you may not need
+    assert f"dataset core.GaussianBlobs: not usable here: no blobs under {tmp_path}: make some" in \
+        capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--debug", "plugins"], ["plugins", "--debug"]])
+def test_debug_before_or_after_the_subcommand_shows_plugin_tracebacks(plugin_env, capsys, argv):
+    plugin_env("importerror", "good")
+    with pytest.warns(UserWarning):
+        assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "--- plugin 'importerror' failed to load ---" in err
+    assert "Traceback (most recent call last)" in err and "a_module_that_does_not_exist" in err
+
+
+def test_without_debug_plugins_says_how_to_see_tracebacks(plugin_env, capsys):
+    plugin_env("importerror", "good")
+    with pytest.warns(UserWarning):
+        assert main(["plugins"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "panconv --debug plugins shows the tracebacks" in err
+
+
+def test_strict_after_the_subcommand(plugin_env, capsys):
+    plugin_env("importerror")
+    assert main(["plugins", "--strict"]) == 2
+    assert "Plugin 'importerror' failed to load" in capsys.readouterr().err
+
+
+def test_broken_pipe_exits_quietly():
+    proc = subprocess.run(f"{sys.executable} -m panconv.cli list | head -1", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout.startswith("name")
+    assert "BrokenPipe" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_plugin_added_command(plugin_env, capsys):

@@ -34,6 +34,8 @@ class ToWidth(Neck):
 
 
 class Concat(Head):
+    metadata_inputs = ("num_classes",)
+
     def __init__(self, in_features, num_classes: int = 2):
         super().__init__(in_features)
         self.fc = nn.Linear(sum(f.channels for f in self.in_features), num_classes)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from panconv.engine.io import atomic_write, load_checkpoint
 from panconv.errors import CheckpointError
+from panconv.io import atomic_write, load_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BIN = Path(sys.executable).parent
@@ -73,11 +73,13 @@ def test_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     assert ckpt["meta"]["epoch"] == 4 and "optimizer" in ckpt and "param_schedulers" in ckpt
 
     # evaluation only, from the last checkpoint: the same test metrics as the run itself
-    # (no training split at all: the scheduler and optimizer of the config are not built)
+    # (no training split at all: the scheduler and optimizer of the config are not built),
+    # written under <work dir>/eval/
     again = core_run(cfg, "--work-dir", tmp_path / "eval", "--eval-only", "--resume", work / "epoch_4.pth", "--quiet",
                      "--set", "data.splits={train: null, val: null, test: test}")
     assert again.returncode == 0
-    assert metrics(tmp_path / "eval")["test"]["accuracy"] == history["test"]["accuracy"]
+    assert metrics(tmp_path / "eval" / "eval")["test"]["accuracy"] == history["test"]["accuracy"]
+    assert not (tmp_path / "eval" / "metrics.json").exists()
 
 
 def test_amp_on_cpu_and_gradient_accumulation_train(tmp_path):
@@ -92,26 +94,89 @@ def test_amp_on_cpu_and_gradient_accumulation_train(tmp_path):
     assert history["test"]["accuracy"] > 0.6
 
 
-def test_kill_9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+SLOW_WRITES = """\
+import time
+from pathlib import Path
+
+import panconv.io as pio
+from panconv import hookimpl
+
+_write = pio.atomic_write
+
+
+def atomic_write(path, fill, mode="wb"):
+    if not Path(path).name.startswith("epoch_"):
+        return _write(path, fill, mode)
+
+    def slowly(handle):  # the temporary exists, half written, for a while
+        handle.write(b"PK half")
+        handle.flush()
+        time.sleep(1.0)
+        handle.seek(0)
+        handle.truncate()
+        fill(handle)
+
+    return _write(path, slowly, mode)
+
+
+pio.atomic_write = atomic_write
+
+
+@hookimpl
+def panconv_before_run(config, work_dir):
+    pass
+"""
+
+
+def _kill_when(proc, ready, deadline_s=300):
+    deadline = time.time() + deadline_s
+    while not ready() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("moment", [
+    "mid-epoch",
+    pytest.param("before the first checkpoint", marks=pytest.mark.slow),
+    pytest.param("during a checkpoint write", marks=pytest.mark.slow),
+])
+def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path, moment):
     slow = FIXTURES / "slowblobs.py"
-    cfg = blobs_config(tmp_path, epochs=5, size=384, dataset="slowblobs.SlowBlobs", plugins=f"[{slow}]")
+    plugins = [slow]
+    extra = ""
+    if moment == "during a checkpoint write":
+        (tmp_path / "slowwrites.py").write_text(SLOW_WRITES)
+        plugins.append(tmp_path / "slowwrites.py")
+    if moment == "before the first checkpoint":
+        extra = "  checkpoint: {interval: 5, max_keep: 2, best: null}\n"  # nothing saved before the end
+    cfg = blobs_config(tmp_path, epochs=5, size=384, dataset="slowblobs.SlowBlobs",
+                       plugins="[" + ", ".join(map(str, plugins)) + "]")
+    if extra:
+        cfg.write_text(cfg.read_text().replace("  checkpoint: {interval: 1, max_keep: 2, best: accuracy}\n", extra))
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     core_run(cfg, "--work-dir", straight, "--quiet")
 
     proc = subprocess.Popen([str(BIN / "core-run"), str(cfg), "--work-dir", str(killed), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "epoch_2.pth").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # well inside epoch 3 (an epoch takes ~1 s)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    if moment == "mid-epoch":
+        _kill_when(proc, lambda: (killed / "epoch_2.pth").exists())
+        time.sleep(0.3)  # well inside epoch 3 (an epoch takes ~1 s)
+    elif moment == "before the first checkpoint":
+        _kill_when(proc, lambda: (killed / "metrics.json").exists()
+                   and len(json.loads((killed / "metrics.json").read_text() or "{}").get("val", [])) >= 2)
+        assert not list(killed.glob("*.pth")) and not (killed / "last_checkpoint").exists()
+    else:
+        _kill_when(proc, lambda: bool(list(killed.glob(".epoch_2.pth.*.tmp"))))
+        assert list(killed.glob(".epoch_2.pth.*.tmp")) and not (killed / "epoch_2.pth").exists()
     assert not (killed / "summary.json").exists()
-    load_checkpoint(Path((killed / "last_checkpoint").read_text().strip()))  # never torn
+    if (killed / "last_checkpoint").exists():
+        load_checkpoint(Path((killed / "last_checkpoint").read_text().strip()))  # never torn
 
     out = core_run(cfg, "--work-dir", killed, "--resume", "--quiet")
     assert out.returncode == 0
+    assert not list(killed.glob(".*.tmp"))
     a, b = metrics(straight), metrics(killed)
     assert [h["epoch"] for h in b["train"]] == [1, 2, 3, 4, 5]
     assert [h["loss"] for h in b["train"]] == pytest.approx([h["loss"] for h in a["train"]], rel=1e-6, abs=1e-7)

@@ -152,11 +152,20 @@ def test_did_you_mean():
                                "Did you mean 'graph.LightGCN'?")
 
 
-def test_not_installed_first_party_plugin():
+def test_not_installed_first_party_plugin(monkeypatch, tmp_path):
+    from panconv import plugins
+
+    monkeypatch.chdir(tmp_path)  # outside a source checkout: the registry's name only
+    manager = plugins.reset(entry_points=False)
     with pytest.raises(UnknownComponentError) as info:
-        _registry().get("audio.Squeezeformer")
-    assert str(info.value) == ("Model 'audio.Squeezeformer' is provided by panconv-audio, which is not installed: "
-                               "pip install ./plugins/audio")
+        manager.get("model", "audio.Squeezeformer")
+    assert str(info.value) == ("Model 'audio.Squeezeformer' is not available: it is provided by panconv-audio, "
+                               "which is not installed: pip install panconv-audio")
+    (tmp_path / "plugins" / "audio").mkdir(parents=True)
+    (tmp_path / "plugins" / "audio" / "pyproject.toml").write_text("")
+    with pytest.raises(UnknownComponentError, match=r"pip install panconv-audio \(from this source checkout: "
+                                                    r"pip install \./plugins/audio\)$"):
+        manager.get("model", "audio.Squeezeformer")
 
 
 def test_duplicate_qualified_name_names_both():

@@ -1,12 +1,18 @@
-"""`panconv new-plugin` writes a package that installs and passes the kit; broken variants fail it."""
+"""`panconv new-plugin` writes a lint-clean package from real template files that installs (configs
+included) and passes its own tests and the kit; broken variants fail the kit naming component and check."""
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = REPO / "core" / "src" / "panconv" / "templates" / "plugin"
 
 
 def _run(cmd, **kwargs):
@@ -21,7 +27,15 @@ def demo(tmp_path_factory):
     return tmp / "panconv-demo"
 
 
-def _install_and_test(package: Path, site: Path):
+def _pristine_copy(package: Path, target: Path) -> Path:
+    """A copy without build leftovers (pip builds in place: a stale build/ would hide packaging mistakes)."""
+    shutil.copytree(package, target, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    return target
+
+
+def _install_and_test(package: Path, tmp: Path):
+    package = _pristine_copy(package, tmp / "pristine" / package.name)
+    site = tmp / "site"
     install = _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
                     "--target", str(site), str(package)])
     assert install.returncode == 0, install.stderr
@@ -31,14 +45,45 @@ def _install_and_test(package: Path, site: Path):
                  "-o", "addopts=", str(package / "tests")], env=env, cwd=package)
 
 
-def test_generated_plugin_installs_and_passes_the_kit(demo, tmp_path):
-    result = _install_and_test(demo, tmp_path / "site")
+def test_every_generated_file_comes_from_a_template_file(demo):
+    from panconv.scaffold import templates
+
+    written = sorted(str(p.relative_to(demo)) for p in demo.rglob("*") if p.is_file() and "data" not in p.parts)
+    expected = sorted(path.replace("__package__", "panconv_demo") for path in templates())
+    assert written == expected
+    on_disk = sorted(str(p.relative_to(TEMPLATES)).removesuffix(".tmpl") for p in TEMPLATES.rglob("*.tmpl"))
+    assert sorted(templates()) == on_disk
+    assert sorted(p.name for p in (demo / "data" / "demo").iterdir()) == ["test.csv", "train.csv", "val.csv"]
+
+
+def test_generated_plugin_is_ruff_clean(demo):
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed")
+    result = _run([ruff, "check", "--no-cache", "."], cwd=demo)  # with the generated pyproject's settings
+    assert result.returncode == 0, result.stdout
+
+
+def test_generated_wheel_ships_the_configs(demo, tmp_path):
+    package = _pristine_copy(demo, tmp_path / "pristine")
+    build = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                  "-w", str(tmp_path), str(package)])
+    assert build.returncode == 0, build.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("panconv_demo-*.whl"))).namelist()
+    assert "panconv_demo/configs/example.yaml" in names
+    assert "panconv_demo/plugin.py" in names and "panconv_demo/models/layers.py" in names
+
+
+def test_generated_plugin_installs_and_passes_its_tests_and_the_kit(demo, tmp_path):
+    result = _install_and_test(demo, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
-    from panconv.testing.conformance import CHECKS
+    from panconv.testing import CHECKS
 
     passed = int(re.search(r"(\d+) passed", result.stdout).group(1))
-    expected = sum(len(CHECKS[kind]) for kind in ("backbone", "head", "dataset", "evaluator")) + 1
-    assert passed == expected  # every check of its 4 components + its own example test
+    kit = sum(1 for kind in ("backbone", "head", "dataset", "evaluator") for c in CHECKS[kind].values()
+              if c.capability is None)  # its components declare no capability
+    own = len(re.findall(r"^def test_", (demo / "tests" / "test_plugin.py").read_text(), re.M))
+    assert own == 2 and passed == kit + own
     assert "failed" not in result.stdout
 
 
@@ -56,22 +101,20 @@ BREAKAGES = {
                               "        return {'inputs': torch.stack([s['inputs'] for s in samples])}\n\n"
                               "    @property\n    def metadata(self):",
                               ["demo.CSVVectors: collate: collate drops field(s) labels"]),
+    "config not shipped": ("pyproject.toml", 'panconv_demo = ["configs/*.yaml"]', "",
+                           ["configs/ is package data"]),
 }
 
 
 @pytest.mark.parametrize("breakage", list(BREAKAGES))
-def test_broken_variants_fail_the_kit_naming_component_and_check(demo, tmp_path, breakage):
-    import shutil
-
+def test_broken_variants_fail_naming_component_and_check(demo, tmp_path, breakage):
     path, old, new, messages = BREAKAGES[breakage]
-    broken = tmp_path / "panconv-demo"
-    shutil.copytree(demo, broken)
+    broken = _pristine_copy(demo, tmp_path / "panconv-demo")
     source = broken / path
     text = source.read_text()
     assert old in text
     source.write_text(text.replace(old, new))
-    result = _run([sys.executable, "-m", "pip", "--version"])  # noqa: F841 - keep pip warm
-    result = _install_and_test(broken, tmp_path / "site")
+    result = _install_and_test(broken, tmp_path)
     assert result.returncode == 1, result.stdout[-3000:]
     for message in messages:
         assert message in result.stdout, result.stdout[-3000:]

@@ -31,7 +31,7 @@ def test_core_alone_installs_and_runs(fresh_venv, wheels, tmp_path):
     assert (tmp_path / "work" / "metrics.json").is_file()
     missing = fresh_venv.panconv("run", config, "--dry-run", "--set", "model={type: graph.LightGCN}")
     assert missing.returncode == 2
-    assert "is provided by panconv-graph, which is not installed: pip install ./plugins/graph" in missing.stderr
+    assert "is provided by panconv-graph, which is not installed: pip install panconv-graph" in missing.stderr
 
 
 def _check_plugin_alone(fresh_venv, wheels, plugin):

@@ -7,6 +7,7 @@ helpers below import torch on first use.
 from __future__ import annotations
 
 from .errors import (
+    AmbiguousNameError,
     CheckpointError,
     ConfigError,
     DataError,
@@ -20,8 +21,9 @@ from .hookspecs import hookimpl
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DataError", "DuplicateComponentError", "PanconvError", "PluginError",
-    "UnknownComponentError", "__version__", "build", "create_model", "hookimpl", "list_components",
+    "AmbiguousNameError", "CheckpointError", "ConfigError", "DataError", "DuplicateComponentError", "PanconvError",
+    "PluginError", "UnknownComponentError", "__version__", "build", "build_datasets", "create_model",
+    "get_component", "hookimpl", "list_components", "list_models", "load_config", "load_model",
 ]
 
 
@@ -32,26 +34,51 @@ def build(kind: str, name: str, *args, **kwargs):
     return _build(kind, name, *args, **kwargs)
 
 
-def create_model(config: dict | str, **overrides):
-    """Build a model from a registered name or a ``model:`` config section.
+def create_model(name_or_config, *, metadata=None, **kwargs):
+    """Build a model from a registered name or a ``model:`` config section (see :mod:`panconv.factory`)."""
+    from .factory import create_model as _create
 
-    ``create_model("graph.LightGCN", n_users=10, n_items=20)`` or
-    ``create_model({"backbone": {"type": "core.MLP"}, "head": {"type": "core.LinearClsHead"}})``.
-    """
-    from .builder import build_model
+    return _create(name_or_config, metadata=metadata, **kwargs)
 
-    if isinstance(config, str):
-        config = {"type": config}
-    return build_model({**config, **overrides})
+
+def list_models(pattern=None, kinds=("model", "backbone")):
+    """Registered models and backbones matching a glob (``"convnext*"``) or substring."""
+    from .factory import list_models as _list
+
+    return _list(pattern, kinds)
+
+
+def load_model(path, *, config=None, device="cpu", attach_data=None, data_root=None):
+    """A ready ``eval()`` model from a work dir or checkpoint (see :func:`panconv.factory.load_model`)."""
+    from .factory import load_model as _load
+
+    return _load(path, config=config, device=device, attach_data=attach_data, data_root=data_root)
+
+
+def get_component(kind: str, name: str):
+    """The factory registered as ``name`` under ``kind`` (a class, function or size variant)."""
+    from .factory import get_component as _get
+
+    return _get(kind, name)
+
+
+def load_config(path, overrides=(), *, validate: bool = True):
+    """Load, merge and validate a YAML experiment config (see :mod:`panconv.config`)."""
+    from .config import load_config as _load
+
+    return _load(path, overrides, validate=validate)
+
+
+def build_datasets(cfg, stages=("train", "val", "test"), data_root=None):
+    """The datasets of a config's stages, with its ``data.transforms`` (see :mod:`panconv.builder`)."""
+    from .builder import build_datasets as _build
+
+    return _build(cfg, stages, data_root)
 
 
 def list_components(kind: str | None = None, pattern: str | None = None) -> list[str]:
     """Qualified names of registered components, optionally of one kind / matching a glob."""
-    import fnmatch
-
-    from .plugins import get_manager
+    from .factory import list_models as _list
     from .registry import KINDS
 
-    entries = get_manager().entries([kind] if kind else KINDS)
-    names = [e.qualname for e in entries]
-    return [n for n in names if pattern is None or fnmatch.fnmatch(n.lower(), f"*{pattern.lower()}*")]
+    return _list(pattern, (kind,) if kind else KINDS)

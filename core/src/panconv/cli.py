@@ -17,8 +17,8 @@ from .errors import PanconvError
 
 def _add_run_parser(sub) -> None:
     p = sub.add_parser("run", help="train / evaluate an experiment config", description=(
-        "Run a YAML experiment: train, validate and test as the config says. Writes metrics.json, "
-        "summary.json, curves.png, config.yaml and checkpoints into the work dir."))
+        "Run a YAML experiment: train, validate and test as the config says. Writes config.yaml (resolved), "
+        "metrics.json, summary.json, curves.png, run.log and checkpoints into the work dir."))
     _run_arguments(p)
     p.set_defaults(func=cmd_run)
 
@@ -33,8 +33,8 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
                    help="resume from CHECKPOINT, or (no value) from the newest checkpoint in the work dir")
     p.add_argument("--print-config", action="store_true", help="print the merged, validated config and exit")
     p.add_argument("--dry-run", action="store_true", help="validate the config and plugins, then exit")
-    p.add_argument("--eval-only", action="store_true", help="skip training; evaluate the test split "
-                   "(with --resume CHECKPOINT to evaluate trained weights)")
+    p.add_argument("--eval-only", action="store_true", help="skip training; evaluate the test split of "
+                   "--resume CHECKPOINT (or run.load_from) into <work dir>/eval/")
     p.add_argument("--quiet", action="store_true", help="no progress bar or metric lines")
 
 
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="installed plugins, their status and contributions")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("doctor", help="versions of torch/CUDA/Triton and each plugin's dependencies")
+    p = sub.add_parser("doctor", help="versions, each plugin's dependencies and each dataset's data")
+    p.add_argument("--data-root", help="data root to check (default: $PANCONV_DATA, else ~/.cache/panconv)")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("new-plugin", help="write a ready-to-install plugin package")
@@ -103,9 +104,12 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config, overrides)
     if args.print_config:
         print(cfg.to_yaml(), end="")
+        print(_injected_comment(cfg), end="")
         return 0
     if args.dry_run:
-        print(f"{args.config}: config is valid ({_model_summary(cfg)}; dataset {cfg['data']['type']}; "
+        from .builder import model_summary
+
+        print(f"{args.config}: config is valid (model {model_summary(cfg['model'])}; dataset {cfg['data']['type']}; "
               f"{cfg['train']['epochs']} epochs)")
         return 0
     from .engine import run_experiment
@@ -117,11 +121,30 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _model_summary(cfg) -> str:
-    model = cfg["model"]
-    if "type" in model:
-        return f"model {model['type']}"
-    return "model " + " + ".join(model[k]["type"] for k in ("backbone", "neck", "head") if model.get(k))
+def _injected_comment(cfg) -> str:
+    """YAML comments listing the values the dataset's metadata fills into the model (reading the
+    training split's metadata; announced on stderr since it loads data)."""
+    from .builder import build_datasets, injected_metadata, missing_metadata, model_parts
+    from .factory import get_component
+
+    if not missing_metadata(cfg["model"]):
+        return ""
+    stage = "train" if (cfg["data"].get("splits") or {}).get("train") else None
+    stages = ("train",) if stage else ("val", "test")
+    print(f"(reading the {cfg['data']['type']} metadata to show the injected values)", file=sys.stderr, flush=True)
+    datasets = build_datasets(cfg, stages=stages)
+    if not datasets:
+        return ""
+    dataset = next(iter(datasets.values()))
+    metadata = dict(getattr(dataset, "metadata", {}) or {})
+    lines = []
+    for part in model_parts(cfg["model"]):
+        for key, value in injected_metadata(get_component(part.kind, part.type), part.spec, metadata).items():
+            lines.append(f"#   {part.path}.{key}: {value!r}")
+    if not lines:
+        return ""
+    return (f"# filled from the dataset's metadata ({cfg['data']['type']}, split {dataset.split}):\n"
+            + "\n".join(lines) + "\n")
 
 
 def cmd_list(args) -> int:
@@ -141,27 +164,35 @@ def cmd_list(args) -> int:
     failed = [r for r in manager.records.values() if r.status == "failed"]
     for record in failed:
         print(f"warning: {record.reason}", file=sys.stderr)
+    prefix = (args.pattern or "").partition(".")[0].lower()
+    if not rows and prefix:
+        reason = manager.plugin_status(prefix)
+        if reason:
+            print(f"note: plugin '{prefix}': {reason}", file=sys.stderr)
     return 0
 
 
 def cmd_info(args) -> int:
-    import inspect
-
-    from .errors import UnknownComponentError
+    from .errors import AmbiguousNameError, UnknownComponentError
     from .plugins import get_manager
-    from .registry import KINDS
+    from .registry import KINDS, factory_signature
 
     manager = get_manager()
-    kinds = [args.kind] if args.kind else KINDS
-    found = []
+    kinds = [args.kind] if args.kind else list(KINDS)
+    found, errors = [], []
     for kind in kinds:
         try:
             found.append(manager.get(kind, args.name))
+        except AmbiguousNameError:
+            raise
         except UnknownComponentError as exc:
-            last_error = exc
+            errors.append(exc)
     if not found:
-        raise last_error if len(kinds) == 1 else UnknownComponentError(
-            f"Unknown component '{args.name}'.{_suggest_any(manager, args.name)}")
+        prefix, dot, _ = args.name.partition(".")
+        reason = manager.plugin_status(prefix) if dot else None
+        if len(kinds) == 1 or reason:
+            raise errors[0]
+        raise UnknownComponentError(f"Unknown component '{args.name}'.{_suggest_any(manager, args.name)}")
     entry = found[0]
     target = entry.load()
     record = manager.records.get(entry.plugin)
@@ -169,21 +200,83 @@ def cmd_info(args) -> int:
     print(f"  provided by: plugin '{entry.plugin}'" + (f" ({record.distribution} {record.version})"
                                                        if record and record.distribution else ""))
     print(f"  target:      {entry.target_path}")
-    try:
-        print(f"  signature:   {entry.name}{inspect.signature(target)}")
-    except (TypeError, ValueError):
-        pass
-    doc = inspect.getdoc(target) or entry.doc or ""
+    if entry.is_variant:
+        fixed = ", ".join(f"{k}={v!r}" for k, v in entry.args.items())
+        print(f"  variant of:  {getattr(target.factory, '__qualname__', target.factory)} with {fixed}")
+    sig, hints = factory_signature(target)
+    if sig is not None:
+        print(f"  signature:   {entry.name}({_format_parameters(sig, hints)})")
+    doc = _description(entry, target)
     if doc:
         print("  doc:         " + doc.replace("\n", "\n               "))
+    inputs = getattr(target, "metadata_inputs", ())
+    if inputs and entry.kind in ("model", "backbone", "neck", "head"):
+        print(f"  from data:   {', '.join(inputs)} (filled from the dataset's metadata when unset)")
     if entry.kind in ("model", "backbone", "neck", "head"):
-        count = _try_count(entry, target)
-        if count is not None:
-            print(f"  parameters:  {count:,} ({count / 1e6:.2f}M) with its defaults")
+        for label, count in _parameter_counts(entry, target):
+            print(f"  parameters:  {count:,} ({count / 1e6:.2f}M) {label}")
     return 0
 
 
-def _try_count(entry, target):
+def _format_parameters(sig, hints: dict) -> str:
+    """``in_dim: int >= 1 = 2, hidden: list of int >= 1 = (32, 32)``: resolved annotations, ranges in words."""
+    parts = []
+    for name, param in sig.parameters.items():
+        text = ("**" if param.kind is param.VAR_KEYWORD else "*" if param.kind is param.VAR_POSITIONAL else "") + name
+        hint = hints.get(name)
+        if hint is not None:
+            text += f": {_hint_text(hint)}"
+        if param.default is not param.empty:
+            text += f" = {param.default!r}"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _hint_text(hint) -> str:
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        words = [_constraint_text(c) for c in hint.__metadata__]
+        return " ".join([_hint_text(args[0]), *[w for w in words if w]])
+    if origin is typing.Union or type(hint).__name__ == "UnionType":
+        return " | ".join(_hint_text(a) for a in args)
+    if hint is type(None):
+        return "None"
+    if origin is not None and args:
+        inner = [a for a in args if a is not Ellipsis]
+        name = getattr(origin, "__name__", str(origin))
+        if name in ("list", "tuple", "Sequence") and len(set(map(str, inner))) == 1:
+            return f"list of {_hint_text(inner[0])}"
+        return f"{name}[{', '.join(_hint_text(a) for a in inner)}]"
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+def _constraint_text(constraint) -> str:
+    bounds = [(attr, sign) for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+              if getattr(constraint, attr, None) is not None]
+    if not bounds:
+        return ""
+    return " ".join(f"{sign} {getattr(constraint, attr)}" for attr, sign in bounds)
+
+
+def _description(entry, target) -> str:
+    """The registered description, then the target's docstring (for a variant: its base class's)."""
+    import inspect
+
+    parts = []
+    if entry.doc:
+        parts.append(entry.doc)
+    base = getattr(target, "factory", target)
+    doc = inspect.getdoc(base) or ""
+    if doc and doc not in parts:
+        parts.append(doc)
+    return "\n".join(parts)
+
+
+def _parameter_counts(entry, target) -> list[tuple[str, int]]:
+    """``[(label, count)]``: the component with its defaults, and for a backbone also with the
+    paper's classification head (``paper_head``), in the deploy form when it re-parameterises."""
     try:
         import torch  # noqa: F401
 
@@ -191,9 +284,26 @@ def _try_count(entry, target):
             module = target(target.example_in_features() if hasattr(target, "example_in_features") else [])
         else:
             module = target()
-        return sum(p.numel() for p in module.parameters())
     except Exception:  # noqa: BLE001 - needs arguments (e.g. n_users): say nothing
-        return None
+        return []
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    out = [("with its defaults" if entry.kind != "backbone" else "backbone alone, with its defaults",
+            count(module))]
+    if entry.kind == "backbone" and getattr(target, "paper_head", None):
+        from .factory import create_model
+
+        try:
+            model = create_model(entry.qualname)
+        except Exception:  # noqa: BLE001
+            return out
+        head = model.head
+        classes = getattr(head, "num_classes", None) or getattr(getattr(head, "fc", None), "out_features", "?")
+        out.append((f"with the paper's classification head ({classes} classes)", count(model)))
+        if hasattr(model.backbone, "reparameterize"):
+            model.eval()
+            model.backbone.reparameterize()
+            out.append(("with that head, re-parameterised (the deploy form the paper counts)", count(model)))
+    return out
 
 
 def _suggest_any(manager, name: str) -> str:
@@ -221,14 +331,23 @@ def cmd_plugins(args) -> int:
     for record in manager.records.values():
         for warning in record.warnings:
             print(f"warning: {warning}", file=sys.stderr)
+    if getattr(args, "debug", False):
+        for record in manager.records.values():
+            if record.traceback:
+                print(f"\n--- plugin '{record.name}' failed to load ---\n{record.traceback}", file=sys.stderr, end="")
+    elif any(r.traceback for r in manager.records.values()):
+        print("(panconv --debug plugins shows the tracebacks)", file=sys.stderr)
     return 0
 
 
 def cmd_doctor(args) -> int:
+    """Versions, each plugin's required dependencies, and each dataset's data prerequisites.
+
+    Exit 1 when a plugin failed to load or a required dependency is missing; optional extras
+    and data sets whose files are absent are reported without failing (you may not need them).
+    """
     import importlib
     import platform
-    import re
-    from importlib import metadata
 
     print(f"python      {platform.python_version()} ({sys.executable})")
     for module in ("torch", "torchvision", "torchaudio", "triton", "mmengine", "numpy", "pluggy"):
@@ -246,38 +365,68 @@ def cmd_doctor(args) -> int:
     except Exception:  # noqa: BLE001
         pass
     print(f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}")
+    from .builder import resolve_data_root
     from .plugins import get_manager
 
     manager = get_manager()
     manager.collect()
+    root = resolve_data_root(None, getattr(args, "data_root", None))
+    print(f"data root   {root}")
     problems = 0
     for record in manager.records.values():
         print(f"\nplugin {record.name} [{record.status}]" + (f": {record.error}" if record.error else ""))
         problems += record.status == "failed"
-        if not record.distribution:
-            continue
-        try:
-            requires = metadata.requires(record.distribution) or []
-        except metadata.PackageNotFoundError:
-            continue
-        for req in requires:
-            name = re.split(r"[\s;<>=!~\[]", req, maxsplit=1)[0]
-            optional = "extra ==" in req
-            try:
-                version = metadata.version(name)
-                status = f"{version}"
-            except metadata.PackageNotFoundError:
-                status = "MISSING" + (" (optional)" if optional else "")
-                problems += not optional
-            print(f"  {name:<18} {status}")
+        missing = _missing_requirements(record.distribution)
+        for name in missing:
+            print(f"  MISSING dependency {name}")
+        problems += len(missing)
+        for entry in manager.registries["dataset"]:
+            if entry.plugin == record.name:
+                print(f"  {_dataset_status(entry, root)}")
     return 1 if problems else 0
+
+
+def _missing_requirements(distribution: str | None) -> list[str]:
+    """Required (not extra) dependencies of ``distribution`` that are not installed."""
+    import re
+    from importlib import metadata
+
+    if not distribution:
+        return []
+    try:
+        requires = metadata.requires(distribution) or []
+    except metadata.PackageNotFoundError:
+        return []
+    missing = []
+    for req in requires:
+        if "extra ==" in req:
+            continue
+        name = re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0]
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            missing.append(req)
+    return missing
+
+
+def _dataset_status(entry, root) -> str:
+    """``dataset graph.RecSysData: ok`` or what is missing (``Dataset.check_prerequisites``)."""
+    try:
+        cls = entry.load()
+        check = getattr(cls, "check_prerequisites", None)
+        issues = check(root) if check is not None else []
+    except Exception as exc:  # noqa: BLE001 - a dataset module that cannot even be imported
+        return f"dataset {entry.qualname}: cannot be imported: {type(exc).__name__}: {exc}"
+    if not issues:
+        return f"dataset {entry.qualname}: ok"
+    return f"dataset {entry.qualname}: not usable here: " + "; ".join(issues)
 
 
 def cmd_new_plugin(args) -> int:
     from .scaffold import write_plugin
 
     path = write_plugin(args.name, args.output)
-    print(f"wrote {path}\nnext: pip install -e {path} && pytest {path}/tests")
+    print(f"wrote {path}\nnext: pip install -e \"{path}[test]\" && pytest {path}/tests")
     return 0
 
 
@@ -304,11 +453,15 @@ def _table(header: Sequence[str], rows: list[Sequence[str]]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PANCONV_DEBUG") == "1"
-    if "--strict" in argv:
+    strict = "--strict" in argv
+    if strict:
         os.environ["PANCONV_STRICT"] = "1"
+    # the global flags work before or after the subcommand (panconv plugins --debug)
+    argv = [a for a in argv if a not in ("--debug", "--strict")]
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.debug, args.strict = debug, strict
         if not getattr(args, "func", None):
             parser.print_help()
             return 0
@@ -317,11 +470,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PanconvError as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # panconv list | head: the reader left; say nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as exc:  # noqa: BLE001 - one line unless --debug
         if debug:
             traceback.print_exc()
@@ -330,6 +487,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {type(exc).__name__}: {text[0] if text else ''} (run with --debug for the traceback)",
                   file=sys.stderr)
         return 1
+
+
+def _one_line(text: str, limit: int = 1000) -> str:
+    """An error message as one line (newlines from file names or data escaped), of readable length."""
+    text = text.strip().replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def core_run(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Generate ``docs/hooks.md`` from :mod:`panconv.hookspecs` (``python -m panconv.docs``)."""
+"""Generate ``docs/hooks.md`` (from :mod:`panconv.hookspecs`) and ``docs/conformance.md`` (from the
+conformance kit): ``python -m panconv.docs [FOLDER]``."""
 
 from __future__ import annotations
 
@@ -25,16 +26,28 @@ def hooks_markdown() -> str:
 
 
 def conformance_markdown() -> str:
-    from .testing.conformance import describe_checks
+    from .testing.conformance import capabilities, describe_capabilities, describe_checks
 
     return "\n".join([
         "# Conformance checks", "",
-        "Generated from `core/src/panconv/testing/conformance.py` by `python -m panconv.docs`.", "",
+        "Generated from `core/src/panconv/testing/conformance/` by `python -m panconv.docs`; do not edit by hand.", "",
         "Each check builds the component from its declared example (`example_config()`, `example_inputs()`, "
         "`example_in_features()`, a dataset's `example()`/`broken_example()`, an evaluator's `example()`, a "
-        "kernel's `make_inputs`) and asserts one property of the contract. A component opts out of a check "
+        "kernel's `make_inputs`) and asserts one property of the contract. Which checks run depends on the "
+        "component's kind and on the capabilities it declares (below). A component opts out of a check "
         "only by declaring `conformance_skips = {\"check\": \"reason\"}`; the reason shows in the report "
-        "(`pytest -ra`).", "", describe_checks(), ""])
+        "(`pytest -ra`).", "",
+        "Run it: `pytest --panconv-plugin NAME` (any installed plugin), a `tests/test_conformance.py` with "
+        "`from panconv.testing.pytest_plugin import test_conformance` and `PANCONV_PLUGIN = \"NAME\"`, or "
+        "`panconv.testing.check_plugin(\"NAME\")` from Python.", "",
+        "## Checks", "", describe_checks(), "",
+        "## Capabilities", "",
+        "Checks chosen by declared capability, as scikit-learn's `check_estimator` does: a component declares "
+        "a capability by implementing its protocol, and gets the capability's checks.", "",
+        describe_capabilities(), "",
+        "### Protocols", "",
+        "From `panconv.testing.conformance.capabilities`:", "",
+        inspect.cleandoc(capabilities.__doc__ or "").split("\n", 1)[1].strip(), ""])
 
 
 def main(argv: list[str] | None = None) -> int:

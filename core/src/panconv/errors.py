@@ -22,6 +22,10 @@ class UnknownComponentError(PanconvError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class AmbiguousNameError(UnknownComponentError):
+    """A short name matches components of several plugins; the message lists them."""
+
+
 class DuplicateComponentError(PanconvError):
     """Two sources registered the same qualified name."""
 

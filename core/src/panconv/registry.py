@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DuplicateComponentError, UnknownComponentError
+from .errors import AmbiguousNameError, DuplicateComponentError, UnknownComponentError
 
 KINDS = ("model", "backbone", "neck", "head", "dataset", "evaluator", "transform", "kernel", "loss")
 MODEL_KINDS = ("model", "backbone", "neck", "head")
@@ -41,6 +43,9 @@ class Entry:
     target: Any
     doc: str | None = None
     tags: tuple[str, ...] = ()
+    #: constructor arguments this entry fixes (a size variant: ``convnext_tiny`` is ``ConvNeXt``
+    #: with ``depths``/``dims`` set); ``None`` for a plain factory
+    args: dict[str, Any] | None = None
     _loaded: Any = field(default=None, repr=False)
 
     @property
@@ -61,10 +66,14 @@ class Entry:
                 obj: Any = importlib.import_module(module_name)
                 for part in attr.split("."):
                     obj = getattr(obj, part)
-                self._loaded = obj
             else:
-                self._loaded = self.target
+                obj = self.target
+            self._loaded = Variant(obj, self.args, self.name, self.doc) if self.args is not None else obj
         return self._loaded
+
+    @property
+    def is_variant(self) -> bool:
+        return self.args is not None
 
     def summary(self) -> str:
         """One line of description; imports the target only if no doc was registered."""
@@ -72,6 +81,75 @@ class Entry:
             return self.doc
         doc = getattr(self.load(), "__doc__", None) or ""
         return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class Variant:
+    """A size variant: a factory with some constructor arguments fixed as data (timm's ``model_args``).
+
+    ``Variant(ConvNeXt, {"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768)}, "convnext_tiny")``
+    builds ``ConvNeXt(depths=..., dims=..., **overrides)``. Its ``__signature__`` is the factory's
+    with those defaults, so config validation checks every key and ``panconv info`` shows the
+    real signature; class attributes (``example_config``, ``metadata_inputs``, ...) are the
+    factory's.
+    """
+
+    def __init__(self, factory: Callable, args: dict[str, Any], name: str, doc: str | None = None):
+        self.factory = factory
+        self.args = dict(args)
+        self.__name__ = self.__qualname__ = name
+        self.__module__ = getattr(factory, "__module__", None)
+        base_doc = inspect.getdoc(factory) or ""
+        self.__doc__ = doc or (base_doc.splitlines()[0] if base_doc else None)
+        try:
+            sig = inspect.signature(factory)
+        except (TypeError, ValueError):
+            sig = None
+        if sig is not None:
+            unknown = sorted(set(self.args) - set(sig.parameters))
+            if unknown and not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+                raise TypeError(f"variant {name}: {getattr(factory, '__qualname__', factory)} has no parameter "
+                                f"{', '.join(unknown)}")
+            params, keyword_only = [], False
+            for p in sig.parameters.values():
+                if p.kind is p.VAR_POSITIONAL:
+                    continue
+                if p.name in self.args:
+                    p = p.replace(default=self.args[p.name])
+                    keyword_only = True
+                if keyword_only and p.kind in (p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY):
+                    p = p.replace(kind=p.KEYWORD_ONLY)
+                params.append(p)
+            self.__signature__ = sig.replace(parameters=params)
+
+    def __call__(self, *args, **kwargs):
+        return self.factory(*args, **{**self.args, **kwargs})
+
+    def __getattr__(self, attr: str) -> Any:  # class attributes of the factory
+        if attr.startswith("__") or attr == "factory":
+            raise AttributeError(attr)
+        return getattr(self.factory, attr)
+
+    def __repr__(self) -> str:
+        return f"<variant {self.__name__} of {getattr(self.factory, '__qualname__', self.factory)}>"
+
+
+def factory_signature(factory: Callable) -> tuple[inspect.Signature | None, dict[str, Any]]:
+    """The signature a config is checked against, and the parameters' resolved type hints.
+
+    Works for classes (their ``__init__``), functions and :class:`Variant` s; the one place
+    config validation, ``panconv info`` and the builder look at a constructor.
+    """
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return None, {}
+    base = factory.factory if isinstance(factory, Variant) else factory
+    target = base.__init__ if inspect.isclass(base) else base
+    try:
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: no type checks
+        hints = {}
+    return sig, hints
 
 
 class Registry:
@@ -134,7 +212,7 @@ class Registry:
             return matches[0]
         if len(matches) > 1:
             options = ", ".join(sorted(e.qualname for e in matches))
-            raise UnknownComponentError(
+            raise AmbiguousNameError(
                 f"{self.kind.capitalize()} name '{name}'{_at(where)} is ambiguous: {options}; "
                 f"use the qualified name"
             )
@@ -144,13 +222,6 @@ class Registry:
             if reason:
                 raise UnknownComponentError(
                     f"{self.kind.capitalize()} '{name}'{_at(where)} is not available: {reason}"
-                )
-            known_plugins = {e.plugin for e in self._entries.values()}
-            if prefix in FIRST_PARTY and prefix not in known_plugins:
-                dist = FIRST_PARTY[prefix]
-                raise UnknownComponentError(
-                    f"{self.kind.capitalize()} '{name}'{_at(where)} is provided by {dist}, which is not "
-                    f"installed: pip install ./plugins/{prefix}"
                 )
         raise UnknownComponentError(
             f"Unknown {self.kind} '{name}'{_at(where)}.{self._suggest(name)}"
@@ -188,7 +259,7 @@ def make_register(registry_for: Callable[[str], Registry], plugin: str, default_
     allowed = tuple(allowed_kinds)
 
     def register(name: str, target: Any, *, kind: str | None = None, doc: str | None = None,
-                 tags: Iterable[str] = ()) -> None:
+                 tags: Iterable[str] = (), args: dict[str, Any] | None = None) -> None:
         kind = kind or default_kind
         if kind not in allowed:
             raise ValueError(
@@ -200,7 +271,11 @@ def make_register(registry_for: Callable[[str], Registry], plugin: str, default_
             raise ValueError(
                 f"plugin '{plugin}' registered '{name}' with target {target!r}; use 'package.module:attr'"
             )
-        entry = Entry(kind=kind, name=name, plugin=plugin, target=target, doc=doc, tags=tuple(tags))
+        if args is not None and (not isinstance(args, dict) or not all(isinstance(k, str) for k in args)):
+            raise ValueError(f"plugin '{plugin}' registered '{name}' with args={args!r}; expected a dict of "
+                             f"constructor arguments")
+        entry = Entry(kind=kind, name=name, plugin=plugin, target=target, doc=doc, tags=tuple(tags),
+                      args=dict(args) if args is not None else None)
         registry_for(kind).add(entry, source=f"plugin '{plugin}'")
         added.append(entry)
 

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from panconv_audio.models.ctc import CharTokenizer, ctc_greedy_decode, ctc_prefix_beam_search, ctc_sequence_log_prob
+from panconv_audio.losses import CTCLoss
+from panconv_audio.models.layers import CharTokenizer, ctc_greedy_decode, ctc_prefix_beam_search, ctc_sequence_log_prob
 
 
 def _onehot_logprobs(path, v=4):
@@ -67,3 +68,45 @@ def test_sequence_log_prob_sums_to_one():
     lp = torch.randn(3, 3, generator=g).log_softmax(-1)
     total = sum(math.exp(ctc_sequence_log_prob(lp, list(s))) for s in _all_label_seqs(3, 3))
     assert total == pytest.approx(1.0, abs=1e-6)
+
+
+def _ctc_case(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    log_probs = torch.randn(3, 12, 6, generator=g).log_softmax(-1)             # (N, T, V), batch first
+    targets = torch.tensor([1, 2, 3, 4, 5, 1, 1])
+    return log_probs, targets, torch.tensor([12, 10, 7]), torch.tensor([3, 2, 2])
+
+
+def test_ctc_loss_is_per_utterance_sum_averaged_over_the_batch():
+    log_probs, targets, lengths, target_lengths = _ctc_case()
+    per_utterance = [-ctc_sequence_log_prob(log_probs[i, : lengths[i]], seq)
+                     for i, seq in enumerate([[1, 2, 3], [4, 5], [1, 1]])]
+    expected = sum(per_utterance) / 3
+    assert float(CTCLoss()(log_probs, targets, lengths, target_lengths)) == pytest.approx(expected, rel=1e-5)
+    normalized = sum(v / n for v, n in zip(per_utterance, [3, 2, 2])) / 3
+    got = float(CTCLoss(normalize_length=True)(log_probs, targets, lengths, target_lengths))
+    assert got == pytest.approx(normalized, rel=1e-5)
+
+
+def test_ctc_models_take_their_loss_from_a_config():
+    import panconv
+    from panconv_audio.models.squeezeformer import Squeezeformer
+
+    torch.manual_seed(0)
+    default = Squeezeformer(**Squeezeformer.example_config())
+    assert isinstance(default.criterion, CTCLoss) and not default.criterion.normalize_length
+    torch.manual_seed(0)
+    configured = Squeezeformer(**Squeezeformer.example_config(),
+                               loss={"type": "audio.CTCLoss", "normalize_length": True})
+    assert isinstance(configured.criterion, CTCLoss) and configured.criterion.normalize_length
+    batch = default.example_inputs(2)
+    default.eval()
+    configured.eval()
+    with torch.no_grad():
+        out = default(batch)
+        targets, target_lengths = default.tokenizer.batch_encode(batch["texts"])
+        expected = CTCLoss(normalize_length=True)(out["log_probs"], targets, out["lengths"], target_lengths)
+        torch.testing.assert_close(configured.loss(configured(batch), batch)["loss_ctc"], expected)
+    assert isinstance(panconv.build("loss", "audio.CTCLoss"), CTCLoss)
+    with pytest.raises(ValueError, match="blank"):
+        CTCLoss(blank=-1)

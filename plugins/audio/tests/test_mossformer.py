@@ -4,14 +4,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from panconv_audio.models.mossformer import (
-    MossFormer,
-    MossFormerBlock,
-    RotaryEmbedding,
-    mossformer_2spk,
-    mossformer_3spk,
-    mossformer_small,
-)
+import panconv
+from panconv_audio.losses import SISNRPIT
+from panconv_audio.models.mossformer import MossFormer, MossFormerBlock, RotaryEmbedding
+
+
+def mossformer_2spk(**kwargs):
+    return panconv.build("model", "audio.mossformer_2spk", **kwargs)
+
+
+def mossformer_3spk(**kwargs):
+    return panconv.build("model", "audio.mossformer_3spk", **kwargs)
+
+
+def mossformer_small(**kwargs):
+    return panconv.build("model", "audio.mossformer_small", **kwargs)
+
 
 # Tiny configuration of the recorded reference run (see fill() and test_parity_with_reference)
 TINY = dict(num_speakers=2, encoder_dim=16, kernel_size=8, dim=16, depth=2, query_key_dim=8, group_size=16,
@@ -157,6 +165,36 @@ def test_small_model_learns_to_separate_two_tones():
     assert final < first - 3.0, (first, final)                    # at least 3 dB better SI-SNR
 
 
-def test_small_factory_is_cpu_sized():
+def test_small_variant_is_cpu_sized():
     assert n_params(mossformer_small()) < 500_000
     assert mossformer_small(num_speakers=3).num_speakers == 3          # filled from dataset metadata by configs
+    assert MossFormer.metadata_inputs == ("num_speakers",)
+
+
+def test_loss_is_configurable_and_defaults_to_si_snr_pit():
+    torch.manual_seed(0)
+    default = MossFormer(**MossFormer.example_config())
+    assert isinstance(default.criterion, SISNRPIT)
+    batch = default.example_inputs()
+    out = default(batch)
+    # a {type: ...} section is built from the loss registry (the engine normally does it before the constructor)
+    configured = MossFormer(**MossFormer.example_config(), loss={"type": "audio.SISNRPIT", "eps": 1e-3})
+    assert isinstance(configured.criterion, SISNRPIT) and configured.criterion.eps == 1e-3
+    torch.testing.assert_close(default.loss(out, batch)["loss"], SISNRPIT()(out, batch["sources"]))
+    # any loss object: here a plain MSE, which is not permutation invariant
+    mse = MossFormer(**MossFormer.example_config(), loss=torch.nn.MSELoss())
+    torch.testing.assert_close(mse.loss(out, batch)["loss"], F.mse_loss(out, batch["sources"]))
+    swapped = {**batch, "sources": batch["sources"].flip(1)}
+    assert not torch.allclose(mse.loss(out, swapped)["loss"], mse.loss(out, batch)["loss"])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(loss={"eps": 1e-3}), "needs a 'type'"),
+    (dict(loss=3), "loss must be"),
+    (dict(depth=0), ">= 1"),
+    (dict(kernel_size=1), "kernel_size"),
+    (dict(expansion_factor=1.0625), "even"),          # 16 * 1.0625 = 17 channels for V and U
+])
+def test_bad_arguments_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MossFormer(**{**MossFormer.example_config(), **kwargs})

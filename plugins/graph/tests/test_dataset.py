@@ -60,6 +60,25 @@ def test_malformed_files(tmp_path, text, pattern):
         RecSysData(split="train", **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"sampling": "popularity"}, r"RecSysData: sampling must be 'user' or 'interaction', got 'popularity'"),
+    ({"name": "../escape"}, r"RecSysData: name must be a folder name under <root>/recsys/, got '\.\./escape'"),
+    ({"name": ""}, r"RecSysData: name must be a folder name"),
+])
+def test_bad_constructor_arguments_raise_value_error(tmp_path, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        RecSysData(**{**RecSysData.example(tmp_path), **kwargs})
+
+
+def test_root_is_the_given_folder_only(tmp_path, monkeypatch):
+    """The core resolves the data root; the dataset never falls back to $PANCONV_DATA itself."""
+    kwargs = RecSysData.example(tmp_path / "elsewhere")
+    monkeypatch.setenv("PANCONV_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DataError, match=r"empty/recsys/tiny/train\.txt: missing; .*--data-root / data\.root"):
+        RecSysData(root=tmp_path / "empty", name=kwargs["name"])
+    assert RecSysData(**kwargs).root == tmp_path / "elsewhere"
+
+
 def test_broken_example_raises(tmp_path):
     with pytest.raises(DataError):
         RecSysData(**RecSysData.broken_example(tmp_path))

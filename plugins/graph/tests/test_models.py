@@ -79,11 +79,34 @@ def test_eval_propagates_once_and_refreshes_after_update():
 
 
 def test_missing_graph_is_a_clear_error():
-    from panconv.errors import ConfigError
-
     model = LightGCN(**LightGCN.example_config())
-    with pytest.raises(ConfigError, match="attach_data"):
+    with pytest.raises(RuntimeError, match=r"has no graph: call model\.attach_data\(train_dataset\)"):
         model({"users": torch.tensor([0]), "pos": torch.tensor([0]), "neg": torch.tensor([1])})
+
+
+@pytest.mark.parametrize("cls, kwargs, pattern", [
+    (LightGCN, {"n_users": 0}, r"LightGCN: n_users and n_items must be positive \(got 0, 7\)"),
+    (MF, {"n_items": -2}, r"MF: n_users and n_items must be positive"),
+    (LightGCN, {"embed_dim": 0}, r"embed_dim must be positive, got 0"),
+    (MF, {"reg": -1.0}, r"reg must be >= 0, got -1\.0"),
+    (NGCF, {"init_std": 0.0}, r"init_std must be positive"),
+    (LightGCN, {"n_layers": -1}, r"LightGCN: n_layers must be >= 0, got -1"),
+    (LightGCN, {"backend": "dgl"}, r"LightGCN: backend must be 'csr' or 'pyg', got 'dgl'"),
+    (NGCF, {"layer_dims": []}, r"NGCF: layer_dims must be a non-empty list of positive integers, got \[\]"),
+    (NGCF, {"layer_dims": [8, 0]}, r"layer_dims must be .* got \[8, 0\]"),
+    (NGCF, {"layer_dims": 8}, r"layer_dims must be .* got 8"),
+    (NGCF, {"mess_dropout": 1.0}, r"NGCF: mess_dropout must be in \[0, 1\), got 1\.0"),
+    (NGCF, {"node_dropout": -0.1}, r"NGCF: node_dropout must be in \[0, 1\)"),
+])
+def test_bad_constructor_arguments_raise_value_error(cls, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        cls(**{**cls.example_config(), **kwargs})
+
+
+@pytest.mark.parametrize("cls", [LightGCN, MF, NGCF])
+def test_sizes_are_declared_metadata_inputs(cls):
+    assert cls.metadata_inputs == ("n_users", "n_items")
+    assert set(cls.metadata_inputs) <= set(RecSysData.metadata_keys)
 
 
 def test_symmetric_edge_dropout():

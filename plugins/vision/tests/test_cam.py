@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panconv.api import ComposedModel
-from panconv.builtin.components import LinearClsHead
+from panconv.api import ComposedModel, LinearClsHead
+from panconv.errors import CheckpointError
+from panconv_vision.datasets.digits import MNIST
 from panconv_vision.models.classifier import PoolNorm
 from panconv_vision.models.convnext import ConvNeXt
 from panconv_vision.models.hornet import HorNet
@@ -82,25 +83,33 @@ def test_matches_pytorch_grad_cam_eigencam(name, backbone_cls, seed):
     assert (ours - theirs).abs().max() <= 1e-4
 
 
-def test_cam_command_writes_overlay(tmp_path):
-    pytest.importorskip("skimage")
-    from skimage import data
-    from torchvision.io import decode_image, encode_png, read_file
+def write_run(tmp_path, data: str):
+    """A config (model section as below, then ``data``), an engine-style checkpoint of a small random
+    ConvNeXt classifier for it and a photo: the inputs of ``panconv cam``."""
+    from skimage import data as photos
+    from torchvision.io import encode_png
 
     config = tmp_path / "cfg.yaml"
     config.write_text(
         "model:\n"
         "  backbone: {type: vision.ConvNeXt, depths: [1, 1, 1, 1], dims: [8, 16, 24, 32]}\n"
         "  neck: {type: vision.PoolNorm}\n"
-        "  head: {type: core.LinearClsHead, num_classes: 3}\n"
-        "data: {type: vision.MNIST, channels: 3, limit: 8}\n")
+        "  head: {type: core.LinearClsHead, num_classes: 3}\n" + data)
     model = small_classifier()
     model.head = LinearClsHead(model.backbone.feature_info, num_classes=3)
     checkpoint = tmp_path / "epoch_1.pth"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "meta": {"epoch": 1}},
                checkpoint)
     image = tmp_path / "chelsea.png"
-    image.write_bytes(encode_png(torch.from_numpy(data.chelsea()).permute(2, 0, 1).contiguous()).numpy().tobytes())
+    image.write_bytes(encode_png(torch.from_numpy(photos.chelsea()).permute(2, 0, 1).contiguous()).numpy().tobytes())
+    return config, checkpoint, image
+
+
+def test_cam_command_writes_overlay(tmp_path):
+    pytest.importorskip("skimage")
+    from torchvision.io import decode_image, read_file
+
+    config, checkpoint, image = write_run(tmp_path, "data: {type: vision.MNIST, channels: 3, limit: 8}\n")
     out = tmp_path / "out" / "cam.png"
     args = argparse.Namespace(config=str(config), checkpoint=str(checkpoint), image=str(image), output=str(out),
                               size=64, alpha=0.5, device="cpu")
@@ -109,9 +118,48 @@ def test_cam_command_writes_overlay(tmp_path):
     assert written.shape == (3, 300, 451)
     assert not torch.equal(written, decode_image(read_file(str(image))))  # the heatmap is on it
 
-    from panconv.errors import CheckpointError
-
     bad = tmp_path / "bad.pth"
     torch.save({"state_dict": {"model.nothing": torch.zeros(1)}}, bad)
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError):
         cam.main(argparse.Namespace(**{**vars(args), "checkpoint": str(bad)}))
+
+
+def test_cam_command_honours_a_config_that_sets_data_root(tmp_path, monkeypatch, capsys):
+    """``data.root`` is resolved by the core once (it used to be passed twice and crash): the data set
+    reads its file under that root, and its preprocessing (size 32 here) makes the model input."""
+    pytest.importorskip("skimage")
+    root = tmp_path / "data"
+    (root / "mnist").mkdir(parents=True)
+    MNIST.example(root / "mnist")  # writes root/mnist/mnist.pkl.gz
+    config, checkpoint, image = write_run(
+        tmp_path, f"data: {{type: vision.MNIST, root: '{root}', size: 32, channels: 3, limit: 8}}\n")
+    seen = []
+    build = cam._preprocessing_dataset
+    monkeypatch.setattr(cam, "_preprocessing_dataset", lambda *a: seen.append(build(*a)) or seen[-1])
+    args = argparse.Namespace(config=str(config), checkpoint=str(checkpoint), image=str(image),
+                              output=str(tmp_path / "cam.png"), size=None, alpha=0.5, device="cpu")
+    assert cam.main(args) == 0
+    assert (tmp_path / "cam.png").is_file()
+    assert seen and seen[0].file == root / "mnist" / "mnist.pkl.gz"
+    assert "(32, 32) input" in capsys.readouterr().out
+
+
+def test_an_image_whose_header_claims_a_huge_size_is_refused_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    from panconv.errors import DataError
+    from panconv_vision.tools.cam import _read_image
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+    with pytest.raises(DataError, match=r"claims 100000x100000 pixels, more than panconv cam decodes"):
+        _read_image(str(path))
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="not a readable image"):
+        _read_image(str(tmp_path / "junk.png"))

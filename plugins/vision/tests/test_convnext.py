@@ -1,34 +1,34 @@
 import pytest
 import torch
 
-from panconv.api import ComposedModel, FeatureInfo
-from panconv.builtin.components import LinearClsHead
+import panconv
+from panconv.api import FeatureInfo
 from panconv_vision.models import convnext
-from panconv_vision.models.classifier import PoolNorm
-from panconv_vision.testing import randomize_
+from panconv_vision.testing import num_parameters, paper_classifier, randomize_
+
+# Paper figures of the ImageNet-1k classifier (backbone + global average pool + final LayerNorm +
+# 1000-class linear head), the composition ConvNeXt.paper_head names; ours are counted on it.
+PAPER_PARAMS = {"vision.convnext_tiny": 28.6e6, "vision.convnext_small": 50e6, "vision.convnext_base": 89e6,
+                "vision.convnext_large": 198e6, "vision.convnext_xlarge": 350e6}
+OUR_PARAMS = {"vision.convnext_tiny": 28_589_128, "vision.convnext_small": 50_223_688,
+              "vision.convnext_base": 88_591_464, "vision.convnext_large": 197_767_336,
+              "vision.convnext_xlarge": 350_196_968}
+VARIANTS = panconv.list_models("vision.convnext_*")
 
 
-def classifier(backbone, num_classes=1000):
-    """The paper's ImageNet classifier: backbone -> global average pool + final LayerNorm -> linear."""
-    info = backbone.feature_info
-    return ComposedModel(backbone, LinearClsHead(info, num_classes=num_classes), PoolNorm(info))
+def test_every_paper_size_is_registered_and_nothing_else():
+    assert sorted(VARIANTS) == sorted(PAPER_PARAMS)
 
 
-# Paper Table 12 (ImageNet-1k, 224^2): parameters of the whole classifier, 1000-class head and
-# final LayerNorm included. Ours are counted the same way (backbone + PoolNorm + LinearClsHead).
-PAPER_PARAMS = {"convnext_tiny": 28.6e6, "convnext_small": 50e6, "convnext_base": 89e6,
-                "convnext_large": 198e6, "convnext_xlarge": 350e6}
-OUR_PARAMS = {"convnext_tiny": 28_589_128, "convnext_small": 50_223_688, "convnext_base": 88_591_464,
-              "convnext_large": 197_767_336, "convnext_xlarge": 350_196_968}
-
-
-@pytest.mark.parametrize("name", sorted(PAPER_PARAMS))
+@pytest.mark.parametrize("name", VARIANTS)
 def test_param_count_matches_paper(name):
     with torch.device("meta"):
-        model = classifier(getattr(convnext, name)())
-    n = sum(p.numel() for p in model.parameters())
+        model = paper_classifier(name)
+    n = num_parameters(model)
     assert n == OUR_PARAMS[name]
     assert abs(n - PAPER_PARAMS[name]) / PAPER_PARAMS[name] < 0.01
+    c = model.head.fc.in_features  # final LayerNorm (2C) and the 1000-way linear layer
+    assert n - num_parameters(model.backbone) == 2 * c + 1000 * c + 1000
 
 
 def test_feature_info_and_out_indices():
@@ -47,7 +47,7 @@ def test_feature_info_and_out_indices():
 
 def test_init_and_layer_scale():
     torch.manual_seed(0)
-    model = convnext.convnext_tiny()
+    model = panconv.get_component("backbone", "vision.convnext_tiny")()
     block = model.stages[2].blocks[0]
     assert torch.all(block.gamma == 1e-6)
     assert torch.all(block.pwconv1.bias == 0) and torch.all(model.stem.conv.bias == 0)
@@ -80,7 +80,7 @@ def test_logits_match_timm_convnext_tiny():
         for name, p in reference.named_parameters():
             if name.endswith("gamma") or "norm" in name or name.endswith("bias"):
                 p.copy_(p + 0.1 * torch.randn(p.shape, generator=g))
-    ours = classifier(convnext.convnext_tiny()).eval()
+    ours = paper_classifier("vision.convnext_tiny").eval()
     ours.load_state_dict(convnext.map_timm_state_dict(reference.state_dict()), strict=True)
     x = torch.randn(2, 3, 224, 224, generator=g)
     with torch.no_grad():

@@ -13,15 +13,19 @@ def test_mnist_example_splits_metadata_and_options(tmp_path):
     kwargs = MNIST.example(tmp_path)
     sizes = {s: len(MNIST(split=s, **kwargs)) for s in MNIST.splits}
     assert sizes == {"train": 8, "val": 4, "test": 4}
-    ds = MNIST(split="train", size=32, channels=3, shift=2, mixup_alpha=0.2, **kwargs)
+    ds = MNIST(split="train", size=32, channels=3, shift=2, **kwargs)
     assert ds.metadata == {"num_classes": 10, "in_channels": 3}
     ds.set_epoch(0)
     batch = ds.collate([ds[i] for i in range(4)])
-    assert batch["inputs"].shape == (4, 3, 32, 32) and batch["labels"].shape == (4, 10)
+    assert batch["inputs"].shape == (4, 3, 32, 32) and batch["labels"].shape == (4,)
+    plain = torch.stack([ds[i]["inputs"] for i in range(4)]).expand(-1, 3, -1, -1)
+    assert not torch.equal(batch["inputs"], plain)  # shifted
     ds.set_epoch(0)
     assert torch.equal(ds.collate([ds[i] for i in range(4)])["inputs"], batch["inputs"])  # per-epoch seeded
-    test = MNIST(split="test", shift=2, mixup_alpha=0.2, **kwargs)  # augmentation only for training
-    assert test.collate([test[0], test[1]])["labels"].shape == (2,)
+    test = MNIST(split="test", shift=2, **kwargs)  # augmentation only for training
+    collated = test.collate([test[0], test[1]])
+    assert collated["labels"].shape == (2,)
+    assert torch.equal(collated["inputs"], torch.stack([test[0]["inputs"], test[1]["inputs"]]))
 
 
 def test_mnist_errors_name_the_file(tmp_path):
@@ -66,3 +70,27 @@ def test_real_opencv_digits():
     assert len(ds) == 5000 and ds.collate([ds[0]])["inputs"].shape == (1, 3, 32, 32)
     assert torch.bincount(ds.labels).tolist() == [500] * 10
     assert ds.labels[0] == 0 and ds.labels[-1] == 9
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("case", ["truncated gzip", "bad deflate", "nan labels", "fraction labels", "inf images"])
+def test_hostile_mnist_files_are_one_line_data_errors(tmp_path, case):
+    """Issue 11: corrupt archives and non-finite values name the file, in one line."""
+    images = np.zeros((4, 784), np.float32)
+    labels = np.arange(4, dtype=np.float64)
+    if case == "nan labels":
+        labels[1] = np.nan
+    if case == "fraction labels":
+        labels[1] = 0.5
+    if case == "inf images":
+        images[0, 0] = np.inf
+    payload = gzip.compress(pickle.dumps(((images, labels),) * 3))
+    if case == "truncated gzip":
+        payload = payload[: len(payload) // 2]
+    if case == "bad deflate":
+        payload = payload[:10] + bytes(len(payload) - 18) + payload[-8:]
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(payload)
+    with pytest.raises(DataError) as info:
+        MNIST(split="train", file=str(path))
+    assert str(path) in str(info.value) and "\n" not in str(info.value) and len(str(info.value)) < 400

@@ -1,29 +1,27 @@
-import importlib
+import inspect
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import panconv
 from panconv.api import FeatureInfo
 from panconv_vision.models.fpn import FPN
 from panconv_vision.testing import randomize_
 
-BACKBONES = [
-    ("panconv_vision.models.convnext", "ConvNeXt"),
-    ("panconv_vision.models.hornet", "HorNet"),
-    ("panconv_vision.models.unireplknet", "UniRepLKNet"),
-    ("panconv_vision.models.replknet", "RepLKNet"),
-]
+# every registered backbone class (not the size variants), from the registry
+BACKBONES = [n for n in panconv.list_components("backbone", "vision.*")
+             if inspect.isclass(panconv.get_component("backbone", n))]
 
 
-def load_backbone(module, cls):
-    Backbone = getattr(importlib.import_module(module), cls)
-    return Backbone(**Backbone.example_config())
+def test_every_vision_backbone_is_covered():
+    assert {"vision.ConvNeXt", "vision.HorNet", "vision.UniRepLKNet", "vision.RepLKNet"} <= set(BACKBONES)
 
 
-@pytest.mark.parametrize("module,cls", BACKBONES, ids=[b[1] for b in BACKBONES])
-def test_fpn_sizes_itself_from_feature_info(module, cls):
-    backbone = load_backbone(module, cls).eval()
+@pytest.mark.parametrize("name", BACKBONES)
+def test_fpn_sizes_itself_from_feature_info(name):
+    cls = panconv.get_component("backbone", name)
+    backbone = cls(**cls.example_config()).eval()
     fpn = FPN(backbone.feature_info, out_channels=16, num_outs=len(backbone.feature_info) + 1).eval()
     x = backbone.example_inputs(2)
     feats = backbone(x)

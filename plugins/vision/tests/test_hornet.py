@@ -1,45 +1,88 @@
 import pytest
 import torch
 
+import panconv
 from panconv.api import ComposedModel
-from panconv.builtin.components import LinearClsHead
 from panconv_vision.models import hornet
-from panconv_vision.models.classifier import PoolNorm
-from panconv_vision.testing import randomize_
+from panconv_vision.testing import num_parameters, paper_classifier, randomize_
 
 
 def classifier(backbone, num_classes=1000):
+    """backbone -> HorNet.paper_head's neck and a linear head of ``num_classes``."""
+    from panconv.api import LinearClsHead
+    from panconv_vision.models.classifier import PoolNorm
+
     info = backbone.feature_info
     return ComposedModel(backbone, LinearClsHead(info, num_classes=num_classes), PoolNorm(info))
 
 
-# Paper Table 1 / official README (ImageNet-1k classifiers at 224^2, head and final LN included).
-PAPER_PARAMS = {"hornet_tiny_7x7": 22e6, "hornet_tiny_gf": 23e6, "hornet_small_7x7": 50e6, "hornet_small_gf": 50e6,
-                "hornet_base_7x7": 87e6, "hornet_base_gf": 88e6, "hornet_large_7x7": 195e6, "hornet_large_gf": 196e6}
-# Exact counts of the official implementation (raoyongming/HorNet hornet.py, 1000 classes), which ours equal.
-OFFICIAL_PARAMS = {"hornet_tiny_7x7": 22_409_512, "hornet_tiny_gf": 22_991_848, "hornet_small_7x7": 49_528_264,
-                   "hornet_small_gf": 50_401_768, "hornet_base_7x7": 87_256_680, "hornet_base_gf": 88_421_352,
-                   "hornet_large_7x7": 194_542_504, "hornet_large_gf": 196_289_512}
+# Paper Table 1 figures for the ImageNet-1k classifier (HorNet.paper_head: backbone + pool + final LN +
+# 1000-class linear head), 224^2; HorNet-L is ImageNet-22K pre-trained and fine-tuned on 1k.
+PAPER_PARAMS = {"vision.hornet_tiny_7x7": 22e6, "vision.hornet_tiny_gf": 23e6, "vision.hornet_small_7x7": 50e6,
+                "vision.hornet_small_gf": 50e6, "vision.hornet_base_7x7": 87e6, "vision.hornet_base_gf": 88e6,
+                "vision.hornet_large_7x7": 195e6, "vision.hornet_large_gf": 196e6}
+# Exact counts of the official implementation (raoyongming/HorNet hornet.py, 1000 classes), which ours equal;
+# hornet_large_gf_384 is the official hornet_large_gf_img384 (GF filters sized for 384^2).
+OFFICIAL_PARAMS = {"vision.hornet_tiny_7x7": 22_409_512, "vision.hornet_tiny_gf": 22_991_848,
+                   "vision.hornet_small_7x7": 49_528_264, "vision.hornet_small_gf": 50_401_768,
+                   "vision.hornet_base_7x7": 87_256_680, "vision.hornet_base_gf": 88_421_352,
+                   "vision.hornet_large_7x7": 194_542_504, "vision.hornet_large_gf": 196_289_512,
+                   "vision.hornet_large_gf_384": 201_806_824}
+VARIANTS = panconv.list_models("vision.hornet_*")
 
 
-@pytest.mark.parametrize("name", sorted(PAPER_PARAMS))
+def test_every_paper_size_is_registered_and_nothing_else():
+    assert sorted(VARIANTS) == sorted(OFFICIAL_PARAMS) and set(PAPER_PARAMS) < set(OFFICIAL_PARAMS)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
 def test_param_count_matches_paper_and_official(name):
     with torch.device("meta"):
-        model = classifier(getattr(hornet, name)())
-    n = sum(p.numel() for p in model.parameters())
+        model = paper_classifier(name)
+    n = num_parameters(model)
     assert n == OFFICIAL_PARAMS[name]
     # the paper prints whole millions: ours rounds to the printed figure. (Within 1% of the printed
     # figure holds for all but HorNet-T 7x7, 22.41M vs "22M": +1.9%, the official code's own count.)
-    assert round(n / 1e6) == PAPER_PARAMS[name] / 1e6
+    if name in PAPER_PARAMS:
+        assert round(n / 1e6) == PAPER_PARAMS[name] / 1e6
+
+
+def test_hornet_large_figures_of_the_official_readme_are_the_22k_checkpoints():
+    """The official README lists HorNet-L at 209M (7x7), 211M (GF) and 216M (GF, 384^2): its
+    ImageNet-22K pre-training checkpoints, counted with their pre-training head. That head has at
+    least 10,459 classes (the official in1k_to_21k_map.pth, which picks the 1k classes out of it,
+    indexes up to 10,458); with a 10,459-class head our counts round to exactly those figures (with
+    the 1k head: 195M/196M as in the paper, 202M at 384^2), and with the full 21,841-class
+    ImageNet-22K head they would be 227M/228M/234M, so that is not the head counted."""
+    readme = {"vision.hornet_large_7x7": 209, "vision.hornet_large_gf": 211, "vision.hornet_large_gf_384": 216}
+    for name, figure in readme.items():
+        with torch.device("meta"):
+            backbone = panconv.get_component("backbone", name)()
+        body = num_parameters(backbone) + 2 * 1536  # + the final LayerNorm
+        counts = {classes: body + 1537 * classes for classes in (1000, 10_459, 21_841)}
+        assert counts[1000] == OFFICIAL_PARAMS[name]
+        assert round(counts[10_459] / 1e6) == figure
+        assert round(counts[21_841] / 1e6) > figure + 10
+
+
+def test_gf_filters_are_sized_for_the_resolution():
+    with torch.device("meta"):
+        gf224 = panconv.get_component("backbone", "vision.hornet_large_gf")()
+        gf384 = panconv.get_component("backbone", "vision.hornet_large_gf_384")()
+    for model, side in ((gf224, 224), (gf384, 384)):
+        for stage, reduction in zip(model.stages[2:], (16, 32)):  # the rfft2 spectrum of the stage's map
+            h = side // reduction
+            assert stage.blocks[0].gnconv.dwconv.complex_weight.shape[1:3] == (h, h // 2 + 1)
 
 
 def test_gnconv_orders_and_scale():
-    model = hornet.hornet_tiny_7x7()
+    with torch.device("meta"):
+        model = panconv.get_component("backbone", "vision.hornet_tiny_7x7")()
+        gf = panconv.get_component("backbone", "vision.hornet_tiny_gf")()
     convs = [stage.blocks[0].gnconv for stage in model.stages]
     assert [c.order for c in convs] == [2, 3, 4, 5]
     assert convs[3].dims == [32, 64, 128, 256, 512] and sum(convs[3].dims) + 32 == 2 * 512
     assert all(c.scale == pytest.approx(1 / 3) for c in convs)
-    gf = hornet.hornet_tiny_gf()
     assert isinstance(gf.stages[2].blocks[0].gnconv.dwconv, hornet.GlobalLocalFilter)
     assert gf.stages[3].blocks[0].gnconv.dwconv.complex_weight.shape == (sum(convs[3].dims) // 2, 7, 4, 2)
     assert isinstance(gf.stages[1].blocks[0].gnconv.dwconv, torch.nn.Conv2d)

@@ -1,51 +1,76 @@
-import importlib
+"""What panconv-vision registers, checked through the core's public registry API.
+
+Every test iterates the registry: a registration whose module or attribute is missing fails
+here (no skipping), and a new backbone is covered without editing a list.
+"""
+
+import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from panconv.api import feature_info_of
-from panconv.plugins import get_manager
-from panconv_vision import plugin
+import panconv
+from panconv.api import Backbone, feature_info_of
 
-MINE = ("panconv_vision.models.convnext", "panconv_vision.models.hornet", "panconv_vision.models.classifier",
-        "panconv_vision.models.fpn", "panconv_vision.datasets.digits")
-
-
-def vision_entries():
-    return {(e.kind, e.name): e for e in get_manager().entries() if e.plugin == "vision"}
+KINDS = ("backbone", "neck", "dataset", "transform")
+MODELS_DIR = Path(__file__).resolve().parents[1] / "src" / "panconv_vision" / "models"
 
 
-def test_registrations():
-    entries = vision_entries()
-    backbones = {name for kind, name in entries if kind == "backbone"}
-    assert set(plugin.CONVNEXT) | set(plugin.HORNET) | set(plugin.UNIREPLKNET) | set(plugin.REPLKNET) <= backbones
-    assert {"ConvNeXt", "HorNet", "UniRepLKNet", "RepLKNet"} <= backbones
-    assert {("neck", "PoolNorm"), ("neck", "FPN"), ("dataset", "MNIST"), ("dataset", "OpenCVDigits"),
-            ("transform", "Mixup")} <= set(entries)
-    assert len(plugin.HORNET) == 8 and len(plugin.UNIREPLKNET) == 9
+def vision(kind: str) -> list[str]:
+    return sorted(n for n in panconv.list_components(kind, "vision.*") if n.startswith("vision."))
 
 
-@pytest.mark.parametrize("module", MINE)
-def test_every_entry_of_this_half_loads(module):
-    targets = [e for e in vision_entries().values() if e.target.startswith(module + ":")]
-    assert targets
-    for entry in targets:
-        assert callable(entry.load())
+def backbone_classes() -> list[str]:
+    """The registered backbone *classes* (not their size variants)."""
+    return [n for n in vision("backbone") if inspect.isclass(panconv.get_component("backbone", n))]
 
 
-def test_entries_of_the_large_kernel_models_resolve_when_their_modules_exist():
-    for module in ("panconv_vision.models.unireplknet", "panconv_vision.models.replknet"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue  # written by the other half of the plugin; not there yet
-            raise
-        for entry in vision_entries().values():
-            if entry.target.startswith(module + ":"):
-                assert callable(entry.load()), entry.target
+def base_class(factory):
+    """The class a registered factory builds: the class itself, or a size variant's class."""
+    return factory if inspect.isclass(factory) else factory.factory
+
+
+def test_registers_every_kind_it_provides():
+    assert {k: len(vision(k)) > 0 for k in KINDS} == dict.fromkeys(KINDS, True)
+    assert {"vision.ConvNeXt", "vision.HorNet", "vision.UniRepLKNet", "vision.RepLKNet"} <= set(vision("backbone"))
+    assert {"vision.PoolNorm", "vision.FPN"} <= set(vision("neck"))
+    assert {"vision.MNIST", "vision.OpenCVDigits"} <= set(vision("dataset"))
+    assert vision("transform") == ["vision.Mixup"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_registered_target_imports(kind):
+    """Loading an entry imports its module: a missing module or attribute raises here."""
+    for name in vision(kind):
+        factory = panconv.get_component(kind, name)
+        assert callable(factory), name
+
+
+def test_every_model_family_file_is_registered():
+    """Each models/<family>.py (but the shared layers) provides at least one registered component."""
+    registered = {base_class(panconv.get_component(kind, name)).__module__
+                  for kind in ("backbone", "neck") for name in vision(kind)}
+    families = {f"panconv_vision.models.{p.stem}" for p in MODELS_DIR.glob("*.py")
+                if p.stem not in ("__init__", "layers", "reparam")}
+    assert families <= registered
+
+
+def test_size_variants_build_their_registered_class():
+    """A size variant is a registered class with constructor arguments fixed as data, and shows its signature."""
+    classes = {base_class(panconv.get_component("backbone", n)) for n in backbone_classes()}
+    variants = [n for n in vision("backbone") if n not in backbone_classes()]
+    assert len(variants) >= 25
+    for name in variants:
+        factory = panconv.get_component("backbone", name)
+        assert base_class(factory) in classes, name
+        with torch.device("meta"):
+            model = factory()
+        assert type(model) is base_class(factory), name
+        params = inspect.signature(factory).parameters
+        assert "depths" in params and "dims" in params, name  # the real signature, so configs are checked
 
 
 def test_importing_the_plugin_imports_no_torch():
@@ -54,12 +79,12 @@ def test_importing_the_plugin_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("module,cls", [("panconv_vision.models.convnext", "ConvNeXt"),
-                                        ("panconv_vision.models.hornet", "HorNet")])
-def test_backbone_contract(module, cls):
+@pytest.mark.parametrize("name", backbone_classes())
+def test_backbone_contract(name):
     """example_config/example_inputs, one output per feature_info entry, gradients reach every parameter."""
-    Backbone = getattr(importlib.import_module(module), cls)
-    model = Backbone(**Backbone.example_config())
+    cls = panconv.get_component("backbone", name)
+    assert issubclass(cls, Backbone)
+    model = cls(**cls.example_config())
     x = model.example_inputs(2)
     outs = model(x)
     info = feature_info_of(model)
@@ -68,16 +93,37 @@ def test_backbone_contract(module, cls):
         assert out.shape[1] == f.channels and out.shape[-1] == x.shape[-1] // f.reduction
     sum(o.float().mean() for o in outs).backward()
     assert all(p.grad is not None for p in model.parameters())
-    gray = Backbone(**Backbone.example_config(), in_channels=1)
+    gray = cls(**cls.example_config(), in_channels=1)
     assert len(gray(gray.example_inputs(1))) == len(info)
 
 
-def test_in_channels_and_num_classes_come_from_metadata():
-    from panconv.builder import build_model
+@pytest.mark.parametrize("name", backbone_classes())
+def test_paper_head_protocol(name):
+    """Each backbone class says which classifier its paper counts: config sections for a neck and a
+    1000-class head, which compose with it."""
+    cls = panconv.get_component("backbone", name)
+    head = cls.paper_head
+    assert set(head) == {"neck", "head"}
+    assert head["head"] == {"type": "core.LinearClsHead", "num_classes": 1000}
+    model = panconv.create_model({"backbone": {"type": name, **cls.example_config()}, **head})
+    model.eval()
+    with torch.no_grad():
+        logits = model({"inputs": model.backbone.example_inputs(2)})
+    assert logits.shape == (2, 1000)
 
-    for backbone in ("vision.convnext_tiny", "vision.hornet_tiny_gf"):
-        cfg = {"backbone": {"type": backbone}, "neck": {"type": "vision.PoolNorm"},
-               "head": {"type": "core.LinearClsHead"}}
-        with torch.device("meta"):
-            model = build_model(cfg, {"num_classes": 7, "in_channels": 1})
-        assert model.backbone.stem.conv.in_channels == 1 and model.head.fc.out_features == 7
+
+@pytest.mark.parametrize("name", backbone_classes())
+def test_in_channels_and_num_classes_come_from_declared_metadata(name):
+    cls = panconv.get_component("backbone", name)
+    assert cls.metadata_inputs == ("in_channels",)
+    cfg = {"backbone": {"type": name, **cls.example_config()}, "neck": {"type": "vision.PoolNorm"},
+           "head": {"type": "core.LinearClsHead"}}
+    with torch.device("meta"):
+        model = panconv.create_model(cfg, metadata={"num_classes": 7, "in_channels": 1})
+    first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == 1 and model.head.fc.out_features == 7
+
+
+def test_mixup_declares_batch_level_and_num_classes_from_metadata():
+    mixup = panconv.get_component("transform", "vision.Mixup")
+    assert mixup.level == "batch" and mixup.metadata_inputs == ("num_classes",)

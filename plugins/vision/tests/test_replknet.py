@@ -9,11 +9,11 @@ import re
 import pytest
 import torch
 
+import panconv
 from panconv.api import FeatureInfo
-from panconv_vision.models import replknet
 from panconv_vision.models.reparam import ConvBN, fuse_convbn_modules, randomize_bn_stats
 from panconv_vision.models.replknet import ConvFFN, LargeKernelConv, RepLKBlock, RepLKNet
-from panconv_vision.testing import fill_, max_diff
+from panconv_vision.testing import fill_, max_diff, num_parameters, paper_classifier
 
 
 def tiny(**kw) -> RepLKNet:
@@ -21,30 +21,38 @@ def tiny(**kw) -> RepLKNet:
 
 
 # README table (paper Tables 5-7, official README): ImageNet parameter counts of the deploy form
-# (small kernels merged), final BatchNorm and 1000-class linear head included. The training-time
-# form (separate 5x5 branches) is 0.01-1.1% larger: 79.86M for 31B.
-PAPER_PARAMS = {"31b": 79e6, "31l": 172e6, "xl": 335e6}
-OUR_PARAMS = {"31b": 79_527_272, "31l": 172_165_672, "xl": 335_399_656}
+# (small kernels merged), final BatchNorm and 1000-class linear head included: RepLKNet.paper_head
+# after reparameterize(). The training-time form (separate 5x5 branches) is 0.01-1.1% larger:
+# 79.86M for 31B.
+PAPER_PARAMS = {"vision.replknet_31b": 79e6, "vision.replknet_31l": 172e6, "vision.replknet_xl": 335e6}
+OUR_PARAMS = {"vision.replknet_31b": 79_527_272, "vision.replknet_31l": 172_165_672,
+              "vision.replknet_xl": 335_399_656}
+VARIANTS = panconv.list_models("vision.replknet_*")
 
 
-def classifier_params(backbone: RepLKNet, num_classes: int = 1000) -> int:
-    c = backbone.feature_info[-1].channels
-    head = 2 * c + c * num_classes + num_classes  # final BatchNorm (affine) + linear classifier
-    return sum(p.numel() for p in backbone.parameters()) + head
+def test_every_paper_size_is_registered_and_nothing_else():
+    assert sorted(VARIANTS) == sorted(PAPER_PARAMS)
 
 
-@pytest.mark.parametrize("size", sorted(PAPER_PARAMS))
-def test_param_count_matches_paper(size):
+@pytest.mark.parametrize("name", VARIANTS)
+def test_param_count_matches_paper(name):
     with torch.device("meta"):
-        model = getattr(replknet, f"replknet_{size}")(deploy=True)
-    n = classifier_params(model)
-    assert n == OUR_PARAMS[size]  # also equals the official code's deploy model
-    assert abs(n - PAPER_PARAMS[size]) / PAPER_PARAMS[size] < 0.01
+        model = paper_classifier(name)  # re-parameterised in place
+        deploy = panconv.get_component("backbone", name)(deploy=True)
+        training = paper_classifier(name, deploy=False)
+    n = num_parameters(model)
+    assert n == OUR_PARAMS[name]  # also equals the official code's deploy model
+    assert abs(n - PAPER_PARAMS[name]) / PAPER_PARAMS[name] < 0.01
+    assert num_parameters(model.backbone) == num_parameters(deploy)  # reparameterize() = the deploy constructor
+    assert isinstance(model.neck.norm, torch.nn.BatchNorm2d)  # the paper's final BN, before pooling
+    if panconv.get_component("backbone", name).args.get("small_kernel", 5) is not None:
+        assert num_parameters(training) > n
 
 
 def test_paper_kernels_and_xl_settings():
     with torch.device("meta"):
-        b, xl = replknet.replknet_31b(), replknet.replknet_xl()
+        b = panconv.get_component("backbone", "vision.replknet_31b")()
+        xl = panconv.get_component("backbone", "vision.replknet_xl")()
     assert [st[0].large_kernel.kernel_size for st in b.stages] == [31, 29, 27, 13]
     assert [len(st) // 2 for st in b.stages] == [2, 2, 18, 2]
     assert b.stages[0][0].large_kernel.small.conv.kernel_size == (5, 5)
@@ -68,14 +76,6 @@ def test_feature_info_shapes_and_out_indices():
 def test_grayscale_28px_input():  # MNIST-sized input: 28 -> 7 -> 4 -> 2 -> 1
     model = tiny(in_channels=1).eval()
     assert [f.shape[-1] for f in model(torch.randn(2, 1, 28, 28))] == [7, 4, 2, 1]
-
-
-def test_registered_names_resolve():
-    from panconv.plugins import get
-
-    for size in PAPER_PARAMS:
-        assert get("backbone", f"vision.replknet_{size}").load() is getattr(replknet, f"replknet_{size}")
-    assert get("backbone", "vision.RepLKNet").load() is RepLKNet
 
 
 def test_train_step_with_drop_path_reaches_every_parameter():
@@ -123,7 +123,7 @@ def test_model_reparameterize_matches_training_form(fuse_bn):
     model = fill_(tiny()).eval()
     x = model.example_inputs()
     ref = model(x)
-    model.reparameterize(fuse_bn=fuse_bn)
+    assert model.reparameterize(fuse_bn=fuse_bn) is model  # in place, returns self (the kit's protocol)
     lks = [m for m in model.modules() if isinstance(m, LargeKernelConv)]
     assert lks and all(m.small is None and isinstance(m.large.bn, torch.nn.Identity) for m in lks)
     for a, b in zip(model(x), ref):

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
+import panconv
 from panconv.api import FeatureInfo
-from panconv_vision.models import unireplknet
 from panconv_vision.models.reparam import randomize_bn_stats
 from panconv_vision.models.unireplknet import (
     DILATED_BRANCHES,
@@ -19,7 +19,7 @@ from panconv_vision.models.unireplknet import (
     UniRepLKNet,
     UniRepLKNetBlock,
 )
-from panconv_vision.testing import fill_, max_diff
+from panconv_vision.testing import fill_, max_diff, num_parameters, paper_classifier
 
 
 def tiny(**kw) -> UniRepLKNet:
@@ -27,33 +27,39 @@ def tiny(**kw) -> UniRepLKNet:
 
 
 # README table (Table 3/4 of the paper, also the official README): ImageNet parameter counts of the
-# deploy (re-parameterised) form, final LayerNorm and 1000-class linear head included. The
-# training-time form has the extra BN/branch parameters and is 0.5-5% larger.
-PAPER_PARAMS = {"a": 4.4e6, "f": 6.2e6, "p": 10.7e6, "n": 18.3e6, "t": 31e6, "s": 56e6,
-                "b": 98e6, "l": 218e6, "xl": 386e6}
-OUR_PARAMS = {"a": 4_437_300, "f": 6_235_216, "p": 10_741_704, "n": 18_318_560, "t": 31_037_980,
-              "s": 55_645_984, "b": 98_008_456, "l": 218_454_616, "xl": 386_529_064}
+# deploy (re-parameterised) form, final LayerNorm and 1000-class linear head included:
+# UniRepLKNet.paper_head after reparameterize(). The training-time form has the extra BN/branch
+# parameters and is 0.5-5% larger.
+_PAPER = {"a": 4.4e6, "f": 6.2e6, "p": 10.7e6, "n": 18.3e6, "t": 31e6, "s": 56e6, "b": 98e6, "l": 218e6, "xl": 386e6}
+_OURS = {"a": 4_437_300, "f": 6_235_216, "p": 10_741_704, "n": 18_318_560, "t": 31_037_980,
+         "s": 55_645_984, "b": 98_008_456, "l": 218_454_616, "xl": 386_529_064}
+PAPER_PARAMS = {f"vision.unireplknet_{size}": n for size, n in _PAPER.items()}
+OUR_PARAMS = {f"vision.unireplknet_{size}": n for size, n in _OURS.items()}
+VARIANTS = panconv.list_models("vision.unireplknet_*")
 
 
-def classifier_params(backbone: UniRepLKNet, num_classes: int = 1000) -> int:
-    c = backbone.feature_info[-1].channels
-    head = 2 * c + c * num_classes + num_classes  # final LayerNorm + linear classifier
-    return sum(p.numel() for p in backbone.parameters()) + head
+def test_every_paper_size_is_registered_and_nothing_else():
+    assert sorted(VARIANTS) == sorted(PAPER_PARAMS)
 
 
-@pytest.mark.parametrize("size", sorted(PAPER_PARAMS))
-def test_param_count_matches_paper(size):
+@pytest.mark.parametrize("name", VARIANTS)
+def test_param_count_matches_paper(name):
     with torch.device("meta"):
-        model = getattr(unireplknet, f"unireplknet_{size}")(deploy=True)
-    n = classifier_params(model)
-    assert n == OUR_PARAMS[size]  # also equals the official code's deploy model
-    assert abs(n - PAPER_PARAMS[size]) / PAPER_PARAMS[size] < 0.01
+        model = paper_classifier(name)  # re-parameterised in place
+        deploy = panconv.get_component("backbone", name)(deploy=True)
+        training = paper_classifier(name, deploy=False)
+    n = num_parameters(model)
+    assert n == OUR_PARAMS[name]  # also equals the official code's deploy model
+    assert abs(n - PAPER_PARAMS[name]) / PAPER_PARAMS[name] < 0.01
+    assert num_parameters(model.backbone) == num_parameters(deploy)  # reparameterize() = the deploy constructor
+    assert isinstance(model.neck.norm, torch.nn.LayerNorm)  # the paper's final LN, after pooling
+    assert num_parameters(training) > n
 
 
 def test_paper_depths_dims_and_kernels():
     with torch.device("meta"):
-        t = unireplknet.unireplknet_t()
-        s = unireplknet.unireplknet_s()
+        t = panconv.get_component("backbone", "vision.unireplknet_t")()
+        s = panconv.get_component("backbone", "vision.unireplknet_s")()
     assert [len(st) for st in t.stages] == [3, 3, 18, 3]
     assert [f.channels for f in s.feature_info] == [96, 192, 384, 768]
     kernels = [blk.dwconv.kernel_size if isinstance(blk.dwconv, DilatedReparamBlock) else blk.dwconv.kernel_size[0]
@@ -78,14 +84,6 @@ def test_feature_info_shapes_and_out_indices():
 def test_grayscale_28px_input():  # MNIST-sized input: 28 -> 7 -> 4 -> 2 -> 1
     model = tiny(in_channels=1).eval()
     assert [f.shape[-1] for f in model(torch.randn(2, 1, 28, 28))] == [7, 4, 2, 1]
-
-
-def test_registered_names_resolve():
-    from panconv.plugins import get
-
-    for size in PAPER_PARAMS:
-        assert get("backbone", f"vision.unireplknet_{size}").load() is getattr(unireplknet, f"unireplknet_{size}")
-    assert get("backbone", "vision.UniRepLKNet").load() is UniRepLKNet
 
 
 def test_train_step_with_drop_path_reaches_every_parameter():
@@ -125,7 +123,7 @@ def test_model_reparameterize_matches_deploy_constructor():
     model = fill_(tiny()).eval()
     x = model.example_inputs()
     ref = model(x)
-    model.reparameterize()
+    assert model.reparameterize() is model  # in place, returns self (the kit's protocol)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     convs = [m for m in model.modules() if isinstance(m, DilatedReparamBlock)]
     assert convs and all(len(m.branches) == 0 for m in convs)

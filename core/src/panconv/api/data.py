@@ -55,6 +55,12 @@ class Dataset(torch.utils.data.Dataset):
         """Merge samples into a batch (default: ``torch.utils.data.default_collate``)."""
         return torch.utils.data.default_collate(samples)
 
+    @classmethod
+    def check_prerequisites(cls, root: Path) -> list[str]:
+        """What stops this dataset from loading under ``root`` (missing files, packages), each with
+        what to do; empty when it can load. ``panconv doctor`` reports it; no data is read."""
+        return []
+
     # ---- conformance-kit examples (see panconv.testing) ----
     @classmethod
     def example(cls, tmp_dir: Path) -> dict:
@@ -75,6 +81,7 @@ class IterableDataset(torch.utils.data.IterableDataset):
     conformance_skips: dict[str, str] = {}
     metadata = Dataset.metadata
     collate = Dataset.collate
+    check_prerequisites = Dataset.check_prerequisites
     example = Dataset.example
     broken_example = Dataset.broken_example
 

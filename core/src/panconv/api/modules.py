@@ -48,6 +48,10 @@ class _ExampleMixin:
     conformance_skips: dict[str, str] = {}
     #: parameters that are deliberately left without gradient (frozen); name prefixes
     frozen_parameters: tuple[str, ...] = ()
+    #: constructor arguments the engine fills from the dataset's ``metadata`` when the config
+    #: leaves them unset (``("num_classes",)``); the dataset declares what it provides in
+    #: ``Dataset.metadata_keys`` and the config validator reports a mismatch before data loads
+    metadata_inputs: tuple[str, ...] = ()
 
     @classmethod
     def example_config(cls) -> dict:
@@ -175,6 +179,26 @@ class ComposedModel(Model):
 
     def example_inputs(self, batch_size: int = 2) -> dict:
         return {"inputs": self.backbone.example_inputs(batch_size)}
+
+    @torch.no_grad()
+    def predict_one(self, x: torch.Tensor) -> Any:
+        """The prediction for one raw input without a batch axis (an image ``C, H, W``, a
+        feature vector): for a classifier, its class probabilities. Runs in eval mode and
+        restores the previous mode."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"predict_one expects a tensor, got {type(x).__name__}")
+        example = self.backbone.example_inputs(1)
+        if isinstance(example, torch.Tensor) and x.dim() != example.dim() - 1:
+            raise ValueError(f"predict_one expects one input of {example.dim() - 1} dimensions "
+                             f"(like {tuple(example.shape[1:])}), got shape {tuple(x.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            batch = {"inputs": x.unsqueeze(0).to(device)}
+            return self.predict(self(batch), batch)[0]
+        finally:
+            self.train(was_training)
 
 
 def feature_info_of(module: nn.Module) -> list[FeatureInfo]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Interval
 from torch import nn
 
 from ..api import Backbone, Dataset, Evaluator, FeatureInfo, Head, Neck
@@ -15,7 +19,10 @@ from ..errors import DataError
 class MLP(Backbone):
     """``in_dim`` -> hidden layers with ReLU; one output feature ``(N, hidden[-1])``."""
 
-    def __init__(self, in_dim: int = 2, hidden: tuple[int, ...] | list[int] = (32, 32), dropout: float = 0.0):
+    metadata_inputs = ("in_dim",)
+
+    def __init__(self, in_dim: Annotated[int, Ge(1)] = 2, hidden: Sequence[Annotated[int, Ge(1)]] = (32, 32),
+                 dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0):
         super().__init__()
         layers: list[nn.Module] = []
         dims = [in_dim, *hidden]
@@ -59,8 +66,11 @@ class LinearClsHead(Head):
     targets of shape ``(N, num_classes)`` (mixup), then soft cross-entropy is used.
     """
 
-    def __init__(self, in_features: list[FeatureInfo], num_classes: int = 2, label_smoothing: float = 0.0,
-                 dropout: float = 0.0):
+    metadata_inputs = ("num_classes",)
+
+    def __init__(self, in_features: list[FeatureInfo], num_classes: Annotated[int, Ge(1)] = 2,
+                 label_smoothing: Annotated[float, Interval(ge=0, le=1)] = 0.0,
+                 dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0):
         super().__init__(in_features)
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
@@ -101,7 +111,8 @@ class GaussianBlobs(Dataset):
 
     metadata_keys = ("num_classes", "in_dim")
 
-    def __init__(self, root=None, split: str = "train", num_classes: int = 3, dim: int = 2, size: int = 256,
+    def __init__(self, root=None, split: str = "train", num_classes: Annotated[int, Ge(1)] = 3,
+                 dim: Annotated[int, Ge(1)] = 2, size: Annotated[int, Ge(1)] = 256,
                  spread: float = 0.6, seed: int = 0, file: str | None = None):
         super().__init__(root, split)
         self.num_classes, self.dim = num_classes, dim
@@ -118,19 +129,28 @@ class GaussianBlobs(Dataset):
         xs, ys = [], []
         if not path.is_file():
             raise DataError(f"{path}: no such file")
-        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split(",")
+            shown = repr(line) if len(line) <= 80 else repr(line[:77]) + "..."
             try:
                 label, values = int(parts[0]), [float(v) for v in parts[1:]]
             except ValueError:
-                raise DataError(f"{path}:{lineno}: expected 'label,x1,...,x{dim}' with numbers, got {line!r}") from None
+                raise DataError(f"{path}:{lineno}: expected 'label,x1,...,x{dim}' with numbers, got {shown}") from None
             if len(values) != dim or not 0 <= label < num_classes:
                 raise DataError(f"{path}:{lineno}: expected a label in [0, {num_classes}) and {dim} values, "
-                                f"got {line!r}")
+                                f"got {shown}")
+            if not all(math.isfinite(v) for v in values):
+                raise DataError(f"{path}:{lineno}: NaN or inf in the values")
             xs.append(values)
             ys.append(label)
+        if not xs:
+            raise DataError(f"{path}: no samples")
         return torch.tensor(xs), torch.tensor(ys)
 
     def __len__(self) -> int:
@@ -159,7 +179,7 @@ class GaussianBlobs(Dataset):
 class Accuracy(Evaluator):
     """Top-k accuracy; ``outputs`` are scores or probabilities ``(N, C)``, ``batch["labels"]``."""
 
-    def __init__(self, topk: tuple[int, ...] | list[int] = (1,)):
+    def __init__(self, topk: Sequence[Annotated[int, Ge(1)]] = (1,)):
         super().__init__()
         self.topk = tuple(topk)
 

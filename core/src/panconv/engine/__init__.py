@@ -1,9 +1,6 @@
 """Training and evaluation engine (mmengine's Runner underneath); see :mod:`.runner`."""
 
-from .io import atomic_write, atomic_write_json, load_checkpoint, model_state_dict, save_checkpoint
-
-__all__ = ["atomic_write", "atomic_write_json", "load_checkpoint", "model_state_dict", "run_experiment",
-           "save_checkpoint"]
+__all__ = ["run_experiment"]
 
 
 def run_experiment(*args, **kwargs):

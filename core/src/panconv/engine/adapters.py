@@ -20,10 +20,12 @@ class EngineModel(BaseModel):
     does not support.
     """
 
-    def __init__(self, model: torch.nn.Module, cpu_amp: bool = False):
+    def __init__(self, model: torch.nn.Module, cpu_amp: bool = False, data_source: str | None = None):
         super().__init__(data_preprocessor={"type": "BaseDataPreprocessor"})
         self.model = model
         self.cpu_amp = cpu_amp
+        #: what the training batches come from (named when the loss goes non-finite)
+        self.data_source = data_source
 
     def forward(self, mode: str = "loss", **batch: Any):
         if mode == "loss":
@@ -47,8 +49,13 @@ class EngineModel(BaseModel):
         if not torch.isfinite(parsed):
             from ..errors import PanconvError
 
-            raise PanconvError(f"the training loss is not finite ({parsed.item()}); "
-                               f"components: { {k: float(v) for k, v in log_vars.items()} }")
+            bad = _non_finite_fields(data)
+            cause = (f"the batch holds NaN/inf in {', '.join(bad)}: check the data file(s) of "
+                     f"{self.data_source or 'the training split'}" if bad else
+                     f"the inputs are finite ({self.data_source or 'training split'}): lower the learning "
+                     f"rate or set train.grad_clip")
+            raise PanconvError(f"the training loss is not finite ({parsed.item()}); {cause}; "
+                               f"components: { {k: float(torch.as_tensor(v).detach()) for k, v in log_vars.items()} }")
         optim_wrapper.update_params(parsed)
         return log_vars
 
@@ -94,6 +101,13 @@ class EvaluatorMetric(BaseMetric):
                 metrics[key] = float(value)
             evaluator.reset()
         return metrics
+
+
+def _non_finite_fields(batch: Any) -> list[str]:
+    """Names of the floating-point tensors of a batch that hold NaN or inf."""
+    items = batch.items() if isinstance(batch, dict) else enumerate(batch if isinstance(batch, (list, tuple)) else [])
+    return [str(key) for key, value in items
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
 
 
 def _to_cpu(value: Any) -> Any:

@@ -1,9 +1,32 @@
-"""panconv.testing: helpers for tests and the conformance kit for plugin authors."""
+"""panconv.testing: the conformance kit for plugin authors, and helpers for tests.
+
+The kit (:mod:`panconv.testing.conformance`)::
+
+    from panconv.testing import check_plugin
+    check_plugin("demo")                     # list of CheckResult, one per (component, check)
+
+``checks_for(entry)`` says which checks apply to a registered component: those of its kind and
+those of the capabilities it declares by implementing their protocol (``reparameterize()``;
+``initial_state()`` + ``step()``: see :mod:`panconv.testing.conformance.capabilities`).
+``describe_checks()`` / ``describe_capabilities()`` are the tables of ``docs/conformance.md``.
+
+In pytest (the ``panconv`` pytest plugin, :mod:`panconv.testing.pytest_plugin`): one test file
+``from panconv.testing.pytest_plugin import test_conformance`` with ``PANCONV_PLUGIN = "demo"``,
+or ``pytest --panconv-plugin demo``; the fixtures ``single_thread`` and ``shared_data`` and the
+``slow`` marker.
+
+Importing this package is cheap: the kit (and torch) are imported on first use.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+_KIT = ("CAPABILITIES", "CHECKS", "CheckResult", "ConformanceError", "SkipCheck", "capabilities_of", "check_plugin",
+        "checks_for", "describe_capabilities", "describe_checks", "plugin_entries", "run_check")
+
+__all__ = [*_KIT, "shared_data_root"]
 
 
 def shared_data_root() -> Path | None:
@@ -24,8 +47,9 @@ def shared_data_root() -> Path | None:
     return None
 
 
-def check_plugin(plugin: str, only: str | None = None):
-    """Run the conformance kit on an installed plugin; returns a list of CheckResult."""
-    from .conformance import check_plugin as _check
+def __getattr__(name: str):
+    if name in _KIT:
+        from . import conformance
 
-    return _check(plugin, only=only)
+        return getattr(conformance, name)
+    raise AttributeError(f"module 'panconv.testing' has no attribute {name!r}")

@@ -1,25 +1,44 @@
-"""pytest plugin of panconv (entry point ``pytest11``): the conformance kit, opt-in per test module.
+"""pytest plugin of panconv (entry point ``pytest11``): the conformance kit and shared test helpers.
 
-A plugin opts in with one test file::
+It is loaded by every pytest run in an environment where panconv is installed, so it is lazy
+and opt-in: loading it imports neither torch nor the kit and changes no environment variable.
+The kit is imported when a conformance test is collected; ``TRITON_INTERPRET`` is set only in
+the child process a kernel check starts (see :mod:`panconv.testing.conformance.kernels`).
+
+The kit, opt-in per test module::
 
     # tests/test_conformance.py
     from panconv.testing.pytest_plugin import test_conformance  # noqa: F401
 
     PANCONV_PLUGIN = "graph"
 
-which generates one test per (component, check), named ``graph.LightGCN::forward_backward``.
-``pytest --panconv-plugin NAME`` runs the kit for an installed plugin without any file.
-Without a GPU, ``TRITON_INTERPRET=1`` is set so Triton kernels are checked on the CPU.
+generates one test per (component, check), named ``test_conformance[graph.LightGCN::forward_backward]``.
+``pytest --panconv-plugin NAME`` runs the kit on an installed plugin without any file (with no
+path arguments it collects nothing else).
+
+Shared helpers for panconv test suites:
+
+* the ``slow`` marker (registered here; select with ``-m slow``, deselect with ``-m "not slow"``);
+* ``single_thread``: the test runs with ``torch.set_num_threads(1)`` (restored afterwards).
+  A suite makes it autouse in its ``conftest.py``::
+
+      @pytest.fixture(autouse=True)
+      def _single_thread(single_thread):
+          pass
+
+* ``shared_data`` (session): :func:`panconv.testing.shared_data_root`, or the test is skipped.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
+
+_COVERED = pytest.StashKey[set]()
 
 
 class ConformanceCase:
+    """One check of one registered component; calling it runs the check (pytest outcome)."""
+
     def __init__(self, entry, name: str):
         self.entry, self.name = entry, name
 
@@ -41,6 +60,32 @@ def test_conformance(panconv_check: ConformanceCase) -> None:
     panconv_check()
 
 
+class ConformanceItem(pytest.Item):
+    """A kit test collected for ``--panconv-plugin NAME`` (no test file behind it)."""
+
+    def __init__(self, *, case: ConformanceCase, **kwargs):
+        super().__init__(**kwargs)
+        self.case = case
+
+    def runtest(self) -> None:
+        self.case()
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+def _cases(plugin: str) -> list[ConformanceCase]:
+    from .conformance import ConformanceError, checks_for, plugin_entries
+
+    try:
+        entries = plugin_entries(plugin)
+    except ConformanceError as exc:  # not installed, or failed to load: one line, no traceback
+        raise pytest.UsageError(f"panconv conformance kit: {exc}") from None
+    return [ConformanceCase(entry, name) for entry in entries for name in checks_for(entry)]
+
+
+# --------------------------------------------------------------------------- hooks
+
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("panconv")
     group.addoption("--panconv-plugin", action="append", default=[], metavar="NAME",
@@ -48,21 +93,8 @@ def pytest_addoption(parser) -> None:
 
 
 def pytest_configure(config) -> None:
-    if "TRITON_INTERPRET" not in os.environ:
-        try:
-            import torch
-
-            has_cuda = torch.cuda.is_available()
-        except ImportError:
-            has_cuda = False
-        if not has_cuda:
-            os.environ["TRITON_INTERPRET"] = "1"
-
-
-def _cases(plugin: str) -> list[ConformanceCase]:
-    from .conformance import checks_for, plugin_entries
-
-    return [ConformanceCase(entry, name) for entry in plugin_entries(plugin) for name in checks_for(entry)]
+    config.addinivalue_line("markers", "slow: long-running test (select with -m slow, deselect with -m 'not slow')")
+    config.stash[_COVERED] = set()
 
 
 def pytest_generate_tests(metafunc) -> None:
@@ -70,7 +102,57 @@ def pytest_generate_tests(metafunc) -> None:
         return
     plugins = getattr(metafunc.module, "PANCONV_PLUGIN", None)
     plugins = [plugins] if isinstance(plugins, str) else list(plugins or [])
-    plugins += [p for p in metafunc.config.getoption("panconv_plugin") or [] if p not in plugins]
+    if not plugins:
+        raise pytest.UsageError(f"{metafunc.module.__file__} runs panconv's test_conformance but sets no "
+                                f"PANCONV_PLUGIN = \"<plugin name>\"")
+    metafunc.config.stash[_COVERED].update(plugins)
     cases = [case for plugin in plugins for case in _cases(plugin)]
     metafunc.parametrize("panconv_check", cases, ids=[repr(c) for c in cases])
 
+
+def _kit_only(config) -> bool:
+    """``pytest --panconv-plugin NAME`` without path arguments: collect only the kit."""
+    return bool(config.getoption("panconv_plugin")) and config.args_source != pytest.Config.ArgsSource.ARGS
+
+
+def pytest_ignore_collect(collection_path, config):
+    return True if _kit_only(config) else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k/-m deselection sees the items
+def pytest_collection_modifyitems(session, config, items) -> None:
+    added = []
+    for plugin in config.getoption("panconv_plugin"):
+        if plugin in config.stash[_COVERED]:
+            continue  # a collected test module already runs this plugin's kit
+        for case in _cases(plugin):
+            name = f"test_conformance[{case!r}]"
+            added.append(ConformanceItem.from_parent(session, name=name, nodeid=f"panconv-kit::{name}", case=case))
+    if added:
+        items.extend(added)
+        # reported like any collected node, so the terminal counts them ("collected N items")
+        config.hook.pytest_collectreport(report=pytest.CollectReport("panconv-kit", "passed", None, added))
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture
+def single_thread():
+    """Run the test with one torch CPU thread (restored afterwards)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The shared real-data folder (:func:`panconv.testing.shared_data_root`); skips the test when there is none."""
+    from . import shared_data_root
+
+    root = shared_data_root()
+    if root is None:
+        pytest.skip("the shared data folder was not found (set $PANCONV_DATA)")
+    return root

@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
+
+import panconv
+
+
+def paper_classifier(name: str, *, deploy: bool = True) -> torch.nn.Module:
+    """The classifier the paper of a registered backbone counts in its tables: backbone ``name``
+    (``"vision.convnext_tiny"``) composed with its class's ``paper_head`` (neck and 1000-class head)
+    by ``panconv.create_model``. When the backbone has ``reparameterize()`` and ``deploy`` is true it
+    is converted to the deploy form the papers count (UniRepLKNet, RepLKNet). Build paper sizes
+    under ``torch.device("meta")`` to count parameters without memory."""
+    head = copy.deepcopy(panconv.get_component("backbone", name).paper_head)
+    model = panconv.create_model({"backbone": {"type": name}, **head})
+    if deploy and hasattr(model.backbone, "reparameterize"):
+        model.eval()
+        model.backbone.reparameterize()
+    return model
+
+
+def num_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:

@@ -23,21 +23,32 @@ Sources are cut to the shortest utterance ("min" mode), then a seeded window of
 ``segment_seconds`` is taken (zero-padded when shorter), and the mixture is scaled to an RMS of
 0.05 (sources scaled alike so that ``mixture == sources.sum(0)``). With ``dynamic_mixing`` the
 training mixtures are redrawn every epoch (``set_epoch``); validation and test never change.
+
+Malformed data (an unreadable, empty or non-finite sound file, a transcript file that is not UTF-8
+``name: text`` lines, transcripts naming no recording that exists) raises a one-line DataError
+naming the file, as :mod:`.speech` does (its readers are shared).
 """
 
 from __future__ import annotations
 
-import gzip
+import math
+import shutil
+import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import soundfile as sf
 import torch
+from annotated_types import Ge, Interval, Len
 
 from panconv.api import Dataset
-from panconv.engine.io import atomic_write
 from panconv.errors import DataError
+from panconv.io import atomic_write
+
+from .speech import asterisk_transcripts, check_audio, load_audio, short
 
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 ASTERISK_TEXTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
@@ -50,17 +61,8 @@ _APT_HINT = "apt-get install flite asterisk-core-sounds-en-wav asterisk-core-sou
 
 
 def _read_wav(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 at ``sample_rate``; a malformed file raises DataError naming it."""
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, OSError, ValueError) as exc:  # sf.LibsndfileError is a RuntimeError
-        raise DataError(f"{path}: not a readable audio file ({exc}); replace or delete it") from None
-    audio = audio.mean(axis=1)
-    if rate != sample_rate:
-        import torchaudio.functional as AF
-
-        audio = AF.resample(torch.from_numpy(audio), rate, sample_rate).numpy()
-    return audio
+    """Mono float32 at ``sample_rate``; a missing, unreadable, empty or non-finite file raises DataError naming it."""
+    return load_audio(path, sample_rate).numpy()
 
 
 def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
@@ -79,31 +81,43 @@ def _trim_silence(audio: np.ndarray, sample_rate: int, threshold_db: float = -40
 
 
 def asterisk_prompts(min_seconds: float = 1.0) -> dict[str, str]:
-    """``{prompt id: text}`` of the top-level asterisk prompts that are speech of ``min_seconds`` or more."""
+    """``{prompt id: text}`` of the top-level asterisk prompts that are speech of ``min_seconds`` or more.
+
+    Prompts the transcripts name whose recording is not installed are skipped (the Debian package
+    names one it does not ship); when none is there, a DataError names the first missing file.
+    """
     if not ASTERISK_DIR.is_dir() or not ASTERISK_TEXTS.is_file():
         raise DataError(f"SpeakerMixtures: {ASTERISK_DIR} or {ASTERISK_TEXTS} not found; install them: {_APT_HINT}")
-    prompts = {}
-    with gzip.open(ASTERISK_TEXTS, "rt", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            key, sep, text = line.partition(":")
-            key, text = key.strip(), text.strip()
-            if not sep or line.startswith(";") or "/" in key or not text or text.startswith("["):
-                continue
-            wav = ASTERISK_DIR / f"{key}.wav"
-            if wav.is_file() and sf.info(str(wav)).duration >= min_seconds:
-                prompts[key] = text
+    prompts, missing = {}, []
+    for key, text in asterisk_transcripts(ASTERISK_TEXTS).items():
+        if "/" in key or not text or text.startswith("["):
+            continue
+        wav = ASTERISK_DIR / f"{key}.wav"
+        if not wav.is_file():
+            missing.append(wav)
+            continue
+        check_audio(wav)
+        if sf.info(str(wav)).duration >= min_seconds:
+            prompts[key] = text
+    if missing and not prompts:
+        raise DataError(f"{missing[0]}: recording named in {ASTERISK_TEXTS} not found ({len(missing)} of the "
+                        f"prompts it names are missing from {ASTERISK_DIR}); install them: {_APT_HINT}")
+    if not prompts:
+        raise DataError(f"{ASTERISK_TEXTS}: names no prompt recorded in {ASTERISK_DIR} of {min_seconds} s or more; "
+                        f"lower min_seconds or reinstall: {_APT_HINT}")
     return prompts
 
 
 def _synthesize_flite(voice: str, text: str, sample_rate: int) -> np.ndarray:
-    import shutil
-    import subprocess
-
     if shutil.which("flite") is None:
         raise DataError(f"SpeakerMixtures: the 'flite' program is needed for voice '{voice}'; install it: {_APT_HINT}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "utt.wav"
-        subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(out)], check=True, capture_output=True)
+        res = subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(out)], capture_output=True, text=True,
+                             check=False)
+        if res.returncode != 0 or not out.is_file():
+            raise DataError(f"SpeakerMixtures: flite voice '{voice}' failed on {short(repr(text), 60)}: "
+                            f"{short(res.stderr, 200)}")
         return _read_wav(out, sample_rate)
 
 
@@ -118,18 +132,38 @@ class SpeakerMixtures(Dataset):
     ``num_mixtures`` mixtures (per epoch), validation and test ``num_eval_mixtures`` each.
     """
 
+    @classmethod
+    def check_prerequisites(cls, root: Path) -> list[str]:
+        """The asterisk recordings and flite's voices (``panconv doctor``)."""
+        missing = []
+        if not ASTERISK_DIR.is_dir() or not ASTERISK_TEXTS.is_file():
+            missing.append(f"asterisk recordings: {_APT_HINT}")
+        if shutil.which("flite") is None:
+            missing.append(f"flite: {_APT_HINT}")
+        return missing
+
     metadata_keys = ("num_speakers",)
 
-    def __init__(self, root=None, split: str = "train", num_speakers: int = 2, sample_rate: int = 8000,
+    def __init__(self, root=None, split: str = "train", num_speakers: Annotated[int, Interval(ge=1, le=8)] = 2,
+                 sample_rate: Annotated[int, Interval(gt=0, le=192_000)] = 8000,
                  speakers: list[str] | tuple[str, ...] | None = None, speech_dir: str | None = None,
-                 num_mixtures: int = 2000, num_eval_mixtures: int = 200, segment_seconds: float | None = 2.0,
-                 snr_range: tuple[float, float] | list[float] = (-5.0, 5.0), min_seconds: float = 1.0,
-                 split_fractions: tuple[float, float, float] | list[float] = (0.8, 0.1, 0.1),
-                 max_prompts: int | None = None, seed: int = 0, dynamic_mixing: bool = True):
+                 num_mixtures: Annotated[int, Ge(1)] = 2000, num_eval_mixtures: Annotated[int, Ge(1)] = 200,
+                 segment_seconds: Annotated[float, Interval(gt=0, le=3600)] | None = 2.0,
+                 snr_range: Annotated[Sequence[Annotated[float, Interval(ge=-100, le=100)]], Len(2, 2)] = (-5.0, 5.0),
+                 min_seconds: Annotated[float, Interval(ge=0, le=3600)] = 1.0,
+                 split_fractions: Annotated[Sequence[Annotated[float, Interval(ge=0, le=1)]], Len(3, 3)]
+                 = (0.8, 0.1, 0.1),
+                 max_prompts: Annotated[int, Ge(1)] | None = None, seed: Annotated[int, Interval(ge=0, lt=2**32)] = 0,
+                 dynamic_mixing: bool = True):
         super().__init__(root, split)
+        self._check_arguments(num_speakers, sample_rate, num_mixtures, num_eval_mixtures, segment_seconds,
+                              snr_range, min_seconds, split_fractions, max_prompts, seed)
         self.num_speakers = num_speakers
         self.sample_rate = sample_rate
         self.segment = None if segment_seconds is None else round(segment_seconds * sample_rate)
+        if self.segment is not None and self.segment < 1:
+            raise ValueError(f"SpeakerMixtures: segment_seconds={segment_seconds} is less than one sample at "
+                             f"{sample_rate} Hz")
         self.snr_range = (float(snr_range[0]), float(snr_range[1]))
         self.seed = seed
         self.dynamic_mixing = dynamic_mixing and split == "train"
@@ -153,6 +187,33 @@ class SpeakerMixtures(Dataset):
                             f"({', '.join(self.utterances)}), fewer than num_speakers={num_speakers}; "
                             f"add speakers or lower num_speakers")
 
+    @staticmethod
+    def _check_arguments(num_speakers, sample_rate, num_mixtures, num_eval_mixtures, segment_seconds, snr_range,
+                         min_seconds, split_fractions, max_prompts, seed) -> None:
+        """The ranges the signature declares, for callers that bypass config validation (ValueError)."""
+        problems = []
+        if not 1 <= num_speakers <= 8:
+            problems.append(f"num_speakers={num_speakers} (1 ... 8: PIT scores all num_speakers! orders)")
+        if not 0 < sample_rate <= 192_000:
+            problems.append(f"sample_rate={sample_rate} (0 < rate <= 192000)")
+        if num_mixtures < 1 or num_eval_mixtures < 1:
+            problems.append(f"num_mixtures={num_mixtures}, num_eval_mixtures={num_eval_mixtures} (>= 1)")
+        if segment_seconds is not None and not 0 < segment_seconds <= 3600:
+            problems.append(f"segment_seconds={segment_seconds} (0 < s <= 3600)")
+        if len(snr_range) != 2 or not all(-100 <= s <= 100 for s in snr_range) or snr_range[0] > snr_range[1]:
+            problems.append(f"snr_range={short(snr_range, 60)} ([low, high] dB, -100 <= low <= high <= 100)")
+        if not 0 <= min_seconds <= 3600:
+            problems.append(f"min_seconds={min_seconds} (0 ... 3600)")
+        if (len(split_fractions) != 3 or not all(0 <= f <= 1 for f in split_fractions)
+                or not math.fsum(split_fractions) > 0):
+            problems.append(f"split_fractions={short(split_fractions, 60)} (three fractions in [0, 1], not all 0)")
+        if max_prompts is not None and max_prompts < 1:
+            problems.append(f"max_prompts={max_prompts} (>= 1 or null)")
+        if not 0 <= seed < 2**32:
+            problems.append(f"seed={seed} (0 ... 2**32 - 1)")
+        if problems:
+            raise ValueError(f"SpeakerMixtures: out of range: {'; '.join(problems)}")
+
     # ---- corpus discovery / generation ----
     def _discover(self, speakers, speech_dir, min_seconds, max_prompts) -> dict[str, dict[str, Path]]:
         if speech_dir is not None:
@@ -161,7 +222,11 @@ class SpeakerMixtures(Dataset):
                 raise DataError(f"SpeakerMixtures: speech_dir {base} is not a directory of <speaker>/<utterance>.wav")
             files = {d.name: {f.stem: f for f in sorted(d.glob("*.wav"))}
                      for d in sorted(base.iterdir()) if d.is_dir() and (speakers is None or d.name in speakers)}
-            return {spk: utts for spk, utts in files.items() if utts}
+            files = {spk: utts for spk, utts in files.items() if utts}
+            if not files:
+                raise DataError(f"{base}: no <speaker>/<utterance>.wav files"
+                                f"{'' if speakers is None else f' of speakers {short(list(speakers), 80)}'}")
+            return files
         speakers = tuple(speakers) if speakers is not None else DEFAULT_SPEAKERS
         unknown = sorted(set(speakers) - set(DEFAULT_SPEAKERS))
         if unknown:

@@ -14,54 +14,112 @@ Synthesised audio is cached under ``<data root>/audio/tts``.
 
 Shared helpers (the separation data sets reuse them): :func:`load_audio`, :func:`save_audio`,
 :func:`flite_voices`, :func:`synthesize`, :func:`asterisk_sounds_dir`, :func:`asterisk_transcripts`,
-:func:`speech_cache_dir`, :func:`split_of`.
+:func:`read_text_lines`, :func:`speech_cache_dir`, :func:`split_of`.
+
+Malformed data (a missing, unreadable, empty or non-finite sound file, a transcript file that is
+not UTF-8 text or not ``name: transcript`` lines, a corrupt archive, a split left empty) raises a
+one-line :class:`~panconv.errors.DataError` naming the file (and line). What one file can make the
+loaders allocate is bounded (:data:`MAX_SAMPLES`, :data:`MAX_TEXT_BYTES`).
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
+import math
 import os
 import random
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+import warnings
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from annotated_types import Ge, Interval
 
 from panconv.api import Dataset
-from panconv.engine.io import atomic_write
 from panconv.errors import DataError
+from panconv.io import atomic_write
 
 # --------------------------------------------------------------------------- audio I/O
+
+#: the most samples (per channel, before and after resampling) one sound file may give: 2**27, 4.6 hours at 8 kHz
+MAX_SAMPLES = 1 << 27
+#: resampling ``p`` Hz to ``q`` Hz builds a ``(q / gcd) x (p / gcd)`` filter bank: refuse rates that make it larger
+MAX_RESAMPLE_KERNEL = 1 << 24
+
+
+def short(text: object, limit: int = 200) -> str:
+    """``text`` on one line, cut to ``limit`` characters (what an error message may quote of a file)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_exists(path: Path) -> None:
+    if path.is_dir():
+        raise DataError(f"{path}: a directory, not a sound file; move it out of the data")
+    if not path.is_file():
+        raise DataError(f"{path}: audio file not found; install the package that ships it or rebuild the cache")
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> torch.Tensor:
     """Read a sound file as a mono float32 tensor ``(T,)``, resampled to ``sample_rate`` if given.
 
-    Uses soundfile (``torchaudio.load`` needs torchcodec). Unreadable files raise DataError.
+    Uses soundfile (``torchaudio.load`` needs torchcodec). A missing, unreadable or empty file, one
+    with NaN/inf samples, or one longer than :data:`MAX_SAMPLES` raises DataError naming it.
     """
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: audio file not found; install the package that ships it or rebuild the cache")
+    _check_exists(path)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as fh:
+            sr, frames = fh.samplerate, fh.frames
+            if frames > MAX_SAMPLES:
+                raise DataError(f"{path}: {frames} samples, more than the {MAX_SAMPLES} a sound file may hold here; "
+                                f"cut it into utterances")
+            if sample_rate is not None and sr != sample_rate:
+                _check_resampling(path, frames, sr, sample_rate)
+            data = fh.read(dtype="float32", always_2d=True)
+    except DataError:
+        raise
     except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/TypeError
-        raise DataError(f"{path}: unreadable audio ({type(exc).__name__}: {exc}); delete or replace the file") from None
+        raise DataError(f"{path}: unreadable audio ({type(exc).__name__}: {short(exc)}); "
+                        f"delete or replace the file") from None
     if data.shape[0] == 0:
         raise DataError(f"{path}: audio file holds no samples; delete or replace the file")
+    finite = np.isfinite(data).all(axis=1)
+    if not finite.all():
+        first = int(np.argmin(finite))
+        raise DataError(f"{path}: audio holds NaN or inf samples ({int((~finite).sum())} frames, the first at "
+                        f"{first / sr:.3f} s); delete or replace the file")
     wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
     if sample_rate is not None and sr != sample_rate:
         wav = resample(wav, sr, sample_rate)
     return wav
+
+
+def _check_resampling(path: Path, frames: int, orig_sr: int, new_sr: int) -> None:
+    """Refuse resampling that would allocate more than the bounds allow (a crafted header's rate)."""
+    if new_sr <= 0:
+        raise ValueError(f"sample_rate must be positive, got {new_sr}")
+    out = frames * new_sr // orig_sr
+    if out > MAX_SAMPLES:
+        raise DataError(f"{path}: {frames} samples at {orig_sr} Hz would be {out} at {new_sr} Hz, more than the "
+                        f"{MAX_SAMPLES} a sound file may hold here; resample or cut the file")
+    g = math.gcd(orig_sr, new_sr)
+    if (orig_sr // g) * (new_sr // g) > MAX_RESAMPLE_KERNEL:
+        raise DataError(f"{path}: resampling its rate of {orig_sr} Hz to {new_sr} Hz needs a "
+                        f"{new_sr // g} x {orig_sr // g} filter bank; convert the file to a common rate first")
 
 
 def check_audio(path: str | os.PathLike) -> None:
@@ -69,14 +127,17 @@ def check_audio(path: str | os.PathLike) -> None:
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: audio file not found; install the package that ships it or rebuild the cache")
+    _check_exists(path)
     try:
         info = sf.info(str(path))
     except Exception as exc:
-        raise DataError(f"{path}: unreadable audio ({type(exc).__name__}); delete or replace the file") from None
+        raise DataError(f"{path}: unreadable audio ({type(exc).__name__}: {short(exc)}); "
+                        f"delete or replace the file") from None
     if info.frames == 0:
         raise DataError(f"{path}: audio file holds no samples; delete or replace the file")
+    if info.frames > MAX_SAMPLES:
+        raise DataError(f"{path}: {info.frames} samples, more than the {MAX_SAMPLES} a sound file may hold here; "
+                        f"cut it into utterances")
 
 
 def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
@@ -106,26 +167,72 @@ def asterisk_sounds_dir(path: str | os.PathLike | None = None) -> Path:
         if (c / "digits" / "0.wav").is_file():
             return c
     raise DataError(
-        f"{candidates[0]}: asterisk English recordings not found; apt-get install asterisk-core-sounds-en-wav"
+        f"{candidates[0] / 'digits' / '0.wav'}: asterisk English recordings not found; "
+        f"apt-get install asterisk-core-sounds-en-wav"
     )
 
 
+#: the most bytes a text data file may hold (after decompression), and the longest line
+MAX_TEXT_BYTES = 64 << 20
+MAX_LINE_BYTES = 64 << 10
+
+
+def read_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file, gzip-compressed when its name ends in ``.gz``.
+
+    A file that is not UTF-8 text (UTF-16, Latin-1, binary), a corrupt or truncated archive, a line
+    longer than :data:`MAX_LINE_BYTES` or more than :data:`MAX_TEXT_BYTES` in all raise DataError
+    naming the file (and line).
+    """
+    path = Path(path)
+    try:
+        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open ({short(exc)})") from None
+    lineno, total = 0, 0
+    with raw:
+        while True:
+            try:
+                line = raw.readline(MAX_LINE_BYTES + 1)
+            except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+                raise DataError(f"{path}: corrupt or truncated gzip archive after line {lineno} "
+                                f"({type(exc).__name__}: {short(exc, 80)}); reinstall or replace the file") from None
+            if not line:
+                return
+            lineno += 1
+            total += len(line)
+            if lineno == 1 and line.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                raise DataError(f"{path}:1: UTF-16 text; save the file as UTF-8")
+            if len(line) > MAX_LINE_BYTES:
+                raise DataError(f"{path}:{lineno}: line longer than {MAX_LINE_BYTES} bytes; not a transcript file?")
+            if total > MAX_TEXT_BYTES:
+                raise DataError(f"{path}:{lineno}: more than {MAX_TEXT_BYTES} bytes of text; not a transcript file?")
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{line[exc.start]:02x} at column "
+                                f"{exc.start + 1}); save the file as UTF-8") from None
+            if "\x00" in text:
+                raise DataError(f"{path}:{lineno}: NUL bytes: UTF-16 or binary data, not UTF-8 text; "
+                                f"save the file as UTF-8")
+            yield lineno, text.removeprefix("\ufeff") if lineno == 1 else text
+
+
 def asterisk_transcripts(path: str | os.PathLike | None = None) -> dict[str, str]:
-    """``{"digits/3": "three", ...}`` from ``core-sounds-en.txt(.gz)``; malformed lines raise DataError."""
+    """``{"digits/3": "three", ...}`` from ``core-sounds-en.txt(.gz)``; a malformed file raises DataError."""
     path = Path(path or ASTERISK_TRANSCRIPTS)
     if not path.is_file():
         raise DataError(f"{path}: asterisk transcripts not found; apt-get install asterisk-core-sounds-en")
-    opener = gzip.open if path.suffix == ".gz" else open
     out: dict[str, str] = {}
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line or line.startswith(";"):
-                continue
-            name, sep, text = line.partition(":")
-            if not sep or not name.strip() or " " in name.strip():
-                raise DataError(f"{path}:{lineno}: expected 'name: transcript', got {line[:40]!r}")
-            out[name.strip()] = text.strip()
+    for lineno, line in read_text_lines(path):
+        line = line.strip()
+        if not line or line.startswith(";"):
+            continue
+        name, sep, text = line.partition(":")
+        name = name.strip()
+        if not sep or not name or any(c.isspace() for c in name) or ".." in name.split("/") or name.startswith("/"):
+            raise DataError(f"{path}:{lineno}: expected 'name: transcript', got {short(repr(line), 60)}")
+        out[name] = text.strip()
     return out
 
 
@@ -222,11 +329,33 @@ class Utterance:
 class _SpeechDataset(Dataset):
     """Common machinery: a list of :class:`Utterance`, waveform loading and collation."""
 
-    def __init__(self, root=None, split="train", sample_rate: int = 8000, max_seconds: float = 6.0):
+    @classmethod
+    def check_prerequisites(cls, root: Path) -> list[str]:
+        """The asterisk recordings and the flite / espeak-ng voices (``panconv doctor``)."""
+        missing = []
+        if not any(Path(d).is_dir() for d in ASTERISK_DIRS) or not Path(ASTERISK_TRANSCRIPTS).is_file():
+            missing.append("asterisk recordings: apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en")
+        missing += [f"{exe}: apt-get install {exe}" for exe in ("flite", "espeak-ng") if shutil.which(exe) is None]
+        return missing
+
+    def __init__(self, root=None, split="train", sample_rate: Annotated[int, Interval(gt=0, le=192_000)] = 8000,
+                 max_seconds: Annotated[float, Interval(gt=0, le=3600)] = 6.0):
         super().__init__(root, split)
+        name = type(self).__name__
+        if not 0 < sample_rate <= 192_000 or not 0 < max_seconds <= 3600:
+            raise ValueError(f"{name}: need 0 < sample_rate <= 192000 and 0 < max_seconds <= 3600, got "
+                             f"sample_rate={sample_rate}, max_seconds={max_seconds}")
         self.sample_rate = int(sample_rate)
         self.max_samples = int(max_seconds * self.sample_rate)
+        if self.max_samples < 1:
+            raise ValueError(f"{name}: max_seconds={max_seconds} is less than one sample at {sample_rate} Hz")
         self.items: list[Utterance] = []
+
+    def _check_not_empty(self, why: str) -> None:
+        """An empty split is a DataError saying which split and what was looked at."""
+        if not self.items:
+            raise DataError(f"{type(self).__name__}: split '{self.split}' is empty ({short(why, 300)}); "
+                            f"add recordings or voices, or change the split settings")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -279,28 +408,35 @@ class SpokenDigits(_SpeechDataset):
     (speaker/voice classification; then the split is by take, seeded, over all speakers).
     """
 
-    metadata_keys = ("num_classes",)
+    metadata_keys = ("num_classes", "sample_rate")
 
-    def __init__(self, root=None, split="train", voices: Sequence[str] | None = None, takes: int = 4,
-                 test_speakers: Sequence[str] = ("asterisk/allison", "flite/slt"), seed: int = 0,
-                 sample_rate: int = 8000, label_by: str = "digit", include_real: bool = True,
-                 asterisk_dir: str | None = None, max_seconds: float = 2.0):
+    def __init__(self, root=None, split="train", voices: Sequence[str] | None = None,
+                 takes: Annotated[int, Interval(ge=0, le=len(TAKES))] = 4,
+                 test_speakers: Sequence[str] = ("asterisk/allison", "flite/slt"),
+                 seed: Annotated[int, Interval(ge=0, lt=2**32)] = 0,
+                 sample_rate: Annotated[int, Interval(gt=0, le=192_000)] = 8000, label_by: str = "digit",
+                 include_real: bool = True, asterisk_dir: str | None = None,
+                 max_seconds: Annotated[float, Interval(gt=0, le=3600)] = 2.0):
         super().__init__(root, split, sample_rate, max_seconds)
+        if not 0 <= takes <= len(TAKES):
+            raise ValueError(f"SpokenDigits: takes must be in 0 ... {len(TAKES)} (the rate/pitch variations), "
+                             f"got {takes}")
         if label_by not in ("digit", "speaker"):
             raise DataError(f"SpokenDigits: label_by must be 'digit' or 'speaker', got {label_by!r}")
         self.label_by = label_by
         voices = list(voices) if voices is not None else [*FLITE_SPEAKERS, *(ESPEAK_SPEAKERS if have_espeak() else ())]
-        items: list[tuple[Utterance, str]] = []  # (utterance, split key)
+        # (utterance, split key, take of a synthetic voice or None for a recording)
+        items: list[tuple[Utterance, str, int | None]] = []
         if include_real:
-            items += [(u, f"{u.speaker}|{u.label}|0") for u in _real_digit_items(asterisk_dir)]
+            items += [(u, f"{u.speaker}|{u.label}|0", None) for u in _real_digit_items(asterisk_dir)]
         for voice in voices:
             for digit, word in enumerate(DIGIT_WORDS):
                 for take in range(takes):
                     path = tts_path(self.root, voice, word, self.sample_rate, take)
-                    items.append((Utterance(path, word, voice, digit), f"{voice}|{digit}|{take}"))
-        self.all_speakers = sorted({u.speaker for u, _ in items})
-        chosen = []
-        for u, key in items:
+                    items.append((Utterance(path, word, voice, digit), f"{voice}|{digit}|{take}", take))
+        self.all_speakers = sorted({u.speaker for u, _, _ in items})
+        chosen, takes_of = [], {}
+        for u, key, take in items:
             if label_by == "speaker":
                 s = split_of(key, seed, (0.7, 0.15, 0.15))
             elif u.speaker in test_speakers:
@@ -309,15 +445,18 @@ class SpokenDigits(_SpeechDataset):
                 s = split_of(key, seed, (0.9, 0.1, 0.0))
             if s == split:
                 chosen.append(u)
-        for u in chosen:
-            if not u.path.is_file():
-                synthesize(u.text, u.speaker, u.path, self.sample_rate, take=int(u.path.stem.split("_")[-2]))
+                takes_of[u.path] = take
+        for u in chosen:  # synthesise what the cache lacks; a missing recording is reported by check_audio
+            if takes_of[u.path] is not None and not u.path.is_file():
+                synthesize(u.text, u.speaker, u.path, self.sample_rate, take=takes_of[u.path])
         for u in chosen:
             check_audio(u.path)
         if label_by == "speaker":
             index = {s: i for i, s in enumerate(self.all_speakers)}
             chosen = [Utterance(u.path, u.text, u.speaker, index[u.speaker]) for u in chosen]
         self.items = chosen
+        self._check_not_empty(f"{len(items)} utterances of {len(self.all_speakers)} speakers, "
+                              f"test_speakers={list(test_speakers)}, label_by={label_by!r}")
 
     @property
     def metadata(self) -> dict:
@@ -361,20 +500,28 @@ class SpokenWords(_SpeechDataset):
     Batch: ``inputs`` (N, T), ``input_lengths``, ``texts`` (normalised transcripts), ``speakers``.
     """
 
-    metadata_keys = ()
+    metadata_keys = ("sample_rate",)
 
-    def __init__(self, root=None, split="train", voices: Sequence[str] | None = None, n_strings: int = 40,
-                 max_digits: int = 3, max_chars: int = 24, seed: int = 0, sample_rate: int = 8000,
+    def __init__(self, root=None, split="train", voices: Sequence[str] | None = None,
+                 n_strings: Annotated[int, Interval(ge=0, le=100_000)] = 40,
+                 max_digits: Annotated[int, Interval(ge=1, le=100)] = 3, max_chars: Annotated[int, Ge(1)] = 24,
+                 seed: Annotated[int, Interval(ge=0, lt=2**32)] = 0,
+                 sample_rate: Annotated[int, Interval(gt=0, le=192_000)] = 8000,
                  include_real: bool = True, real_prefixes: Sequence[str] | None = ("digits/",),
                  synth_words: bool = True, asterisk_dir: str | None = None, transcripts: str | None = None,
-                 max_seconds: float = 4.0):
+                 max_seconds: Annotated[float, Interval(gt=0, le=3600)] = 4.0):
         super().__init__(root, split, sample_rate, max_seconds)
+        if not 0 <= n_strings <= 100_000 or not 1 <= max_digits <= 100 or max_chars < 1:
+            raise ValueError(f"SpokenWords: need 0 <= n_strings <= 100000, 1 <= max_digits <= 100 and max_chars >= 1, "
+                             f"got n_strings={n_strings}, max_digits={max_digits}, max_chars={max_chars}")
         voices = list(voices) if voices is not None else [*FLITE_SPEAKERS, *(ESPEAK_SPEAKERS if have_espeak() else ())]
         chosen: list[Utterance] = []
         vocabulary: set[str] = set()
         if include_real:
             d = asterisk_sounds_dir(asterisk_dir)
-            for name, text in sorted(asterisk_transcripts(transcripts).items()):
+            transcript_file = Path(transcripts or ASTERISK_TRANSCRIPTS)
+            missing: list[Path] = []
+            for name, text in sorted(asterisk_transcripts(transcript_file).items()):
                 norm = normalize_text(text)
                 if not norm or len(norm) > max_chars or "[" in text:
                     continue
@@ -382,11 +529,20 @@ class SpokenWords(_SpeechDataset):
                     continue
                 path = d / f"{name}.wav"
                 if not path.is_file():
+                    missing.append(path)
                     continue
                 vocabulary.add(norm)
                 if split_of(f"asterisk|{name}", seed) == split:
                     check_audio(path)
                     chosen.append(Utterance(path, norm, "asterisk/allison"))
+            if missing and not vocabulary:
+                raise DataError(f"{missing[0]}: recording named in {transcript_file} not found ({len(missing)} of "
+                                f"the recordings it names are missing from {d}, none is there); "
+                                f"apt-get install asterisk-core-sounds-en-wav or fix asterisk_dir")
+            if missing:
+                warnings.warn(f"SpokenWords: {len(missing)} recording(s) named in {transcript_file} not found, "
+                              f"skipped: {', '.join(str(p) for p in missing[:3])}{' ...' if len(missing) > 3 else ''}",
+                              stacklevel=2)
         rng = random.Random(seed)
         texts = {" ".join(rng.choice(DIGIT_WORDS) for _ in range(rng.randint(1, max_digits)))
                  for _ in range(n_strings)}
@@ -401,6 +557,9 @@ class SpokenWords(_SpeechDataset):
                     synthesize(text, voice, path, self.sample_rate, take=vi % 3)
                 chosen.append(Utterance(path, text, voice))
         self.items = chosen
+        self._check_not_empty(f"{len(vocabulary)} real words kept of the transcripts (include_real={include_real}, "
+                              f"real_prefixes={real_prefixes}, max_chars={max_chars}), {len(voices)} voices, "
+                              f"n_strings={n_strings}")
 
     @property
     def metadata(self) -> dict:

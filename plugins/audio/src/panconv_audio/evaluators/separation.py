@@ -8,7 +8,10 @@ SI-SDRi = SI-SDR(estimate) − SI-SDR(mixture): the mixture itself scores 0 dB o
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Interval
 
 from panconv.api import Evaluator
 
@@ -24,8 +27,10 @@ class SISDR(Evaluator):
     samples (padded batches).
     """
 
-    def __init__(self, eps: float = 1e-8):
+    def __init__(self, eps: Annotated[float, Interval(gt=0, lt=1)] = 1e-8):
         super().__init__()
+        if not 0 < eps < 1:
+            raise ValueError(f"SISDR: eps must be in (0, 1), got {eps}")
         self.eps = eps
 
     def process(self, batch: dict, outputs: torch.Tensor) -> None:

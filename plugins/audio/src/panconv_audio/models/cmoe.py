@@ -21,13 +21,19 @@ evaluates CMoE on spoken-digit and speaker classification from real recordings (
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Interval, MinLen
 from torch import nn
 
 from panconv.api import Model
 
 from ..transforms import SpecAugment, build_frontend
+from .layers import waveforms_or_features
 
 
 class BasicBlock(nn.Module):
@@ -68,16 +74,37 @@ class ResNetExtractor(nn.Module):
 
 
 class CMoE(Model):
-    """Spectrogram -> ResNet features -> top-1 routed expert classifiers (+ residual classifier)."""
+    """Spectrogram -> ResNet features -> top-1 routed expert classifiers (+ residual classifier).
 
-    def __init__(self, num_classes: int, num_experts: int = 4, routing_activation: str = "sigmoid",
-                 balance_weight: float = 0.01, residual: bool = True, expert_hidden: int = 0,
-                 widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), sample_rate: int = 16000, n_mels: int = 64,
-                 frontend: str = "logmel", spec_augment: bool = True):
+    ``inputs``: waveforms (N, T), turned into log-mel features by ``frontend``, or features
+    (N, frames, n_mels) computed by a ``data.transforms`` front-end (``frontend=None``: features only).
+    ``spec_augment``: 2 frequency masks of up to ``n_mels // 8`` bins and 2 time masks of up to 5% of
+    the utterance, in training mode.
+    """
+
+    #: filled from the data set's metadata unless the config sets them
+    metadata_inputs = ("num_classes", "sample_rate")
+
+    def __init__(self, num_classes: Annotated[int, Ge(1)], num_experts: Annotated[int, Ge(1)] = 4,
+                 routing_activation: str = "sigmoid", balance_weight: Annotated[float, Ge(0)] = 0.01,
+                 residual: bool = True, expert_hidden: Annotated[int, Ge(0)] = 0,
+                 widths: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(1)] = (64, 128, 256, 512),
+                 depths: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(1)] = (2, 2, 2, 2),
+                 sample_rate: Annotated[int, Interval(gt=0, le=192_000)] = 16000,
+                 n_mels: Annotated[int, Ge(8)] = 64,
+                 frontend: str | None = "logmel", spec_augment: bool = True):
         super().__init__()
         if routing_activation not in ("linear", "softmax", "sigmoid"):
-            raise ValueError(f"routing_activation must be linear, softmax or sigmoid, got {routing_activation!r}")
-        self.frontend = build_frontend(frontend, sample_rate, n_mels)
+            raise ValueError(f"CMoE: routing_activation must be linear, softmax or sigmoid, got {routing_activation!r}")
+        if num_classes < 1 or num_experts < 1 or not 0 <= balance_weight < math.inf or expert_hidden < 0:
+            raise ValueError(f"CMoE: need num_classes >= 1, num_experts >= 1, a finite balance_weight >= 0 and "
+                             f"expert_hidden >= 0, got {num_classes}, {num_experts}, {balance_weight}, {expert_hidden}")
+        if not widths or len(widths) != len(depths) or min(widths) < 1 or min(depths) < 1:
+            raise ValueError(f"CMoE: widths {tuple(widths)} and depths {tuple(depths)} must be non-empty, of equal "
+                             f"length and positive")
+        if n_mels < 8:
+            raise ValueError(f"CMoE: n_mels must be >= 8, got {n_mels}")
+        self.frontend = build_frontend(frontend, sample_rate, n_mels) if frontend is not None else None
         self.specaug = SpecAugment(2, n_mels // 8, 2, 0.05) if spec_augment else None
         self.extractor = ResNetExtractor(tuple(widths), tuple(depths))
         d = self.extractor.out_dim
@@ -86,7 +113,7 @@ class CMoE(Model):
         self.residual = nn.Linear(d, num_classes) if residual else None
         self.num_experts, self.num_classes = num_experts, num_classes
         self.routing_activation, self.balance_weight = routing_activation, balance_weight
-        self.sample_rate = sample_rate
+        self.sample_rate, self.n_mels = sample_rate, n_mels
 
     @staticmethod
     def _expert(d: int, c: int, hidden: int) -> nn.Module:
@@ -95,12 +122,12 @@ class CMoE(Model):
         return nn.Sequential(nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, c))
 
     def features(self, batch: dict) -> torch.Tensor:
-        x = batch["inputs"]
-        if x.dim() == 2:  # waveforms -> log-mel (N, T, F)
+        x, lengths = batch["inputs"], batch.get("input_lengths")
+        if waveforms_or_features(x, self.frontend, self.n_mels, "CMoE"):  # waveforms -> log-mel (N, T, F)
             with torch.no_grad():
-                x, lengths = self.frontend(x, batch.get("input_lengths"))
-            if self.specaug is not None:
-                x, _ = self.specaug(x, lengths)
+                x, lengths = self.frontend(x, lengths)
+        if self.specaug is not None:
+            x, _ = self.specaug(x, lengths)
         return self.extractor(x.unsqueeze(1))
 
     def route(self, r: torch.Tensor) -> torch.Tensor:
@@ -141,6 +168,11 @@ class CMoE(Model):
 
     def example_inputs(self, batch_size: int = 2) -> dict:
         g = torch.Generator().manual_seed(0)
-        return {"inputs": torch.randn(batch_size, self.sample_rate // 2, generator=g) * 0.1,
-                "input_lengths": torch.full((batch_size,), self.sample_rate // 2),
-                "labels": torch.arange(batch_size) % self.num_classes}
+        batch = {"inputs": torch.randn(batch_size, self.sample_rate // 2, generator=g) * 0.1,
+                 "input_lengths": torch.full((batch_size,), self.sample_rate // 2),
+                 "labels": torch.arange(batch_size) % self.num_classes}
+        if self.frontend is None:  # features, as a data.transforms front-end would give them
+            from ..transforms import LogMel
+
+            batch = LogMel(self.sample_rate, self.n_mels)(batch)
+        return batch

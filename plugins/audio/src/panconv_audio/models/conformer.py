@@ -1,6 +1,8 @@
 """Conformer baseline (Gulati et al., 2020) from ``torchaudio.models.Conformer``, behind the same
 front-end, depthwise-separable 4x subsampling and linear CTC decoder as :mod:`.squeezeformer`, so
-that parameter/FLOP budgets compare the encoders alone.
+that parameter/FLOP budgets compare the encoders alone. Sizes (``conformer_xs``, ``conformer_nano``: the
+widths/depths of ``squeezeformer_xs`` / ``squeezeformer_nano``) are registered as data in
+:mod:`panconv_audio.plugin`.
 
 torchaudio's Conformer uses absolute-position-free MHSA (no relative encoding), macaron FFNs with
 pre-LN and a GLU conv module; it is the model the Squeezeformer paper compares against.
@@ -8,10 +10,14 @@ pre-LN and a GLU conv module; it is the model the Squeezeformer paper compares a
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import Annotated
 
-from .asr import CTCSpeechModel, DepthwiseSeparableSubsampling
+import torch
+from annotated_types import Ge, Interval
+from torch import nn
+from torchaudio.models import Conformer as TAConformer  # imported here, not under a dry run's meta device
+
+from .layers import CTCSpeechModel, DepthwiseSeparableSubsampling
 
 
 class ConformerEncoder(nn.Module):
@@ -20,7 +26,12 @@ class ConformerEncoder(nn.Module):
     def __init__(self, d_model: int = 144, num_layers: int = 16, heads: int = 4, n_mels: int = 80,
                  kernel_size: int = 31, dropout: float = 0.1, ffn_expansion: int = 4):
         super().__init__()
-        from torchaudio.models import Conformer as TAConformer
+        if num_layers < 1 or d_model < 1 or heads < 1 or d_model % heads or kernel_size % 2 == 0:
+            raise ValueError(f"ConformerEncoder: need num_layers >= 1, d_model divisible by heads and an odd "
+                             f"kernel_size, got num_layers={num_layers}, d_model={d_model}, heads={heads}, "
+                             f"kernel_size={kernel_size}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"ConformerEncoder: dropout must be in [0, 1), got {dropout}")
 
         self.subsampling = DepthwiseSeparableSubsampling(n_mels, d_model, d_model)
         self.drop = nn.Dropout(dropout)
@@ -36,13 +47,21 @@ class ConformerEncoder(nn.Module):
 
 
 class Conformer(CTCSpeechModel):
-    """torchaudio Conformer encoder + linear CTC decoder (the Squeezeformer baseline)."""
+    """torchaudio Conformer encoder + linear CTC decoder (the Squeezeformer baseline).
 
-    def __init__(self, d_model: int = 144, num_layers: int = 16, heads: int = 4, kernel_size: int = 31,
-                 dropout: float = 0.1, sample_rate: int = 16000, n_mels: int = 80, frontend: str = "logmel",
-                 spec_augment: bool = True, vocab_size: int | None = None, decoder: str = "greedy",
-                 beam_size: int = 8, time_masks: int = 5):
-        super().__init__(sample_rate, n_mels, frontend, spec_augment, vocab_size, decoder, beam_size, time_masks)
+    Front-end, SpecAugment, decoding and ``loss`` as :class:`~panconv_audio.models.layers.CTCSpeechModel`.
+    """
+
+    def __init__(self, d_model: Annotated[int, Ge(1)] = 144, num_layers: Annotated[int, Ge(1)] = 16,
+                 heads: Annotated[int, Ge(1)] = 4, kernel_size: Annotated[int, Ge(1)] = 31,
+                 dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1,
+                 sample_rate: Annotated[int, Interval(gt=0, le=192_000)] = 16000,
+                 n_mels: Annotated[int, Ge(4)] = 80, frontend: str | None = "logmel", spec_augment: bool = True,
+                 vocab_size: Annotated[int, Ge(1)] | None = None, decoder: str = "greedy",
+                 beam_size: Annotated[int, Ge(1)] = 8, time_masks: Annotated[int, Ge(0)] = 5,
+                 loss: nn.Module | dict | None = None):
+        super().__init__(sample_rate, n_mels, frontend, spec_augment, vocab_size, decoder, beam_size, time_masks,
+                         loss=loss)
         self.d_model = d_model
         self.encoder = ConformerEncoder(d_model, num_layers, heads, n_mels, kernel_size, dropout)
         self._build_decoder()
@@ -51,21 +70,3 @@ class Conformer(CTCSpeechModel):
     def example_config(cls) -> dict:
         return {"d_model": 32, "num_layers": 2, "heads": 2, "kernel_size": 7, "sample_rate": 8000, "n_mels": 40}
 
-
-def conformer_xs(**kwargs) -> Conformer:
-    """Conformer at Squeezeformer-XS's width/depth budget: 16 layers, d=144, 4 heads."""
-    return Conformer(**{"d_model": 144, "num_layers": 16, "heads": 4, **kwargs})
-
-
-def conformer_nano(**kwargs) -> Conformer:
-    """Conformer at squeezeformer_nano's budget: 6 layers, d=64, 4 heads."""
-    return Conformer(**{"d_model": 64, "num_layers": 6, "heads": 4, **kwargs})
-
-
-def _example_config() -> dict:
-    """Conformance-kit config of the size factories: the size's width and heads, 2 blocks."""
-    return {"num_layers": 2, "sample_rate": 8000, "n_mels": 40}
-
-
-for _factory in (conformer_xs, conformer_nano):
-    _factory.example_config = _example_config

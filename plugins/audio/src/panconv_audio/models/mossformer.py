@@ -21,22 +21,27 @@ projected back by a last ConvM with a residual connection.
 Layout and hyper-parameter names follow the released implementation (modelscope's
 ``speech_mossformer_separation_temporal_8k``); forward parity with it on shared weights is
 tested in ``tests/test_mossformer.py``. The paper's configuration (24 blocks, width 512,
-encoder kernel 16 / stride 8, chunks of 256 frames, query/key width 128) has 42.1M parameters.
+encoder kernel 16 / stride 8, chunks of 256 frames, query/key width 128; the constructor defaults)
+has 42.1M parameters. The registered sizes (``mossformer_2spk``, ``mossformer_3spk``, ``mossformer_small``)
+are data in :mod:`panconv_audio.plugin`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt, Interval
 from torch import nn
 
 from panconv.api import Model
 
 from ..losses import SISNRPIT
+from .layers import resolve_loss
 
-__all__ = ["MossFormer", "MossFormerBlock", "mossformer_2spk", "mossformer_3spk", "mossformer_small"]
+__all__ = ["MossFormer", "MossFormerBlock"]
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -141,9 +146,11 @@ class MossFormerBlock(nn.Module):
     def __init__(self, dim: int, group_size: int = 256, query_key_dim: int = 128, expansion_factor: float = 4.0,
                  dropout: float = 0.1, shift_tokens: bool = True, rotary_dim: int = 32, conv_kernel: int = 17):
         super().__init__()
+        if not 0 < expansion_factor < math.inf:
+            raise ValueError(f"MossFormerBlock: expansion_factor must be positive and finite, got {expansion_factor}")
         hidden = int(dim * expansion_factor)
-        if hidden % 2:
-            raise ValueError(f"MossFormerBlock: dim * expansion_factor must be even, got {hidden}")
+        if hidden % 2 or hidden < 2:
+            raise ValueError(f"MossFormerBlock: dim * expansion_factor must be even and >= 2, got {hidden}")
         self.group_size = group_size
         self.shift_tokens = shift_tokens
         self.to_hidden = ConvM(dim, hidden, dropout, conv_kernel)        # -> V and U (hidden/2 each)
@@ -203,12 +210,26 @@ class MossFormer(Model):
         expansion_factor: ``V``/``U`` projection width is ``dim * expansion_factor / 2`` each.
         dropout: dropout in the ConvMs and on the quadratic attention weights.
         conv_kernel: depthwise kernel of the ConvMs.
+        loss: the training criterion ``loss(estimates (N, S, T), references (N, S, T)) -> scalar``;
+            default ``audio.SISNRPIT()`` (negative SI-SNR with utterance-level PIT, the paper's).
     """
 
-    def __init__(self, num_speakers: int = 2, encoder_dim: int = 512, kernel_size: int = 16, dim: int = 512,
-                 depth: int = 24, query_key_dim: int = 128, group_size: int = 256, expansion_factor: float = 4.0,
-                 dropout: float = 0.1, conv_kernel: int = 17):
+    #: the number of speakers follows the data set (``audio.SpeakerMixtures``) unless the config sets it
+    metadata_inputs = ("num_speakers",)
+
+    def __init__(self, num_speakers: Annotated[int, Ge(1)] = 2, encoder_dim: Annotated[int, Ge(1)] = 512,
+                 kernel_size: Annotated[int, Ge(2)] = 16, dim: Annotated[int, Ge(1)] = 512,
+                 depth: Annotated[int, Ge(1)] = 24, query_key_dim: Annotated[int, Ge(1)] = 128,
+                 group_size: Annotated[int, Ge(1)] = 256, expansion_factor: Annotated[float, Gt(0)] = 4.0,
+                 dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1, conv_kernel: Annotated[int, Ge(1)] = 17,
+                 loss: nn.Module | dict | None = None):
         super().__init__()
+        if min(num_speakers, encoder_dim, dim, depth, query_key_dim, group_size) < 1:
+            raise ValueError(f"MossFormer: num_speakers, encoder_dim, dim, depth, query_key_dim and group_size must be "
+                             f">= 1, got {num_speakers}, {encoder_dim}, {dim}, {depth}, {query_key_dim}, {group_size}")
+        if kernel_size < 2 or not 0 <= dropout < 1:
+            raise ValueError(f"MossFormer: need kernel_size >= 2 (stride kernel_size // 2) and 0 <= dropout < 1, got "
+                             f"kernel_size={kernel_size}, dropout={dropout}")
         self.num_speakers = num_speakers
         stride = kernel_size // 2
         # conv encoder (paper: 1-D conv + ReLU)
@@ -232,7 +253,7 @@ class MossFormer(Model):
         self.out_proj = nn.Conv1d(dim, encoder_dim, 1, bias=False)
         # conv decoder (transposed conv back to the waveform)
         self.decoder = nn.ConvTranspose1d(encoder_dim, 1, kernel_size, stride=stride, bias=False)
-        self.criterion = SISNRPIT()
+        self.criterion = resolve_loss(loss, SISNRPIT, "MossFormer")
 
     def masks(self, encoded: torch.Tensor) -> torch.Tensor:
         """Masking net: encoded mixture ``(N, C, L)`` -> masks ``(N, S, C, L)``."""
@@ -265,7 +286,8 @@ class MossFormer(Model):
         return self.separate(batch["mixture"])
 
     def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        """Negative SI-SNR with utterance-level PIT (the paper's training objective)."""
+        """The criterion (default: negative SI-SNR with utterance-level PIT, the paper's objective); ``si_snr`` is
+        its negation, which is the mean SI-SNR in dB for the default criterion."""
         loss = self.criterion(outputs, batch["sources"])
         return {"loss": loss, "si_snr": -loss.detach()}
 
@@ -283,27 +305,3 @@ class MossFormer(Model):
         sources = torch.randn(batch_size, self.num_speakers, 400, generator=g)
         return {"mixture": sources.sum(1), "sources": sources}
 
-
-# --------------------------------------------------------------------------- factories
-# The paper's configuration (as released for 8 kHz WSJ0-2mix): 24 blocks of width 512, encoder kernel 16
-# (stride 8, 512 filters), chunks of 256 frames, query/key width 128 -> 42.1M parameters.
-
-
-def mossformer_2spk(**kwargs) -> MossFormer:
-    """Paper configuration, 2 speakers (WSJ0-2mix): 42.1M parameters."""
-    return MossFormer(**{**dict(num_speakers=2, encoder_dim=512, kernel_size=16, dim=512, depth=24,
-                                query_key_dim=128, group_size=256, expansion_factor=4.0), **kwargs})
-
-
-def mossformer_3spk(**kwargs) -> MossFormer:
-    """Paper configuration, 3 speakers (WSJ0-3mix): 42.4M parameters (one wider mask projection)."""
-    return mossformer_2spk(**{"num_speakers": 3, **kwargs})
-
-
-def mossformer_small(num_speakers: int = 2, **kwargs) -> MossFormer:
-    """A CPU-sized MossFormer (0.16M parameters, encoder stride 2 ms at 8 kHz) for the examples.
-
-    ``num_speakers`` is a named argument so that a config takes it from the dataset's metadata.
-    """
-    return MossFormer(**{**dict(num_speakers=num_speakers, encoder_dim=64, kernel_size=32, dim=64, depth=4,
-                                query_key_dim=32, group_size=64, expansion_factor=4.0, dropout=0.0), **kwargs})

@@ -4,9 +4,9 @@ Recognition", NeurIPS 2022) with a CTC decoder.
 Architecture (paper Sec. 3, Fig. 2):
 
 * depthwise-separable 4x subsampling (Sec. 3.4), linear to ``d_model``, x * sqrt(d), LayerNorm;
-* Temporal U-Net (Sec. 3.1): after the 7th block a depthwise-separable stride-2 convolution halves
-  the frame rate; before the last block the sequence is upsampled by repetition, projected, and the
-  activation saved before the reduction is added back (skip connection);
+* Temporal U-Net (Sec. 3.1): before block ``reduce_idx`` a depthwise-separable stride-2 convolution
+  halves the frame rate; before block ``recover_idx`` (the last) the sequence is upsampled by
+  repetition, projected, and the activation saved before the reduction is added back (skip);
 * each block is MF + CF (Sec. 3.2): ``MHSA -> FFN -> Conv -> FFN`` with post-LN after every module,
   and the input of every module scaled and shifted by a learned per-channel vector (Sec. 3.3,
   "scaled post-LN": x + f(gamma * x + beta), then LayerNorm);
@@ -14,28 +14,37 @@ Architecture (paper Sec. 3, Fig. 2):
   (unified activations, Sec. 3.3);
 * multi-head self-attention with Transformer-XL relative positional encoding.
 
-Sizes (paper Table 7: layers / dim / heads; params including the CTC decoder): XS 16/144/4 9.0M,
-S 18/196/4 18.6M, SM 16/256/4 28.2M, M 20/324/4 55.6M, ML 18/512/8 125.1M, L 22/640/8 236.3M.
-The paper uses a 128-token SentencePiece vocabulary; ``vocab_size=128`` reproduces its counts, the
-default character tokenizer (29 symbols) is used for training here.
+The sizes (XS, S, SM, M, ML, L of the paper's Table 7, and a CPU-sized ``nano``) are registered as
+data in :mod:`panconv_audio.plugin`, with the layers / width / heads / Temporal U-Net indices /
+SpecAugment time masks of the official configurations (``examples/squeezeformer/configs`` of
+github.com/kssteven418/Squeezeformer). The constructor defaults are the official XS values, and the
+official regularisation and normalisation of every size: dropout 0.1 on module outputs and
+inputs, none on the attention weights, LayerNorm and BatchNorm epsilon 1e-3 and BatchNorm momentum
+0.985 in Keras' convention (``bn_momentum=0.015`` in PyTorch's). The paper counts parameters with a
+128-token SentencePiece CTC decoder (``vocab_size=128``); the default character tokenizer here has
+29 symbols.
+
+Odd frame counts at the time reduction: the official layer pads 3 frames on the right, so it
+computes ``floor(T / 2)`` frames and appends a zero frame when ``T`` (the padded batch length) is
+odd. We pad ``3 + T % 2`` frames instead and compute that last frame from the utterance's last
+frame, so an utterance's output does not depend on how long the batch it is padded into is
+(``tests/test_squeezeformer.py::test_odd_frame_count_at_time_reduction`` shows both). Every other
+frame, and the valid lengths ``ceil(L / 2)``, agree.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Interval
 from torch import nn
 
 from panconv.api import Backbone, FeatureInfo
 
-from .asr import CTCSpeechModel, DepthwiseSeparableSubsampling
-
-
-def padding_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
-    """``(N, T)`` bool, True on valid frames."""
-    return torch.arange(t, device=lengths.device)[None] < lengths[:, None]
+from .layers import CTCSpeechModel, DepthwiseSeparableSubsampling, padding_mask
 
 
 class ScaleBias(nn.Module):
@@ -72,7 +81,8 @@ class RelPositionMultiHeadAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
-        assert dim % heads == 0, "dim must be divisible by heads"
+        if dim % heads:
+            raise ValueError(f"RelPositionMultiHeadAttention: dim {dim} is not divisible by heads {heads}")
         self.h, self.dk = heads, dim // heads
         self.q, self.k, self.v, self.out = (nn.Linear(dim, dim) for _ in range(4))
         self.pos = nn.Linear(dim, dim, bias=False)
@@ -111,12 +121,13 @@ class FeedForward(nn.Sequential):
 class ConvModule(nn.Module):
     """Pointwise (2x expansion) + swish, depthwise conv, BatchNorm, swish, pointwise back."""
 
-    def __init__(self, dim: int, kernel_size: int = 31, expansion: int = 2, dropout: float = 0.0):
+    def __init__(self, dim: int, kernel_size: int = 31, expansion: int = 2, dropout: float = 0.0,
+                 bn_eps: float = 1e-3, bn_momentum: float = 0.015):
         super().__init__()
         hidden = dim * expansion
         self.pw1 = nn.Conv1d(dim, hidden, 1)
         self.dw = nn.Conv1d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden)
-        self.bn = nn.BatchNorm1d(hidden)
+        self.bn = nn.BatchNorm1d(hidden, eps=bn_eps, momentum=bn_momentum)
         self.pw2 = nn.Conv1d(hidden, dim, 1)
         self.drop = nn.Dropout(dropout)
 
@@ -129,16 +140,20 @@ class ConvModule(nn.Module):
 
 
 class SqueezeformerBlock(nn.Module):
-    """MF block (MHSA, FFN) then CF block (Conv, FFN); each module: ``LN(x + f(scale * x + bias))``."""
+    """MF block (MHSA, FFN) then CF block (Conv, FFN); each module: ``LN(x + f(scale * x + bias))``.
 
-    def __init__(self, dim: int, heads: int, kernel_size: int = 31, dropout: float = 0.1):
+    ``dropout`` acts on every module's output (and inside the FFNs); ``attn_dropout`` on the
+    attention weights (0 in the official code)."""
+
+    def __init__(self, dim: int, heads: int, kernel_size: int = 31, dropout: float = 0.1, attn_dropout: float = 0.0,
+                 norm_eps: float = 1e-3, bn_eps: float = 1e-3, bn_momentum: float = 0.015):
         super().__init__()
-        self.mhsa = RelPositionMultiHeadAttention(dim, heads, dropout)
+        self.mhsa = RelPositionMultiHeadAttention(dim, heads, attn_dropout)
         self.ff1 = FeedForward(dim, 4, dropout)
-        self.conv = ConvModule(dim, kernel_size, 2, dropout)
+        self.conv = ConvModule(dim, kernel_size, 2, dropout, bn_eps, bn_momentum)
         self.ff2 = FeedForward(dim, 4, dropout)
         self.scales = nn.ModuleList(ScaleBias(dim) for _ in range(4))
-        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(4))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim, eps=norm_eps) for _ in range(4))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, pos_emb, mask):
@@ -150,7 +165,9 @@ class SqueezeformerBlock(nn.Module):
 
 class TimeReduction(nn.Module):
     """Temporal U-Net downsampling: depthwise conv (kernel 5, stride 2) + pointwise conv.
-    ``T -> ceil(T / 2)`` frames (padding on the right)."""
+    ``T -> ceil(T / 2)`` frames, all computed (right padding ``kernel - stride + T % stride``; the
+    official layer pads ``kernel - stride`` and appends a zero frame for odd ``T``, see the module
+    docstring)."""
 
     def __init__(self, dim: int, kernel_size: int = 5, stride: int = 2):
         super().__init__()
@@ -169,22 +186,50 @@ class TimeReduction(nn.Module):
 class SqueezeformerEncoder(Backbone):
     """Backbone view: channel-first features ``(N, n_mels, T)`` -> ``[(N, d_model, T/4)]``.
     :meth:`forward_with_lengths` takes ``(N, T, n_mels)`` + lengths and returns ``(N, T/4, d_model)``
-    and the output lengths (what the CTC model uses)."""
+    and the output lengths (what the CTC model uses).
 
-    def __init__(self, d_model: int = 144, num_layers: int = 16, heads: int = 4, n_mels: int = 80,
-                 kernel_size: int = 31, dropout: float = 0.1, reduce_idx: int | None = 7,
-                 recover_idx: int | None = None):
+    ``reduce_idx``: the Temporal U-Net halves the frame rate before this block (0-based, as the
+    official ``encoder_time_reduce_idx``); ``recover_idx``: it restores it before this block
+    (``None``: the last block). ``reduce_idx=None`` runs every block at 1/4 of the input rate.
+    """
+
+    def __init__(self, d_model: Annotated[int, Ge(1)] = 144, num_layers: Annotated[int, Ge(1)] = 16,
+                 heads: Annotated[int, Ge(1)] = 4, n_mels: Annotated[int, Ge(4)] = 80,
+                 kernel_size: Annotated[int, Ge(1)] = 31, dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1,
+                 reduce_idx: Annotated[int, Ge(1)] | None = 7, recover_idx: Annotated[int, Ge(1)] | None = None,
+                 attn_dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
+                 norm_eps: Annotated[float, Interval(gt=0, lt=1)] = 1e-3,
+                 bn_eps: Annotated[float, Interval(gt=0, lt=1)] = 1e-3,
+                 bn_momentum: Annotated[float, Interval(ge=0, le=1)] = 0.015):
         super().__init__()
+        name = type(self).__name__
+        if num_layers < 1 or d_model < 1 or heads < 1 or d_model % heads:
+            raise ValueError(f"{name}: need num_layers >= 1 and d_model divisible by heads, got num_layers="
+                             f"{num_layers}, d_model={d_model}, heads={heads}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"{name}: kernel_size must be odd (same padding), got {kernel_size}")
+        if not (0 <= dropout < 1 and 0 <= attn_dropout < 1 and 0 < norm_eps < 1 and 0 < bn_eps < 1
+                and 0 <= bn_momentum <= 1):
+            raise ValueError(f"{name}: need 0 <= dropout, attn_dropout < 1, epsilons in (0, 1) and 0 <= bn_momentum "
+                             f"<= 1, got dropout={dropout}, attn_dropout={attn_dropout}, norm_eps={norm_eps}, "
+                             f"bn_eps={bn_eps}, bn_momentum={bn_momentum}")
+        if reduce_idx is not None:
+            recover_idx = num_layers - 1 if recover_idx is None else recover_idx
+            if not 0 < reduce_idx < recover_idx < num_layers:
+                raise ValueError(f"{name}: the Temporal U-Net needs 0 < reduce_idx < recover_idx < num_layers, got "
+                                 f"reduce_idx={reduce_idx}, recover_idx={recover_idx}, num_layers={num_layers}")
+        else:
+            recover_idx = None
         self.d_model = d_model
         self.subsampling = DepthwiseSeparableSubsampling(n_mels, d_model, d_model)
-        self.pre_norm = nn.LayerNorm(d_model)
+        self.pre_norm = nn.LayerNorm(d_model, eps=norm_eps)
         self.pos = RelPositionalEncoding(d_model)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(SqueezeformerBlock(d_model, heads, kernel_size, dropout) for _ in range(num_layers))
-        self.reduce_idx = reduce_idx
-        self.recover_idx = (num_layers - 1 if recover_idx is None else recover_idx) if reduce_idx is not None else None
+        self.blocks = nn.ModuleList(
+            SqueezeformerBlock(d_model, heads, kernel_size, dropout, attn_dropout, norm_eps, bn_eps, bn_momentum)
+            for _ in range(num_layers))
+        self.reduce_idx, self.recover_idx = reduce_idx, recover_idx
         if reduce_idx is not None:
-            assert 0 < reduce_idx < self.recover_idx < num_layers, "need reduce_idx < recover_idx < num_layers"
             self.time_reduce = TimeReduction(d_model)
             self.time_recover = nn.Linear(d_model, d_model)
         self.feature_info = [FeatureInfo(d_model, 4, "blocks")]
@@ -200,12 +245,12 @@ class SqueezeformerEncoder(Backbone):
         skip = None
         trace = []
         for i, block in enumerate(self.blocks):
-            if i == self.reduce_idx:  # Temporal U-Net: halve the frame rate after block 7
+            if i == self.reduce_idx:  # Temporal U-Net: halve the frame rate before block reduce_idx
                 skip = (x, lengths, mask, pos)
                 x, lengths = self.time_reduce(x, lengths, mask)
                 mask = padding_mask(lengths, x.shape[1])
                 pos = self.pos(x.shape[1], x.device, x.dtype)
-            if i == self.recover_idx:  # ... and restore it before the last block, with the skip
+            if i == self.recover_idx:  # ... and restore it before block recover_idx, with the skip
                 x0, lengths, mask, pos = skip
                 x = self.time_recover(x.repeat_interleave(2, dim=1)[:, : x0.shape[1]]) + x0
             x = block(x, pos, mask)
@@ -217,85 +262,42 @@ class SqueezeformerEncoder(Backbone):
 
     @classmethod
     def example_config(cls) -> dict:
-        return {"d_model": 32, "num_layers": 4, "heads": 2, "n_mels": 16, "reduce_idx": 1, "kernel_size": 7}
+        return {"d_model": 32, "num_layers": 4, "heads": 2, "n_mels": 16, "reduce_idx": 1, "recover_idx": 3,
+                "kernel_size": 7}
 
     def example_inputs(self, batch_size: int = 2) -> torch.Tensor:
         return torch.randn(batch_size, self.n_mels, 40)
 
 
 class Squeezeformer(CTCSpeechModel):
-    """Squeezeformer encoder + linear CTC decoder on log-mel features of raw waveforms."""
+    """Squeezeformer encoder + linear CTC decoder on log-mel features of raw waveforms.
 
-    def __init__(self, d_model: int = 144, num_layers: int = 16, heads: int = 4, kernel_size: int = 31,
-                 dropout: float = 0.1, reduce_idx: int | None = 7, recover_idx: int | None = None,
-                 sample_rate: int = 16000, n_mels: int = 80, frontend: str = "logmel", spec_augment: bool = True,
-                 vocab_size: int | None = None, decoder: str = "greedy", beam_size: int = 8, time_masks: int = 5):
-        super().__init__(sample_rate, n_mels, frontend, spec_augment, vocab_size, decoder, beam_size, time_masks)
+    Encoder arguments as :class:`SqueezeformerEncoder`; front-end, SpecAugment, decoding and ``loss``
+    as :class:`~panconv_audio.models.layers.CTCSpeechModel` (default criterion ``audio.CTCLoss()``).
+    """
+
+    def __init__(self, d_model: Annotated[int, Ge(1)] = 144, num_layers: Annotated[int, Ge(1)] = 16,
+                 heads: Annotated[int, Ge(1)] = 4, kernel_size: Annotated[int, Ge(1)] = 31,
+                 dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1,
+                 reduce_idx: Annotated[int, Ge(1)] | None = 7, recover_idx: Annotated[int, Ge(1)] | None = None,
+                 attn_dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
+                 norm_eps: Annotated[float, Interval(gt=0, lt=1)] = 1e-3,
+                 bn_eps: Annotated[float, Interval(gt=0, lt=1)] = 1e-3,
+                 bn_momentum: Annotated[float, Interval(ge=0, le=1)] = 0.015,
+                 sample_rate: Annotated[int, Interval(gt=0, le=192_000)] = 16000, n_mels: Annotated[int, Ge(4)] = 80,
+                 frontend: str | None = "logmel", spec_augment: bool = True,
+                 vocab_size: Annotated[int, Ge(1)] | None = None, decoder: str = "greedy",
+                 beam_size: Annotated[int, Ge(1)] = 8, time_masks: Annotated[int, Ge(0)] = 5,
+                 loss: nn.Module | dict | None = None):
+        super().__init__(sample_rate, n_mels, frontend, spec_augment, vocab_size, decoder, beam_size, time_masks,
+                         loss=loss)
         self.d_model = d_model
         self.encoder_net = SqueezeformerEncoder(d_model, num_layers, heads, n_mels, kernel_size, dropout,
-                                                reduce_idx, recover_idx)
+                                                reduce_idx, recover_idx, attn_dropout, norm_eps, bn_eps, bn_momentum)
         self.encoder = self.encoder_net.forward_with_lengths
         self._build_decoder()
 
     @classmethod
     def example_config(cls) -> dict:
-        return {"d_model": 32, "num_layers": 4, "heads": 2, "reduce_idx": 1, "kernel_size": 7,
+        return {"d_model": 32, "num_layers": 4, "heads": 2, "reduce_idx": 1, "recover_idx": 3, "kernel_size": 7,
                 "sample_rate": 8000, "n_mels": 40}
-
-
-# Paper Table 7: (layers, dim, heads)
-SIZES = {"xs": (16, 144, 4), "s": (18, 196, 4), "sm": (16, 256, 4), "m": (20, 324, 4), "ml": (18, 512, 8),
-         "l": (22, 640, 8)}
-#: paper-reported parameter counts (millions, Table 7)
-PAPER_PARAMS_M = {"xs": 9.0, "s": 18.6, "sm": 28.2, "m": 55.6, "ml": 125.1, "l": 236.3}
-
-
-def _make(size: str, **kwargs) -> Squeezeformer:
-    layers, dim, heads = SIZES[size]
-    return Squeezeformer(**{"d_model": dim, "num_layers": layers, "heads": heads, **kwargs})
-
-
-def squeezeformer_xs(**kwargs) -> Squeezeformer:
-    """Squeezeformer-XS: 16 layers, d=144, 4 heads (9.0M with the paper's 128-token decoder)."""
-    return _make("xs", **kwargs)
-
-
-def squeezeformer_s(**kwargs) -> Squeezeformer:
-    """Squeezeformer-S: 18 layers, d=196, 4 heads (18.6M)."""
-    return _make("s", **kwargs)
-
-
-def squeezeformer_sm(**kwargs) -> Squeezeformer:
-    """Squeezeformer-SM: 16 layers, d=256, 4 heads (28.2M)."""
-    return _make("sm", **kwargs)
-
-
-def squeezeformer_m(**kwargs) -> Squeezeformer:
-    """Squeezeformer-M: 20 layers, d=324, 4 heads (55.6M)."""
-    return _make("m", **kwargs)
-
-
-def squeezeformer_ml(**kwargs) -> Squeezeformer:
-    """Squeezeformer-ML: 18 layers, d=512, 8 heads (125.1M)."""
-    return _make("ml", **kwargs)
-
-
-def squeezeformer_l(**kwargs) -> Squeezeformer:
-    """Squeezeformer-L: 22 layers, d=640, 8 heads (236.3M)."""
-    return _make("l", **kwargs)
-
-
-def squeezeformer_nano(**kwargs) -> Squeezeformer:
-    """Not in the paper: a CPU-sized variant (6 layers, d=64, 4 heads; Temporal U-Net reduces after
-    block 3 and restores before the last) for the examples; same block structure as XS."""
-    return Squeezeformer(**{"d_model": 64, "num_layers": 6, "heads": 4, "reduce_idx": 3, **kwargs})
-
-
-def _example_config() -> dict:
-    """Conformance-kit config of the size factories: the size's width and heads, 3 blocks."""
-    return {"num_layers": 3, "reduce_idx": 1, "sample_rate": 8000, "n_mels": 40}
-
-
-for _factory in (squeezeformer_xs, squeezeformer_s, squeezeformer_sm, squeezeformer_m, squeezeformer_ml,
-                 squeezeformer_l, squeezeformer_nano):
-    _factory.example_config = _example_config

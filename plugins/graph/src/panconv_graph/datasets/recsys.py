@@ -14,14 +14,21 @@ Layout under the data root: ``<root>/recsys/<name>/{train,valid,test}.txt``; eve
   ``test.txt`` and the items to mask when ranking (the training items; for ``test`` also the
   validation items when ``valid.txt`` exists).
 
-Parsing rules: ids must be non-negative integers (else ``DataError "file:line: ..."``); blank
-lines at the end of a file are ignored, a blank line between records is an error; a user may
-appear once per file; a line with a user id and no items is a user without interactions.
-Evaluation users with no training interaction (cold-start: LightGCN cannot score them) are
-skipped, counted in ``self.skipped["cold_users"]`` and reported with a warning.
+Parsing rules (anything else is a one-line ``DataError "file:line: ..."``, tokens cut to 40
+characters): files are UTF-8 text (a byte-order mark and ``\\r\\n`` / ``\\r`` line ends are accepted;
+UTF-16, other encodings and binary data are refused); ids are ASCII digits separated by spaces or
+tabs; blank lines at the end of a file are ignored, a blank line between records is an error; a
+user may appear once per file; a line with a user id and no items is a user without
+interactions, but the training file must hold at least one interaction. A training user who has
+interacted with every item is refused (BPR could never sample a negative for them). Evaluation
+users with no training interaction (cold-start: LightGCN cannot score them) are skipped, counted
+in ``self.skipped["cold_users"]`` and reported with a warning; an evaluation file left with no
+user to rank is an error.
 
 ``n_users`` / ``n_items`` are ``1 + max id`` over every file of the data set (as the reference
-code does), so every split reports the same metadata.
+code does), so every split reports the same metadata. Since they size the embedding tables, ids
+are bounded by what the data justifies (:func:`id_limit`: ``max(2^20, 16 x the number of ids in
+the data set's files)``, never above ``2^31 - 1``): a three-line file cannot ask for a 7 TiB table.
 
 Download (users with internet): pass ``source=<base URL>`` (files are fetched from
 ``<source>/<file>``) and optionally ``checksums={"train.txt": "<sha256>", ...}``; missing files are
@@ -30,20 +37,19 @@ downloaded to a temporary file in the target folder, verified, then renamed into
 
 from __future__ import annotations
 
-import hashlib
-import os
-import urllib.request
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from annotated_types import Interval
 
 from panconv.api import Dataset
-from panconv.engine.io import atomic_write
 from panconv.errors import DataError
+from panconv.io import download
 
 #: the LightGCN reference release of Gowalla (sha256 of the copy the paper's numbers come from)
 KNOWN_SOURCES: dict[str, dict[str, Any]] = {
@@ -59,91 +65,163 @@ _FILES = {"train": "train.txt", "val": "valid.txt", "test": "test.txt"}
 
 
 # ----------------------------------------------------------------------------- file handling
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download_file(url: str, dest: Path, sha256: str | None = None,
-                  opener: Callable[[str], Any] = urllib.request.urlopen) -> Path:
-    """Fetch ``url`` to ``dest`` atomically (temp file in the same folder, checksum, rename)."""
-
-    def fetch(out) -> None:
-        h = hashlib.sha256()
-        with opener(url) as response:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                h.update(chunk)
-                out.write(chunk)
-        if sha256 is not None and h.hexdigest() != sha256.lower():
-            raise DataError(f"{url}: sha256 {h.hexdigest()} does not match the expected {sha256}; "
-                            f"the download was discarded, check the source URL")
-
-    atomic_write(dest, fetch)
-    return dest
+                  opener: Callable[[str], Any] | None = None) -> Path:
+    """Fetch ``url`` to ``dest`` (core's checksummed atomic download)."""
+    return download(url, dest, sha256, opener)
 
 
 class _Records:
-    """One parsed file: CSR of items per user (users in file order)."""
+    """One parsed file: CSR of items per user (users in file order), with where each record is."""
 
-    __slots__ = ("users", "offsets", "items", "max_user", "max_item")
+    __slots__ = ("path", "users", "offsets", "items", "lines", "n_ids", "max_user", "max_item",
+                 "max_user_line", "max_item_line")
 
-    def __init__(self, users, offsets, items):
-        self.users, self.offsets, self.items = users, offsets, items
+    def __init__(self, path, users, offsets, items, lines, max_user_line=0, max_item_line=0):
+        self.path = path
+        self.users, self.offsets, self.items, self.lines = users, offsets, items, lines
+        self.n_ids = len(users) + len(items)
         self.max_user = int(users.max()) if len(users) else -1
         self.max_item = int(items.max()) if len(items) else -1
+        self.max_user_line, self.max_item_line = max_user_line, max_item_line
 
 
 _CACHE: dict[tuple, _Records] = {}
 
+#: what a line may hold: ASCII digits separated by spaces or tabs (anything else is reported)
+_BAD_CHAR = re.compile(r"[^0-9 \t\n]")
+_NEGATIVE = re.compile(r"-[0-9]+")
+#: ids have at most this many digits when read (int64 holds 18); larger ones are refused by value
+_MAX_DIGITS = 18
+#: the id range a data set may use: ids are row indices of the embedding tables (``1 + max id``
+#: rows each), so an id may exceed the number of ids in the data set's files by a bounded factor
+#: only; any id up to ``ID_FLOOR`` is accepted, and no id may exceed ``ID_CEILING``
+ID_FLOOR = 1 << 20
+ID_SLACK = 16
+ID_CEILING = (1 << 31) - 1
+
+
+def id_limit(n_ids: int) -> int:
+    """The largest id accepted in a data set whose files hold ``n_ids`` ids in total."""
+    return min(ID_CEILING, max(ID_FLOOR, ID_SLACK * n_ids))
+
+
+def _show(text: str, limit: int = 40) -> str:
+    """``repr`` of a token cut to a readable length (one line, whatever the token holds)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _cut(digits: str, limit: int = 40) -> str:
+    """A (sign and) digits token cut to a readable length."""
+    return digits if len(digits) <= limit else f"{digits[:limit]}... ({len(digits)} digits)"
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """The file's text (UTF-8, optional BOM); DataError naming file:line for anything else."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path}:1: UTF-16 text (byte-order mark {data[:2].hex()}); save the file as UTF-8 "
+                        f"('user_id item_id item_id ...' lines)")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path}:{line}: binary data (NUL byte at offset {nul}); "
+                        f"expected UTF-8 text lines 'user_id item_id item_id ...'")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line = data.count(b"\n", 0, offset) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[offset]:02x} at offset {offset}); "
+                        f"save the file as UTF-8 ('user_id item_id item_id ...' lines)") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _bad_token(path: Path, lineno: int, line: str, pos: int) -> DataError:
+    """The error for the token of ``line`` holding the unexpected character at ``pos``."""
+    start = max((line.rfind(c, 0, pos) for c in " \t"), default=-1) + 1
+    ends = [e for e in (line.find(" ", pos), line.find("\t", pos)) if e >= 0]
+    token = line[start:min(ends) if ends else len(line)]
+    if _NEGATIVE.fullmatch(token):
+        return DataError(f"{path}:{lineno}: negative id {_cut(token)}; ids must be 0-based integers")
+    return DataError(f"{path}:{lineno}: {_show(token)} is not an integer id; expected 'user_id item_id item_id ...' "
+                     f"(ASCII digits separated by spaces)")
+
 
 def read_interactions(path: Path) -> _Records:
-    """Parse ``user item item ...`` lines; raise ``DataError("file:line: ...")`` on bad input."""
+    """Parse ``user item item ...`` lines; raise ``DataError("file:line: ...")`` on bad input.
+
+    The file must be UTF-8 text whose lines hold ASCII-digit ids separated by spaces or tabs
+    (``\\n``, ``\\r\\n`` or ``\\r`` line ends); ids longer than 18 digits are refused here, ids out of
+    the data set's range (:func:`id_limit`) by :class:`RecSysData`.
+    """
     path = Path(path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if key in _CACHE:
         return _CACHE[key]
+    text = _decode(path, path.read_bytes())
     users: list[int] = []
     lengths: list[int] = []
+    lines: list[int] = []
     chunks: list[list[int]] = []
     seen: dict[int, int] = {}
     blank_at = None
-    with open(path, encoding="utf-8", errors="strict") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                blank_at = blank_at or lineno
-                continue
-            if blank_at is not None:
-                raise DataError(f"{path}:{blank_at}: empty line between records; "
-                                f"remove it (only trailing blank lines are allowed)")
-            try:
-                ids = [int(p) for p in parts]
-            except ValueError:
-                bad = next(p for p in parts if not p.lstrip("-").isdigit())
-                raise DataError(f"{path}:{lineno}: '{bad}' is not an integer id; "
-                                f"expected 'user_id item_id item_id ...'") from None
-            if min(ids) < 0:
-                raise DataError(f"{path}:{lineno}: negative id {min(ids)}; ids must be 0-based integers")
-            user = ids[0]
-            if user in seen:
-                raise DataError(f"{path}:{lineno}: user {user} already listed at line {seen[user]}; "
-                                f"merge the two lines")
-            seen[user] = lineno
-            users.append(user)
-            lengths.append(len(ids) - 1)
-            chunks.append(ids[1:])
+    max_user = max_item = -1
+    max_user_line = max_item_line = 0
+    for lineno, line in enumerate(text.split("\n"), 1):
+        bad = _BAD_CHAR.search(line)
+        if bad is not None:
+            raise _bad_token(path, lineno, line, bad.start())
+        parts = line.split()
+        if not parts:
+            blank_at = blank_at or lineno
+            continue
+        if blank_at is not None:
+            raise DataError(f"{path}:{blank_at}: empty line between records; "
+                            f"remove it (only trailing blank lines are allowed)")
+        if max(map(len, parts)) > _MAX_DIGITS:  # (leading zeros aside) more digits than int64 holds
+            parts = [p.lstrip("0") or "0" for p in parts]
+            token = next((p for p in parts if len(p) > _MAX_DIGITS), None)
+            if token is not None:
+                raise DataError(f"{path}:{lineno}: id {_cut(token)} is too large; ids are 0-based row "
+                                f"indices up to {ID_CEILING} (renumber users and items 0..N-1)")
+        ids = [int(p) for p in parts]
+        user = ids[0]
+        if user in seen:
+            raise DataError(f"{path}:{lineno}: user {user} already listed at line {seen[user]}; "
+                            f"merge the two lines")
+        seen[user] = lineno
+        if user > max_user:
+            max_user, max_user_line = user, lineno
+        if len(ids) > 1 and max(ids[1:]) > max_item:
+            max_item, max_item_line = max(ids[1:]), lineno
+        users.append(user)
+        lengths.append(len(ids) - 1)
+        lines.append(lineno)
+        chunks.append(ids[1:])
     if not users:
-        raise DataError(f"{path}:1: file has no records")
+        raise DataError(f"{path}:1: file has no records; expected lines 'user_id item_id item_id ...'")
     offsets = np.zeros(len(users) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     items = np.fromiter((i for c in chunks for i in c), dtype=np.int64, count=int(offsets[-1]))
-    records = _Records(np.asarray(users, dtype=np.int64), offsets, items)
+    records = _Records(path, np.asarray(users, dtype=np.int64), offsets, items,
+                       np.asarray(lines, dtype=np.int64), max_user_line, max_item_line)
     _CACHE[key] = records
     return records
+
+
+def _check_id_range(parsed: dict[str, _Records]) -> None:
+    """Refuse ids the data set cannot justify (they would size the embedding tables)."""
+    n_ids = sum(r.n_ids for r in parsed.values())
+    limit = id_limit(n_ids)
+    for r in parsed.values():
+        for what, value, line in (("user", r.max_user, r.max_user_line), ("item", r.max_item, r.max_item_line)):
+            if value > limit:
+                raise DataError(f"{r.path}:{line}: {what} id {value} is out of range: the data set's {n_ids} ids "
+                                f"justify ids up to {limit} (ids are rows of the embedding tables, which get "
+                                f"1 + max id rows); renumber users and items 0..N-1")
 
 
 def _csr_by_user(records: _Records, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,12 +241,12 @@ class RecSysData(Dataset):
     """Implicit-feedback data (gowalla, ml-1m, lastfm, ...): BPR triples / ranking users.
 
     Args:
-        root: the data root (folder holding ``recsys/``); default ``$PANCONV_DATA``. A relative
-            path resolves against the working directory; if it lacks ``recsys/<name>`` and
-            ``$PANCONV_DATA`` has it, ``$PANCONV_DATA`` is used.
+        root: the data root (folder holding ``recsys/``), as the core resolves it (``--data-root``,
+            ``data.root``, ``$PANCONV_DATA``, ``~/.cache/panconv``); a relative path resolves
+            against the working directory.
         split: ``train`` (BPR triples), ``val`` (``valid.txt``) or ``test`` (``test.txt``).
         name: data-set folder under ``<root>/recsys/``.
-        seed: base seed of the negative sampling (epoch ``e`` uses ``(seed, e)``).
+        seed: base seed of the negative sampling (epoch ``e`` uses ``(seed, e)``), 0 ... 2**32 - 1.
         sampling: ``"user"`` (the reference's uniform user then item) or ``"interaction"``.
         source / checksums / download: fetch missing files from ``<source>/<file>``;
             ``download=True`` uses the known source of ``name`` (gowalla).
@@ -177,13 +255,25 @@ class RecSysData(Dataset):
     splits = ("train", "val", "test")
     metadata_keys = ("n_users", "n_items")
 
-    def __init__(self, root=None, split: str = "train", name: str = "gowalla", seed: int = 2020,
-                 sampling: str = "user", source: str | None = None,
+    @classmethod
+    def check_prerequisites(cls, root: Path) -> list[str]:
+        """Which data sets are present under ``<root>/recsys/`` (``panconv doctor``)."""
+        folder = Path(root) / "recsys"
+        present = sorted(p.name for p in folder.glob("*") if (p / "train.txt").is_file()) if folder.is_dir() else []
+        if not present:
+            return [f"no data set under {folder} (each needs <name>/train.txt; gowalla, ml-1m, lastfm are the "
+                    f"papers'): point --data-root or $PANCONV_DATA at a folder holding recsys/"]
+        return []
+
+    def __init__(self, root=None, split: str = "train", name: str = "gowalla",
+                 seed: Annotated[int, Interval(ge=0, lt=2**32)] = 2020,
+                 sampling: Literal["user", "interaction"] = "user", source: str | None = None,
                  checksums: dict[str, str] | None = None, download: bool = False):
         super().__init__(root, split)
-        self.root = _resolve_root(self.root, name)
         if sampling not in ("user", "interaction"):
-            raise DataError(f"RecSysData: sampling must be 'user' or 'interaction', got {sampling!r}")
+            raise ValueError(f"RecSysData: sampling must be 'user' or 'interaction', got {sampling!r}")
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise ValueError(f"RecSysData: name must be a folder name under <root>/recsys/, got {name!r}")
         self.name, self.seed, self.sampling = name, int(seed), sampling
         self.folder = self.root / "recsys" / name
         if download and source is None and name in KNOWN_SOURCES:
@@ -194,12 +284,17 @@ class RecSysData(Dataset):
         train_path = self.folder / "train.txt"
         if not train_path.is_file():
             raise DataError(f"{train_path}: missing; put the '{name}' data under {self.folder} "
-                            f"(or set $PANCONV_DATA / data.root, or pass source=URL)")
+                            f"(or point --data-root / data.root / $PANCONV_DATA at a folder holding "
+                            f"recsys/{name}, or pass source=URL)")
         split_path = self.folder / _FILES[split]
         if not split_path.is_file():
             raise DataError(f"{split_path}: missing; split '{split}' of '{name}' reads {_FILES[split]} "
                             f"(map the stage to another split in data.splits)")
         parsed = {s: read_interactions(self.folder / f) for s, f in _FILES.items() if (self.folder / f).is_file()}
+        _check_id_range(parsed)
+        if not len(parsed["train"].items):
+            raise DataError(f"{train_path}:1: no training interactions (every line lists a user without "
+                            f"items); the model and its graph are built from them")
         self.n_users = 1 + max(r.max_user for r in parsed.values())
         self.n_items = 1 + max(r.max_item for r in parsed.values())
         self.train_offsets, self.train_items = _csr_by_user(parsed["train"], self.n_users)
@@ -224,6 +319,15 @@ class RecSysData(Dataset):
     # ---- training split: BPR triples
     def _init_train(self):
         deg = np.diff(self.train_offsets)
+        full = np.nonzero(deg >= self.n_items)[0]
+        if len(full):  # no negative exists for them: sampling one would never end
+            records = read_interactions(self.folder / _FILES["train"])
+            user = int(full[0])
+            line = int(records.lines[np.nonzero(records.users == user)[0][0]])
+            more = f" (and {len(full) - 1} more users)" if len(full) > 1 else ""
+            raise DataError(f"{records.path}:{line}: user {user} has interacted with every one of the "
+                            f"{self.n_items} items{more}, so BPR cannot sample a negative item for it; "
+                            f"remove the user from the training data")
         self.n_interactions = int(deg.sum())
         self._train_users = np.nonzero(deg)[0]
         self._train_keys = np.repeat(np.arange(self.n_users), deg) * self.n_items + self.train_items  # sorted
@@ -284,10 +388,14 @@ class RecSysData(Dataset):
         self.skipped["empty_users"] = int((listed & (held_deg == 0)).sum())
         cold = (held_deg > 0) & (train_deg == 0)
         self.skipped["cold_users"] = int(cold.sum())
+        self.eval_users = np.nonzero((held_deg > 0) & ~cold)[0]
+        if not len(self.eval_users):
+            raise DataError(f"{self.folder / _FILES[split]}:1: no user to evaluate ({self.skipped['empty_users']} "
+                            f"listed without held-out items, {self.skipped['cold_users']} without training "
+                            f"interactions); expected lines 'user_id held_out_item ...' of users in train.txt")
         if self.skipped["cold_users"]:
             warnings.warn(f"{self.folder / _FILES[split]}: skipped {self.skipped['cold_users']} users "
                           f"without training interactions (cold-start users cannot be ranked)", stacklevel=3)
-        self.eval_users = np.nonzero((held_deg > 0) & ~cold)[0]
         self.held_offsets, self.held_items = held_offsets, held_items
         self.mask_offsets, self.mask_items = mask_offsets, mask_items
 
@@ -357,19 +465,6 @@ class RecSysData(Dataset):
         (folder / "train.txt").write_text("0 0 1 2\n1 2 x\n")
         (folder / "test.txt").write_text("0 3\n")
         return {"root": str(tmp_dir), "name": "broken"}
-
-
-def _resolve_root(root: Path, name: str) -> Path:
-    """``root`` (relative paths resolve against the working directory); when it has no
-    ``recsys/<name>`` but ``$PANCONV_DATA`` does, ``$PANCONV_DATA`` (so a config's relative
-    ``data.root`` and the environment variable both work)."""
-    root = Path(root).expanduser()
-    if (root / "recsys" / name).is_dir():
-        return root
-    env = os.environ.get("PANCONV_DATA")
-    if env and (Path(env).expanduser() / "recsys" / name).is_dir():
-        return Path(env).expanduser()
-    return root
 
 
 def _gather_csr(offsets: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,1 @@
+"""Evaluators: ``graph.FullRanking`` (``ranking.py``), full-ranking Recall/NDCG/Precision/HitRate@K."""

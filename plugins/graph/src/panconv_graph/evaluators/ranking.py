@@ -15,9 +15,12 @@ and the metrics are means over users. Partial results are per-user arrays, so
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Annotated
 
 import numpy as np
 import torch
+from annotated_types import Ge, MinLen
 
 from panconv.api import Evaluator
 
@@ -76,18 +79,20 @@ def _csr_rows(values: torch.Tensor, offsets: torch.Tensor, start: int, stop: int
 
 
 def top_items(scores: torch.Tensor | UserItemScores, seen_items: torch.Tensor | None,
-              seen_offsets: torch.Tensor | None, k: int) -> torch.Tensor:
+              seen_offsets: torch.Tensor | None, k: int,
+              return_scores: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(B, k)`` of each row's ``k`` best items, the row's seen items excluded.
 
     Rows are scored (or copied), masked and ranked in blocks of ``BLOCK_ELEMENTS`` entries; the
-    input is never modified. Scores are ranked in float32.
+    input is never modified. Scores are ranked in float32. With ``return_scores`` the result is
+    ``(indices, scores)``, the float32 scores of the returned items, best first.
     """
     b, n_items = scores.shape
     device = scores.device
     block = max(1, min(b, BLOCK_ELEMENTS // max(n_items, 1)))
     buffer = torch.empty(block, n_items, dtype=torch.float32, device=device)
     top = torch.empty(b, k, dtype=torch.int64, device=device)
-    values = torch.empty(block, k, dtype=torch.float32, device=device)
+    values = torch.empty(b if return_scores else block, k, dtype=torch.float32, device=device)
     masked = seen_items is not None and seen_items.numel() > 0
     minus_inf = torch.tensor(-torch.inf, device=device)
     for start in range(0, b, block):
@@ -99,8 +104,9 @@ def top_items(scores: torch.Tensor | UserItemScores, seen_items: torch.Tensor | 
             out.copy_(scores[start:stop])
         if masked:
             out.index_put_(_csr_rows(seen_items, seen_offsets, start, stop), minus_inf)
-        torch.topk(out, k, dim=1, out=(values[: stop - start], top[start:stop]))
-    return top
+        kept = values[start:stop] if return_scores else values[: stop - start]
+        torch.topk(out, k, dim=1, out=(kept, top[start:stop]))
+    return (top, values) if return_scores else top
 
 
 def rank_metrics(scores: torch.Tensor | UserItemScores, held_items: torch.Tensor, held_offsets: torch.Tensor,
@@ -149,7 +155,7 @@ class FullRanking(Evaluator):
     carries the held-out items and the items to mask (``graph.RecSysData`` collates them).
     """
 
-    def __init__(self, ks: list[int] | tuple[int, ...] = (20,)):
+    def __init__(self, ks: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(1)] | Annotated[int, Ge(1)] = (20,)):
         super().__init__()
         ks = [int(k) for k in ([ks] if isinstance(ks, int) else ks)]
         if not ks or min(ks) < 1:

@@ -1,0 +1,1 @@
+"""Kernels: ``graph.spmm_sym`` and the LightGCN propagation (``spmm.py``)."""

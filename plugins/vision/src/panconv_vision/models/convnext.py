@@ -4,7 +4,8 @@ A head-less backbone returning the four stage outputs (strides 4, 8, 16, 32). Th
 classifier of the paper is a composition: ``ConvNeXt`` -> ``vision.PoolNorm`` (global average
 pool + the final LayerNorm) -> ``core.LinearClsHead``.
 
-Sizes (Sec. 3, "ConvNeXt variants"): C = channels per stage, B = blocks per stage.
+Sizes (Sec. 3, "ConvNeXt variants"; registered as variants in plugin.py): C = channels per stage,
+B = blocks per stage.
     T: C=(96, 192, 384, 768),   B=(3, 3, 9, 3)      S: C as T,                  B=(3, 3, 27, 3)
     B: C=(128, 256, 512, 1024), B=(3, 3, 27, 3)     L: C=(192, 384, 768, 1536), B=(3, 3, 27, 3)
     XL: C=(256, 512, 1024, 2048), B=(3, 3, 27, 3)
@@ -13,8 +14,10 @@ Sizes (Sec. 3, "ConvNeXt variants"): C = channels per stage, B = blocks per stag
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, Interval, MinLen
 from torch import nn
 
 from .layers import (
@@ -60,14 +63,24 @@ class ConvNeXt(HierarchicalBackbone):
     ``drop_path_rate`` rises linearly from 0 over all blocks; ``layer_scale_init_value`` 1e-6
     as in the paper (0 disables layer scale). Init: truncated normal (std 0.02), zero bias.
     ``patch_size``: stem stride (paper: 4; smaller for small images, like timm's ``patch_size``).
+    ``kernel_size``: the depthwise kernel (odd). A stage of depth 0 is its downsampling layer alone.
+    The paper's sizes are registered variants (``vision.convnext_tiny`` ... ``_xlarge``, plugin.py).
     """
 
-    def __init__(self, depths: Sequence[int] = (3, 3, 9, 3), dims: Sequence[int] = (96, 192, 384, 768),
-                 in_channels: int = 3, drop_path_rate: float = 0.0, layer_scale_init_value: float = 1e-6,
-                 kernel_size: int = 7, out_indices: Sequence[int] | None = None, patch_size: int = 4):
+    metadata_inputs = ("in_channels",)
+    #: the ImageNet-1k classifier the paper counts: global average pool + LayerNorm, linear
+    paper_head = {"neck": {"type": "vision.PoolNorm"}, "head": {"type": "core.LinearClsHead", "num_classes": 1000}}
+
+    def __init__(self, depths: Annotated[Sequence[Annotated[int, Ge(0)]], MinLen(1)] = (3, 3, 9, 3),
+                 dims: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(1)] = (96, 192, 384, 768),
+                 in_channels: Annotated[int, Ge(1)] = 3, drop_path_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
+                 layer_scale_init_value: Annotated[float, Ge(0)] = 1e-6, kernel_size: Annotated[int, Ge(1)] = 7,
+                 out_indices: Sequence[int] | None = None, patch_size: Annotated[int, Ge(1)] = 4):
         super().__init__()
         if len(depths) != len(dims):
             raise ValueError(f"ConvNeXt: depths {tuple(depths)} and dims {tuple(dims)} differ in length")
+        if kernel_size % 2 == 0:  # "same" padding k // 2 keeps the map size (for the residual) only for odd k
+            raise ValueError(f"ConvNeXt: kernel_size must be odd, got {kernel_size}")
         out_indices = check_out_indices(out_indices, len(dims))
         self.stem = PatchifyStem(in_channels, dims[0], patch_size)
         rates = drop_path_rates(depths, drop_path_rate)
@@ -82,35 +95,6 @@ class ConvNeXt(HierarchicalBackbone):
     @classmethod
     def example_config(cls) -> dict:
         return {"depths": [1, 1, 1, 1], "dims": [8, 16, 24, 32]}
-
-
-def _convnext(depths, dims, in_channels, kwargs) -> ConvNeXt:
-    return ConvNeXt(depths=depths, dims=dims, in_channels=in_channels, **kwargs)
-
-
-def convnext_tiny(in_channels: int = 3, **kwargs) -> ConvNeXt:
-    """ConvNeXt-T: 28.6M parameters with the ImageNet-1k classifier (paper Table 1)."""
-    return _convnext((3, 3, 9, 3), (96, 192, 384, 768), in_channels, kwargs)
-
-
-def convnext_small(in_channels: int = 3, **kwargs) -> ConvNeXt:
-    """ConvNeXt-S: 50M parameters with the ImageNet-1k classifier."""
-    return _convnext((3, 3, 27, 3), (96, 192, 384, 768), in_channels, kwargs)
-
-
-def convnext_base(in_channels: int = 3, **kwargs) -> ConvNeXt:
-    """ConvNeXt-B: 89M parameters with the ImageNet-1k classifier."""
-    return _convnext((3, 3, 27, 3), (128, 256, 512, 1024), in_channels, kwargs)
-
-
-def convnext_large(in_channels: int = 3, **kwargs) -> ConvNeXt:
-    """ConvNeXt-L: 198M parameters with the ImageNet-1k classifier."""
-    return _convnext((3, 3, 27, 3), (192, 384, 768, 1536), in_channels, kwargs)
-
-
-def convnext_xlarge(in_channels: int = 3, **kwargs) -> ConvNeXt:
-    """ConvNeXt-XL: 350M parameters with the ImageNet-1k classifier."""
-    return _convnext((3, 3, 27, 3), (256, 512, 1024, 2048), in_channels, kwargs)
 
 
 # ---- weights from timm ------------------------------------------------------------------------

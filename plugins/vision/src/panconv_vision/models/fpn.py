@@ -10,8 +10,11 @@ from the input ``feature_info``. Convs are mmcv's ``ConvModule`` so that ``norm_
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import nn
 
 from panconv.api import FeatureInfo, Neck
@@ -21,9 +24,11 @@ class FPN(Neck):
     """``in_features`` -> ``num_outs`` maps of ``out_channels`` channels (strides of the inputs,
     then x2 per extra level). ``start_level`` skips the finest inputs."""
 
-    def __init__(self, in_features: list[FeatureInfo], out_channels: int = 256, num_outs: int | None = None,
-                 start_level: int = 0, extra: str = "maxpool", norm_cfg: dict | None = None,
-                 act_cfg: dict | None = None, upsample_mode: str = "nearest"):
+    def __init__(self, in_features: list[FeatureInfo], out_channels: Annotated[int, Ge(1)] = 256,
+                 num_outs: Annotated[int, Ge(1)] | None = None, start_level: Annotated[int, Ge(0)] = 0,
+                 extra: Literal["maxpool", "conv"] = "maxpool", norm_cfg: dict | None = None,
+                 act_cfg: dict | None = None,
+                 upsample_mode: Literal["nearest", "nearest-exact", "bilinear", "bicubic", "area"] = "nearest"):
         super().__init__(in_features)
         from mmcv.cnn import ConvModule  # the cnn building blocks of mmcv-lite (no compiled ops)
 

@@ -8,18 +8,22 @@ The depthwise operator f is either a 7x7 depthwise conv or the Global Filter (GF
 the channels through a 3x3 depthwise conv, half through a learnable filter in the 2-D Fourier
 domain (Sec. 3.2, "Implementation details"), used in stages 3 and 4.
 
-Sizes (Sec. 4.1): C = (C0, 2C0, 4C0, 8C0), blocks (2, 3, 18, 2); C0 = 64 / 96 / 128 / 192 for
-T / S / B / L. GF filter sizes are those of a 224x224 input (14x8 in stage 3, 7x4 in stage 4);
-another input size interpolates the filter bilinearly, as the paper does.
+Sizes (Sec. 4.1; registered as variants in plugin.py): C = (C0, 2C0, 4C0, 8C0), blocks
+(2, 3, 18, 2); C0 = 64 / 96 / 128 / 192 for T / S / B / L. A GF layer's filter is sized for one
+input resolution: the rfft2 spectrum of the stage-3 and stage-4 maps, 14x8 and 7x4 at 224x224,
+24x13 and 12x7 at 384x384 (HorNet-L GF fine-tuned at 384^2). Another input size interpolates the
+filter bilinearly at run time, as the official code does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt, Interval, MinLen
 from torch import nn
 
 from .layers import (
@@ -129,14 +133,23 @@ class HorNet(HierarchicalBackbone):
 
     ``orders``: g^nConv order per stage (paper: 2, 3, 4, 5). ``global_filters``: per stage,
     ``None`` for the 7x7 depthwise conv or ``[h, w]`` of the GF layer's frequency filter.
-    ``patch_size``: stem stride (paper: 4; smaller for small images).
+    ``patch_size``: stem stride (paper: 4; smaller for small images). A stage of depth 0 is its
+    downsampling layer alone.
+    The paper's sizes are registered variants (``vision.hornet_tiny_7x7`` ... , plugin.py).
     """
 
-    def __init__(self, depths: Sequence[int] = (2, 3, 18, 2), dims: Sequence[int] = (64, 128, 256, 512),
-                 orders: Sequence[int] = (2, 3, 4, 5), scale: float = 1.0 / 3.0,
-                 global_filters: Sequence[Sequence[int] | None] | None = None, in_channels: int = 3,
-                 drop_path_rate: float = 0.0, layer_scale_init_value: float = 1e-6,
-                 out_indices: Sequence[int] | None = None, patch_size: int = 4):
+    metadata_inputs = ("in_channels",)
+    #: the ImageNet-1k classifier the paper counts (Table 1): global average pool + LayerNorm, linear
+    paper_head = {"neck": {"type": "vision.PoolNorm"}, "head": {"type": "core.LinearClsHead", "num_classes": 1000}}
+
+    def __init__(self, depths: Annotated[Sequence[Annotated[int, Ge(0)]], MinLen(1)] = (2, 3, 18, 2),
+                 dims: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(1)] = (64, 128, 256, 512),
+                 orders: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(1)] = (2, 3, 4, 5),
+                 scale: Annotated[float, Gt(0)] = 1.0 / 3.0,
+                 global_filters: Sequence[tuple[Annotated[int, Ge(1)], Annotated[int, Ge(1)]] | None] | None = None,
+                 in_channels: Annotated[int, Ge(1)] = 3, drop_path_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
+                 layer_scale_init_value: Annotated[float, Ge(0)] = 1e-6, out_indices: Sequence[int] | None = None,
+                 patch_size: Annotated[int, Ge(1)] = 4):
         super().__init__()
         global_filters = list(global_filters) if global_filters is not None else [None] * len(dims)
         if not len(depths) == len(dims) == len(orders) == len(global_filters):
@@ -157,54 +170,6 @@ class HorNet(HierarchicalBackbone):
     @classmethod
     def example_config(cls) -> dict:
         return {"depths": [1, 1, 1, 1], "dims": [16, 32, 64, 128], "global_filters": [None, None, [4, 3], [2, 2]]}
-
-
-_GF_224 = (None, None, (14, 8), (7, 4))  # GF filter sizes for 224x224 input (stages 3 and 4)
-
-
-def _hornet(base_dim: int, gf: bool, in_channels: int, kwargs: dict) -> HorNet:
-    return HorNet(depths=(2, 3, 18, 2), dims=tuple(base_dim * 2 ** i for i in range(4)), orders=(2, 3, 4, 5),
-                  scale=1.0 / 3.0, global_filters=_GF_224 if gf else None, in_channels=in_channels, **kwargs)
-
-
-def hornet_tiny_7x7(in_channels: int = 3, **kwargs) -> HorNet:
-    """HorNet-T (7x7): C0 = 64."""
-    return _hornet(64, False, in_channels, kwargs)
-
-
-def hornet_tiny_gf(in_channels: int = 3, **kwargs) -> HorNet:
-    """HorNet-T (GF): C0 = 64, global filters in stages 3-4."""
-    return _hornet(64, True, in_channels, kwargs)
-
-
-def hornet_small_7x7(in_channels: int = 3, **kwargs) -> HorNet:
-    """HorNet-S (7x7): C0 = 96."""
-    return _hornet(96, False, in_channels, kwargs)
-
-
-def hornet_small_gf(in_channels: int = 3, **kwargs) -> HorNet:
-    """HorNet-S (GF): C0 = 96."""
-    return _hornet(96, True, in_channels, kwargs)
-
-
-def hornet_base_7x7(in_channels: int = 3, **kwargs) -> HorNet:
-    """HorNet-B (7x7): C0 = 128."""
-    return _hornet(128, False, in_channels, kwargs)
-
-
-def hornet_base_gf(in_channels: int = 3, **kwargs) -> HorNet:
-    """HorNet-B (GF): C0 = 128."""
-    return _hornet(128, True, in_channels, kwargs)
-
-
-def hornet_large_7x7(in_channels: int = 3, **kwargs) -> HorNet:
-    """HorNet-L (7x7): C0 = 192."""
-    return _hornet(192, False, in_channels, kwargs)
-
-
-def hornet_large_gf(in_channels: int = 3, **kwargs) -> HorNet:
-    """HorNet-L (GF): C0 = 192."""
-    return _hornet(192, True, in_channels, kwargs)
 
 
 def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -2,7 +2,10 @@
 
 Paper: "Scaling Up Your Kernels to 31x31: Revisiting Large Kernel Design in CNNs",
 arXiv:2203.06717. Reference code: https://github.com/DingXiaoH/RepLKNet-pytorch (numerical
-parity checked, see tests/test_replknet.py).
+parity checked, see tests/test_replknet.py). RepLKNet is the basis of UniRepLKNet
+(``unireplknet.py``); the similarly titled "Scaling Up Your Kernels: Large Kernel Design in
+ConvNets towards Universal Representations" is the journal version of UniRepLKNet, not of
+RepLKNet.
 
 Architecture (paper Sec. 4 and its architecture figure): a stem (3x3/2 conv, 3x3 DW conv,
 1x1 conv, 3x3/2 DW conv, each conv-BN-ReLU) and four stages of alternating
@@ -19,12 +22,17 @@ no small-kernel branch and ``dw_ratio`` 1.5 (paper; official code and README).
 
 Initialisation is PyTorch's default, as in the official code. The backbone is head-less; the
 paper's parameter counts (its ImageNet tables, = official README) are for the deploy form plus
-the final BN and the 1000-way classifier, and the tests count ours the same way.
+the final BN (before pooling) and the 1000-way classifier: ``RepLKNet.paper_head`` with
+:meth:`RepLKNet.reparameterize` applied, which is how the tests (and ``panconv info``) count ours.
+The paper's sizes are registered variants (``vision.replknet_31b``, ``_31l``, ``_xl``, plugin.py).
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Ge, Gt, Interval, MinLen
 from torch import nn
 
 from panconv.api import Backbone, FeatureInfo
@@ -32,7 +40,7 @@ from panconv.api import Backbone, FeatureInfo
 from .layers import check_out_indices, drop_path, drop_path_rates
 from .reparam import ConvBN, conv_from, fuse_convbn_modules, pad_kernel_to
 
-__all__ = ["ConvFFN", "LargeKernelConv", "RepLKBlock", "RepLKNet", "replknet_31b", "replknet_31l", "replknet_xl"]
+__all__ = ["ConvFFN", "LargeKernelConv", "RepLKBlock", "RepLKNet"]
 
 
 class LargeKernelConv(nn.Module):
@@ -46,6 +54,10 @@ class LargeKernelConv(nn.Module):
         super().__init__()
         if small_kernel is not None and small_kernel > kernel_size:
             raise ValueError(f"LargeKernelConv: small_kernel {small_kernel} > kernel_size {kernel_size}")
+        if kernel_size % 2 == 0 or (small_kernel is not None and small_kernel % 2 == 0):
+            # "same" padding keeps the map size (the branches add up, the block is residual) only for odd k
+            raise ValueError(f"LargeKernelConv: kernel sizes must be odd, got kernel_size {kernel_size} "
+                             f"and small_kernel {small_kernel}")
         self.kernel_size = kernel_size
         self.large = ConvBN(channels, channels, kernel_size, groups=channels, fused=deploy)
         self.small = (
@@ -109,10 +121,12 @@ class RepLKNet(Backbone):
     """RepLKNet backbone (head-less).
 
     Args:
-        depths: number of (RepLK Block, ConvFFN) pairs per stage (Sec. 4: [2, 2, 18, 2]).
+        depths: number of (RepLK Block, ConvFFN) pairs per stage (Sec. 4: [2, 2, 18, 2]); 0 leaves a
+            stage without blocks.
         dims: channels per stage.
-        kernel_sizes: large depthwise kernel per stage.
-        small_kernel: size of the parallel re-parameterisation branch (None: no branch, as XL).
+        kernel_sizes: large depthwise kernel per stage (odd).
+        small_kernel: size of the parallel re-parameterisation branch (odd, at most the stage's
+            kernel; None: no branch, as XL).
         dw_ratio: width of the large-kernel depthwise conv relative to the stage width.
         ffn_ratio: ConvFFN expansion.
         in_channels: input channels.
@@ -123,16 +137,22 @@ class RepLKNet(Backbone):
         deploy: build the re-parameterised inference form directly (to load deploy weights).
     """
 
+    metadata_inputs = ("in_channels",)
+    #: the ImageNet-1k classifier the paper counts (deploy form): BatchNorm, global
+    #: average pool, linear (official ``norm`` -> ``avgpool`` -> ``head``)
+    paper_head = {"neck": {"type": "vision.PoolNorm", "norm": "batch"},
+                  "head": {"type": "core.LinearClsHead", "num_classes": 1000}}
+
     def __init__(
         self,
-        depths: tuple[int, ...] = (2, 2, 18, 2),
-        dims: tuple[int, ...] = (128, 256, 512, 1024),
-        kernel_sizes: tuple[int, ...] = (31, 29, 27, 13),
-        small_kernel: int | None = 5,
-        dw_ratio: float = 1.0,
-        ffn_ratio: float = 4.0,
-        in_channels: int = 3,
-        drop_path_rate: float = 0.0,
+        depths: Annotated[tuple[Annotated[int, Ge(0)], ...], MinLen(1)] = (2, 2, 18, 2),
+        dims: Annotated[tuple[Annotated[int, Ge(1)], ...], MinLen(1)] = (128, 256, 512, 1024),
+        kernel_sizes: Annotated[tuple[Annotated[int, Ge(1)], ...], MinLen(1)] = (31, 29, 27, 13),
+        small_kernel: Annotated[int, Ge(1)] | None = 5,
+        dw_ratio: Annotated[float, Gt(0)] = 1.0,
+        ffn_ratio: Annotated[float, Gt(0)] = 4.0,
+        in_channels: Annotated[int, Ge(1)] = 3,
+        drop_path_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
         out_indices: tuple[int, ...] | None = None,
         norm_outputs: bool = False,
         deploy: bool = False,
@@ -140,6 +160,10 @@ class RepLKNet(Backbone):
         super().__init__()
         if not len(depths) == len(dims) == len(kernel_sizes):
             raise ValueError(f"RepLKNet: depths {depths}, dims {dims} and kernel_sizes {kernel_sizes} differ in length")
+        for name, ratio in (("dw_ratio", dw_ratio), ("ffn_ratio", ffn_ratio)):
+            if any(int(d * ratio) < 1 for d in dims):
+                raise ValueError(f"RepLKNet: {name} {ratio} leaves a stage of dims {tuple(dims)} with no channels "
+                                 f"(int(dim * {name}) must be >= 1)")
         self.out_indices = check_out_indices(out_indices, len(depths))
         num_built = max(self.out_indices) + 1  # later stages are not built (every parameter gets a gradient)
         relu = nn.ReLU
@@ -172,6 +196,9 @@ class RepLKNet(Backbone):
         )
         self.feature_info = [FeatureInfo(dims[i], 4 * 2**i, f"stages.{i}") for i in self.out_indices]
 
+    def example_inputs(self, batch_size: int = 2) -> torch.Tensor:
+        return torch.randn(batch_size, self.stem[0].conv.in_channels, 64, 64)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
         x = self.stem(x)
@@ -200,17 +227,3 @@ class RepLKNet(Backbone):
     @classmethod
     def example_config(cls) -> dict:
         return {"depths": (1, 1, 1, 1), "dims": (8, 16, 32, 64), "kernel_sizes": (13, 11, 9, 7), "small_kernel": 5}
-
-
-# Factories: paper Sec. 4 (depths, dims, kernel sizes); counts in the README.
-def replknet_31b(**kwargs) -> RepLKNet:
-    return RepLKNet(depths=(2, 2, 18, 2), dims=(128, 256, 512, 1024), kernel_sizes=(31, 29, 27, 13), **kwargs)
-
-
-def replknet_31l(**kwargs) -> RepLKNet:
-    return RepLKNet(depths=(2, 2, 18, 2), dims=(192, 384, 768, 1536), kernel_sizes=(31, 29, 27, 13), **kwargs)
-
-
-def replknet_xl(**kwargs) -> RepLKNet:
-    kwargs = {"small_kernel": None, "dw_ratio": 1.5, **kwargs}
-    return RepLKNet(depths=(2, 2, 18, 2), dims=(256, 512, 1024, 2048), kernel_sizes=(27, 27, 27, 13), **kwargs)

@@ -1,8 +1,11 @@
 """UniRepLKNet: a universal perception large-kernel ConvNet (Ding et al., CVPR 2024).
 
 Paper: "UniRepLKNet: A Universal Perception Large-Kernel ConvNet for Audio, Video, Point
-Cloud, Time-Series and Image Recognition", arXiv:2311.15599. Reference code:
-https://github.com/AILab-CVC/UniRepLKNet (numerical parity checked, see tests/test_unireplknet.py).
+Cloud, Time-Series and Image Recognition", arXiv:2311.15599; journal version: "Scaling Up Your
+Kernels: Large Kernel Design in ConvNets towards Universal Representations" (Ding et al., IEEE
+TPAMI 2025, arXiv:2410.08049). It builds on RepLKNet (``replknet.py``, CVPR 2022: "Scaling Up
+Your Kernels to 31x31"). Reference code: https://github.com/AILab-CVC/UniRepLKNet (numerical
+parity checked, see tests/test_unireplknet.py).
 
 Layout (the paper's architecture figure): a 4x stem (two stride-2 3x3 convs), three stride-2
 3x3 conv downsamplers and four stages of UniRepLKNet blocks. A block is
@@ -16,13 +19,18 @@ BNs, the GRN bias and the layer scale fold into one large kernel and two biased 
 
 The backbone is head-less: ``forward`` returns the outputs of the stages in ``out_indices``.
 The paper's parameter counts (its ImageNet tables, = official README) are for the deploy form
-with the final LayerNorm and the 1000-way classifier; the tests count ours the same way.
+with the final LayerNorm and the 1000-way classifier: ``UniRepLKNet.paper_head`` with
+:meth:`UniRepLKNet.reparameterize` applied, which is how the tests (and ``panconv info``) count
+ours. The paper's sizes are registered variants (``vision.unireplknet_a`` ... ``_xl``, plugin.py).
 """
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Interval, MinLen
 from torch import nn
 
 from panconv.api import Backbone, FeatureInfo
@@ -30,20 +38,7 @@ from panconv.api import Backbone, FeatureInfo
 from .layers import LayerNorm2d, check_out_indices, drop_path, drop_path_rates, trunc_normal_init
 from .reparam import ConvBN, conv_from, dilate_kernel, fuse_conv_bn, pad_kernel_to
 
-__all__ = [
-    "DilatedReparamBlock",
-    "UniRepLKNet",
-    "UniRepLKNetBlock",
-    "unireplknet_a",
-    "unireplknet_b",
-    "unireplknet_f",
-    "unireplknet_l",
-    "unireplknet_n",
-    "unireplknet_p",
-    "unireplknet_s",
-    "unireplknet_t",
-    "unireplknet_xl",
-]
+__all__ = ["DilatedReparamBlock", "UniRepLKNet", "UniRepLKNetBlock"]
 
 #: Dilated Reparam Block settings (official defaults): large kernel K -> (small kernel sizes k,
 #: dilation rates r) of the parallel branches; each is a sparse kernel of size r(k-1)+1 <= K.
@@ -56,6 +51,9 @@ DILATED_BRANCHES: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
     7: ((5, 3, 3), (1, 2, 3)),
     5: ((3, 3), (1, 2)),
 }
+#: the kernel sizes a block accepts: 0 (no token mixer), 3 and 5 (plain depthwise conv) and the
+#: Dilated Reparam Block sizes >= 7 of ``DILATED_BRANCHES`` (a test keeps the two in step)
+BlockKernel = Literal[0, 3, 5, 7, 9, 11, 13, 15, 17]
 
 
 class GRN(nn.Module):
@@ -223,10 +221,13 @@ class UniRepLKNet(Backbone):
     """UniRepLKNet backbone (head-less).
 
     Args:
-        depths: blocks per stage (paper Sec. 4, architectural specifications).
-        dims: channels per stage.
+        depths: blocks per stage (paper Sec. 4, architectural specifications); 0 leaves a stage
+            without blocks.
+        dims: channels per stage (at least 4: the SE block squeezes to ``dim // 4``).
         kernel_sizes: kernel size of every block, one tuple per stage (None: the paper's default
-            for these depths: 3 in stage 1, 13 in stage 2 and 4, stage 3 interleaving 13 with 3s).
+            for these depths: 3 in stage 1, 13 in stage 2 and 4, stage 3 interleaving 13 with 3s);
+            0 (no token mixer), 3 or 5 (plain depthwise conv) or a Dilated Reparam Block size
+            (``DILATED_BRANCHES``: 7 ... 17).
         in_channels: input channels.
         drop_path_rate: stochastic depth, linearly increasing over all blocks.
         layer_scale_init_value: initial layer scale (None/0 disables it).
@@ -236,14 +237,19 @@ class UniRepLKNet(Backbone):
         deploy: build the re-parameterised inference form directly (to load deploy weights).
     """
 
+    metadata_inputs = ("in_channels",)
+    #: the ImageNet-1k classifier the paper counts (deploy form): global average pool, LayerNorm,
+    #: linear (official ``norm(x.mean([-2, -1]))`` -> ``head``)
+    paper_head = {"neck": {"type": "vision.PoolNorm"}, "head": {"type": "core.LinearClsHead", "num_classes": 1000}}
+
     def __init__(
         self,
-        depths: tuple[int, ...] = (3, 3, 18, 3),
-        dims: tuple[int, ...] = (80, 160, 320, 640),
-        kernel_sizes: tuple[tuple[int, ...], ...] | None = None,
-        in_channels: int = 3,
-        drop_path_rate: float = 0.0,
-        layer_scale_init_value: float | None = 1e-6,
+        depths: Annotated[tuple[Annotated[int, Ge(0)], ...], MinLen(1)] = (3, 3, 18, 3),
+        dims: Annotated[tuple[Annotated[int, Ge(4)], ...], MinLen(1)] = (80, 160, 320, 640),
+        kernel_sizes: tuple[tuple[BlockKernel, ...], ...] | None = None,
+        in_channels: Annotated[int, Ge(1)] = 3,
+        drop_path_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
+        layer_scale_init_value: Annotated[float, Ge(0)] | None = 1e-6,
         out_indices: tuple[int, ...] | None = None,
         norm_outputs: bool = False,
         deploy: bool = False,
@@ -293,6 +299,9 @@ class UniRepLKNet(Backbone):
         # GRN starts as identity (gamma = beta = 0), layer scale at 1e-6
         self.apply(trunc_normal_init)
 
+    def example_inputs(self, batch_size: int = 2) -> torch.Tensor:
+        return torch.randn(batch_size, self.stem[0].in_channels, 64, 64)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
         x = self.stem(x)
@@ -327,40 +336,3 @@ DEFAULT_KERNEL_SIZES: dict[tuple[int, ...], tuple[tuple[int, ...], ...]] = {
     (3, 3, 18, 3): ((3,) * 3, (13,) * 3, (13, 3) * 9, (13,) * 3),  # T
     (3, 3, 27, 3): ((3,) * 3, (13,) * 3, (13, 3, 3) * 9, (13,) * 3),  # S, B, L, XL
 }
-
-
-# Factories: the paper's sizes (depths, dims); parameter counts in the README.
-def unireplknet_a(**kwargs) -> UniRepLKNet:
-    return UniRepLKNet(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), **kwargs)
-
-
-def unireplknet_f(**kwargs) -> UniRepLKNet:
-    return UniRepLKNet(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384), **kwargs)
-
-
-def unireplknet_p(**kwargs) -> UniRepLKNet:
-    return UniRepLKNet(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512), **kwargs)
-
-
-def unireplknet_n(**kwargs) -> UniRepLKNet:
-    return UniRepLKNet(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), **kwargs)
-
-
-def unireplknet_t(**kwargs) -> UniRepLKNet:
-    return UniRepLKNet(depths=(3, 3, 18, 3), dims=(80, 160, 320, 640), **kwargs)
-
-
-def unireplknet_s(**kwargs) -> UniRepLKNet:
-    return UniRepLKNet(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768), **kwargs)
-
-
-def unireplknet_b(**kwargs) -> UniRepLKNet:
-    return UniRepLKNet(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), **kwargs)
-
-
-def unireplknet_l(**kwargs) -> UniRepLKNet:
-    return UniRepLKNet(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536), **kwargs)
-
-
-def unireplknet_xl(**kwargs) -> UniRepLKNet:
-    return UniRepLKNet(depths=(3, 3, 27, 3), dims=(256, 512, 1024, 2048), **kwargs)

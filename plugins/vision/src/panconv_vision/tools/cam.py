@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import panconv
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -75,66 +77,52 @@ def overlay(image: torch.Tensor, cam: torch.Tensor, alpha: float = 0.5, colormap
 
 
 # ---- the `panconv cam` command ------------------------------------------------------------------
+# Everything about the config goes through the core's public API: the config is read by
+# panconv.load_config, the model (with its weights, metadata-filled arguments and eval mode) comes
+# from panconv.load_model, the data set from panconv.build_datasets (which resolves the data root:
+# --data-root > data.root > $PANCONV_DATA > default). Nothing here interprets the data or model
+# sections a second time.
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Model weights from an engine checkpoint (``{"state_dict": {"model.*": ...}}``) or a bare state dict.
-
-    Loaded with ``torch.load(weights_only=True)`` plus the engine's allow-list of safe globals
-    (``panconv.engine.io.load_checkpoint``) when the core provides it.
-    """
-    from panconv.errors import CheckpointError
-
-    try:
-        from panconv.engine.io import load_checkpoint
-    except ImportError:
-        load_checkpoint = None
-    if load_checkpoint is not None:
-        checkpoint = load_checkpoint(path)
-    else:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: no such checkpoint file") from None
-        except Exception as exc:  # unpickling errors come in many types
-            raise CheckpointError(f"{path}: cannot load with weights_only=True: {str(exc).splitlines()[0]}") from None
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a dict with a 'state_dict' of tensors (an engine checkpoint)")
-    if state and all(k.startswith("model.") for k in state):
-        state = {k[len("model."):]: v for k, v in state.items()}
-    return state
-
-
-def _load_config(path: str) -> dict:
-    try:
-        from panconv.config import load_config
-    except ImportError:  # an older core: plain YAML
-        import yaml
-
-        with open(path) as fh:
-            return yaml.safe_load(fh)
-    return dict(load_config(path))
-
-
-def _build_dataset(cfg: dict, data_root: str | None):
-    """The config's data set (its test split, else its first) — for metadata and preprocessing."""
-    from panconv.plugins import get
-
-    data = dict(cfg.get("data") or {})
-    if "type" not in data:
+def _preprocessing_dataset(cfg, data_root: str | None):
+    """The config's data set whose ``preprocess`` turns an image into a model input: its test
+    split, else its val split, else its train split; ``None`` if the config has no data set."""
+    if not (cfg.get("data") or {}).get("type"):
         return None
-    reserved = ("type", "batch_size", "eval_batch_size", "num_workers", "shuffle", "drop_last", "pin_memory", "splits")
-    kwargs = {k: v for k, v in data.items() if k not in reserved}
-    cls = get("dataset", data["type"]).load()
-    splits = data.get("splits") or {}
-    split = splits.get("test") or ("test" if "test" in cls.splits else cls.splits[0])
-    return cls(root=data_root, split=split, **kwargs)
+    for stage in ("test", "val", "train"):
+        dataset = panconv.build_datasets(cfg, stages=(stage,), data_root=data_root).get(stage)
+        if dataset is not None:
+            return dataset
+    return None
+
+
+#: the largest image ``panconv cam`` decodes (a header may claim 100000x100000: 30 GB)
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 def _read_image(path: str) -> torch.Tensor:
+    """The image as uint8 ``(3, H, W)``; its header's size is checked before anything is decoded."""
+    from PIL import Image, UnidentifiedImageError
     from torchvision.io import ImageReadMode, decode_image, read_file
 
-    return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    from panconv.errors import DataError
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit, below
+    try:
+        with Image.open(path) as header:  # reads the header only
+            width, height = header.size
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such image file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image: {' '.join(str(exc).split())[:200]}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(f"{path}: the image claims {width}x{height} pixels, more than panconv cam decodes "
+                        f"({MAX_IMAGE_PIXELS:,}); resize it first")
+    try:
+        return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    except RuntimeError as exc:
+        raise DataError(f"{path}: not a readable image: {str(exc).splitlines()[0][:200]}") from None
 
 
 def _imagenet_preprocess(image: torch.Tensor, size: int, channels: int) -> torch.Tensor:
@@ -144,28 +132,25 @@ def _imagenet_preprocess(image: torch.Tensor, size: int, channels: int) -> torch
     return x if channels == 3 else x.mean(1, keepdim=True).expand(-1, channels, -1, -1)
 
 
+def _input_channels(backbone: nn.Module) -> int:
+    """Channels the backbone takes: those of its first convolution (3 if it has none)."""
+    first = next((m for m in backbone.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3
+
+
 def main(args: argparse.Namespace) -> int:
     from torchvision.io import write_png
 
-    from panconv.builder import build_model
-
-    cfg = _load_config(args.config)
-    dataset = _build_dataset(cfg, getattr(args, "data_root", None))
-    metadata = dataset.metadata if dataset is not None else {}
-    model = build_model(cfg["model"], metadata)
-    missing, unexpected = model.load_state_dict(load_state_dict(args.checkpoint), strict=False)
-    if missing or unexpected:
-        from panconv.errors import CheckpointError
-
-        raise CheckpointError(f"{args.checkpoint}: weights do not fit the model of {args.config}: "
-                              f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
-    model.to(args.device).eval()
+    data_root = getattr(args, "data_root", None)
+    cfg = panconv.load_config(args.config)
+    model = panconv.load_model(args.checkpoint, config=args.config, device=args.device)
     image = _read_image(args.image)
-    if dataset is not None and hasattr(dataset, "preprocess") and args.size is None:
+    dataset = _preprocessing_dataset(cfg, data_root) if args.size is None else None
+    backbone = model.backbone if hasattr(model, "backbone") else model
+    if dataset is not None and hasattr(dataset, "preprocess"):
         x = dataset.preprocess(image)
     else:
-        x = _imagenet_preprocess(image, args.size or 224, metadata.get("in_channels", 3))
-    backbone = model.backbone if hasattr(model, "backbone") else model
+        x = _imagenet_preprocess(image, args.size or 224, _input_channels(backbone))
     cam = eigen_cam(backbone, x.to(args.device), size=tuple(image.shape[-2:]))[0].cpu()
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     write_png(overlay(image, cam, alpha=args.alpha), str(args.output))

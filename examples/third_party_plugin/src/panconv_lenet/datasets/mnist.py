@@ -8,8 +8,10 @@ import gzip
 import importlib.util
 import pickle
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from annotated_types import Ge
 
 from panconv.api import Dataset
 from panconv.errors import DataError
@@ -28,7 +30,7 @@ class SmallMNIST(Dataset):
     splits = SPLITS
     metadata_keys = ("num_classes", "in_channels")
 
-    def __init__(self, root=None, split: str = "train", limit: int = 1000, file: str | None = None):
+    def __init__(self, root=None, split: str = "train", limit: Annotated[int, Ge(1)] = 1000, file: str | None = None):
         super().__init__(root, split)
         path = Path(file) if file else wheel_copy()
         try:

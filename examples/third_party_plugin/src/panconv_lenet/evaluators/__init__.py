@@ -1,0 +1,1 @@
+"""The evaluators of panconv-lenet: none of its own (configs use core.Accuracy)."""

@@ -1,0 +1,1 @@
+"""Vision evaluators (none yet: classifiers use core.Accuracy)."""

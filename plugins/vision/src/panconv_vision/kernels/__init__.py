@@ -1,0 +1,1 @@
+"""Vision kernels (none yet: the backbones use PyTorch operators only)."""
