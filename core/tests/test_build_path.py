@@ -387,3 +387,27 @@ def test_cli_errors_stay_one_line_with_newlines_in_names(capsys):
         cli.build_parser = original
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "/tmp/a\\nb.wav: unreadable" in err
+
+
+class Grouped(Stages):
+    """Stages whose first layer follows S4's optimiser rule (no decay, a tenth of the learning rate)."""
+
+    def param_groups(self):
+        return {"layers.0.": {"lr_mult": 0.1, "decay_mult": 0.0}}
+
+
+def test_components_declare_optimizer_param_groups_the_engine_uses(local, tmp_path, monkeypatch):
+    from panconv import plugins
+    from panconv.engine import run_experiment
+    from panconv.io import load_checkpoint
+
+    plugins.get_manager().add_plugin(type("P", (), {"panconv_register_models": panconv.hookimpl(
+        lambda self, register: register("Grouped", Grouped, kind="backbone"))})(), "grouped")
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(tmp_path, "model.backbone={type: grouped.Grouped}", "train.optimizer={type: AdamW, lr: 0.01, "
+                  "weight_decay: 0.05}")
+    run_experiment(cfg, work_dir=tmp_path / "work", quiet=True)
+    groups = load_checkpoint(sorted((tmp_path / "work").glob("epoch_*.pth"))[-1])["optimizer"]["param_groups"]
+    settings = sorted((round(g["lr"], 6), g["weight_decay"], len(g["params"])) for g in groups)
+    assert settings[0] == (0.001, 0.0, 1) and sum(g[2] for g in settings if g[0] == 0.001) == 2  # layers.0 w, b
+    assert all(g[:2] == (0.01, 0.05) for g in settings if g[0] != 0.001)

@@ -93,7 +93,8 @@ def test_without_debug_plugins_says_how_to_see_tracebacks(plugin_env, capsys):
     assert "Traceback" not in err and "panconv --debug plugins shows the tracebacks" in err
 
 
-def test_strict_after_the_subcommand(plugin_env, capsys):
+def test_strict_after_the_subcommand(plugin_env, capsys, monkeypatch):
+    monkeypatch.setenv("PANCONV_STRICT", "0")  # main() sets it to 1: restored after the test
     plugin_env("importerror")
     assert main(["plugins", "--strict"]) == 2
     assert "Plugin 'importerror' failed to load" in capsys.readouterr().err

@@ -42,22 +42,22 @@ def test_tryfirst_and_trylast_order_lifecycle_hooks(tmp_path):
     from panconv import plugins
 
     order = []
-    sys.modules["panconv_order_log"] = type(sys)("panconv_order_log")
-    sys.modules["panconv_order_log"].order = order
+    sys.modules["order_log_for_test"] = type(sys)("order_log_for_test")
+    sys.modules["order_log_for_test"].order = order
     for name, option in (("late", "trylast=True"), ("plain", ""), ("early", "tryfirst=True")):
         _local(tmp_path, name, f"""
-            import panconv_order_log
+            import order_log_for_test
 
             @hookimpl({option})
             def panconv_after_run(config, work_dir, metrics):
-                panconv_order_log.order.append({name!r})
+                order_log_for_test.order.append({name!r})
             """)
     manager = plugins.reset(entry_points=False)
     for name in ("late", "plain", "early"):
         manager.add_local(str(tmp_path / f"{name}.py"))
     manager.call_lifecycle("panconv_after_run", config={}, work_dir=tmp_path, metrics={})
     assert order == ["early", "plain", "late"]
-    del sys.modules["panconv_order_log"]
+    del sys.modules["order_log_for_test"]
 
 
 def test_every_hookspec_documents_its_call_model():

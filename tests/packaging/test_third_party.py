@@ -22,6 +22,7 @@ def test_third_party_plugin_is_discovered_trained_and_conformant(fresh_venv, whe
 
     tests = tmp_path / "lenet_tests"
     shutil.copytree(REPO / "examples" / "third_party_plugin" / "tests", tests)
+    shutil.copy(REPO / "examples" / "third_party_plugin" / "lenet.yaml", tmp_path / "lenet.yaml")  # the tests' config
     kit = fresh_venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib", "-o", "addopts=",
                          tests, cwd=tmp_path)
     assert kit.returncode == 0, kit.stdout[-3000:]

@@ -536,7 +536,27 @@ def _data_source(cfg: Config, data: _Data) -> str:
     return f"{cfg['data']['type']} split '{split}' ({where})"
 
 
-def _optim_wrapper(run: _Run) -> dict:
+def param_group_rules(model: torch.nn.Module) -> dict[str, dict]:
+    """The optimiser rules a model's components declare, as mmengine ``paramwise_cfg`` custom keys.
+
+    A component (whole model, backbone, neck or head) may define ``param_groups()`` returning
+    ``{name_pattern: {"lr_mult": float, "decay_mult": float}}``: every parameter whose name
+    contains ``name_pattern`` gets ``lr * lr_mult`` and ``weight_decay * decay_mult`` (S4's rule:
+    no weight decay and a lower learning rate on A, B and the step size).
+    """
+    rules: dict[str, dict] = {}
+    for module in model.modules():
+        declare = getattr(type(module), "param_groups", None)
+        if callable(declare):
+            for pattern, rule in (module.param_groups() or {}).items():
+                if not isinstance(rule, dict) or set(rule) - {"lr_mult", "decay_mult"}:
+                    raise ConfigError(f"{type(module).__name__}.param_groups(): {pattern!r}: expected "
+                                      f"{{'lr_mult': x, 'decay_mult': y}}, got {rule!r}")
+                rules[pattern] = dict(rule)
+    return rules
+
+
+def _optim_wrapper(run: _Run, model: torch.nn.Module | None = None) -> dict:
     train_cfg = run.cfg["train"]
     amp = bool(train_cfg.get("amp"))
     cuda_amp = amp and run.device.type == "cuda"
@@ -549,6 +569,9 @@ def _optim_wrapper(run: _Run) -> dict:
         wrapper["clip_grad"] = {"max_norm": float(train_cfg["grad_clip"])}
     if cuda_amp:
         wrapper["dtype"] = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    rules = param_group_rules(model) if model is not None else {}
+    if rules:
+        wrapper["paramwise_cfg"] = {"custom_keys": rules}
     return wrapper
 
 
@@ -591,7 +614,7 @@ def _build_runner(run: _Run, data: _Data, model, evaluators: list, weights: _Wei
         val_evaluator=MMEvaluator([EvaluatorMetric(evaluators)]) if "val" in loaders else None,
         test_cfg={} if "test" in loaders else None,
         test_evaluator=MMEvaluator([EvaluatorMetric(evaluators)]) if "test" in loaders else None,
-        optim_wrapper=_optim_wrapper(run) if train else None,
+        optim_wrapper=_optim_wrapper(run, model) if train else None,
         param_scheduler=(schedulers or None) if train else None,
         default_hooks={"runtime_info": {"type": "RuntimeInfoHook"}, "timer": {"type": "IterTimerHook"},
                        "sampler_seed": {"type": "DistSamplerSeedHook"},
