@@ -191,11 +191,11 @@ def test_info_and_list_give_the_install_hint(plugin_env, capsys):
     from panconv.cli import main
 
     plugin_env("good")
-    assert main(["info", "education.CAKT"]) == 2
-    assert "provided by panconv-education, which is not installed: pip install panconv-education" in \
+    assert main(["info", "documents.CascadeTabNet"]) == 2
+    assert "provided by panconv-documents, which is not installed: pip install panconv-documents" in \
         capsys.readouterr().err
-    assert main(["list", "education.*"]) == 0
-    assert "pip install panconv-education" in capsys.readouterr().err
+    assert main(["list", "documents.*"]) == 0
+    assert "pip install panconv-documents" in capsys.readouterr().err
 
 
 def test_a_config_naming_an_installed_plugins_module_is_a_no_op(plugin_env):
