@@ -411,3 +411,17 @@ def test_components_declare_optimizer_param_groups_the_engine_uses(local, tmp_pa
     settings = sorted((round(g["lr"], 6), g["weight_decay"], len(g["params"])) for g in groups)
     assert settings[0] == (0.001, 0.0, 1) and sum(g[2] for g in settings if g[0] == 0.001) == 2  # layers.0 w, b
     assert all(g[:2] == (0.01, 0.05) for g in settings if g[0] != 0.001)
+
+
+def test_one_cycle_with_one_peak_is_refused_when_groups_are_declared(local, tmp_path, monkeypatch):
+    from panconv import plugins
+    from panconv.engine import run_experiment
+
+    plugins.get_manager().add_plugin(type("P", (), {"panconv_register_models": panconv.hookimpl(
+        lambda self, register: register("Grouped", Grouped, kind="backbone"))})(), "grouped")
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(tmp_path, "model.backbone={type: grouped.Grouped}",
+                  "train.scheduler=[{type: OneCycleLR, eta_max: 0.1, total_steps: 8, by_epoch: false}]")
+    with pytest.raises(ConfigError, match=r"train.scheduler.0: OneCycleLR with one eta_max sets every parameter "
+                                          r"group to that peak"):
+        run_experiment(cfg, work_dir=tmp_path / "work", quiet=True)

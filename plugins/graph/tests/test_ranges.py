@@ -128,7 +128,8 @@ def test_every_configurable_kind_is_covered():
 @pytest.mark.parametrize(("kind", "name"), registered())
 def test_every_numeric_parameter_declares_its_range(kind, name):
     factory = panconv.get_component(kind, name)
-    hints = typing.get_type_hints(factory.__init__, include_extras=True)
+    target = getattr(factory, "factory", factory)  # a size variant: check the class it builds
+    hints = typing.get_type_hints(target.__init__, include_extras=True)
     params = inspect.signature(factory).parameters
     assert set(params) - {"root", "split"} <= set(hints), f"{name}: unannotated parameters"
     loose = [p for p in params if p in hints and unconstrained(hints[p])]

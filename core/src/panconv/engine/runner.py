@@ -572,6 +572,12 @@ def _optim_wrapper(run: _Run, model: torch.nn.Module | None = None) -> dict:
     rules = param_group_rules(model) if model is not None else {}
     if rules:
         wrapper["paramwise_cfg"] = {"custom_keys": rules}
+        for i, sched in enumerate(train_cfg.get("scheduler") or []):
+            if sched.get("type") == "OneCycleLR" and not isinstance(sched.get("eta_max"), (list, tuple)):
+                raise ConfigError(
+                    f"{run.cfg.filename}: train.scheduler.{i}: OneCycleLR with one eta_max sets every parameter "
+                    f"group to that peak, overriding the per-group learning rates the model declares "
+                    f"({', '.join(sorted(rules))}); use LinearLR + CosineAnnealingLR, which scale each group")
     return wrapper
 
 

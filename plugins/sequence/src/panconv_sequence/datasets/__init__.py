@@ -1,0 +1,1 @@
+"""Sequence data sets: sequential MNIST, generated long-range tasks, time series, byte-level text."""

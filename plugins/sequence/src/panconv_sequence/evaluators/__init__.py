@@ -1,0 +1,1 @@
+"""Sequence evaluators: accuracy, bits per byte / perplexity."""

@@ -1,0 +1,1 @@
+"""Kernels of the sequence plugin: ``sequence.fftconv`` (long convolution by FFT, Triton)."""

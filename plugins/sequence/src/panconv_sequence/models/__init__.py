@@ -1,0 +1,1 @@
+"""Sequence models: one readable file per family; shared blocks in :mod:`.layers`."""
