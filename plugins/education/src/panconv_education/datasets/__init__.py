@@ -1,0 +1,1 @@
+"""Data sets: ``education.KnowledgeTracing`` (``knowledge_tracing.py``), the 3-line benchmark format."""

@@ -1,0 +1,1 @@
+"""Evaluators: ``education.KTMetrics`` (``kt_metrics.py``), exact AUC and accuracy of next-answer predictions."""

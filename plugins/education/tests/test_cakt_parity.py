@@ -1,0 +1,94 @@
+"""Forward parity of ``education.CAKT`` with the official code (github.com/Badstu/CAKT, ``model/CAKT.py``,
+checked at commit bb3cc39f28db9b79c19611d3715b1a1e11960147) on shared weights.
+
+The official code is not part of this repository. To run the test, put a checkout (or just its
+``model/CAKT.py``) at ``$PANCONV_CAKT_OFFICIAL`` (default ``/tmp/CAKT``)::
+
+    git clone https://github.com/Badstu/CAKT /tmp/CAKT
+
+The official LSTMs draw random initial states at every call; the test fixes them to zeros (what
+``education.CAKT`` uses). Its unused tables (``pc_embedding``, ``rg_embedding``: the forward pass never
+reads them) are dropped; every other weight is copied by name.
+"""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from panconv_education.models.cakt import CAKT
+from panconv_education.models.layers import interaction_tokens
+
+OFFICIAL = Path(os.environ.get("PANCONV_CAKT_OFFICIAL", "/tmp/CAKT")) / "model" / "CAKT.py"
+
+#: official name prefix -> ours
+RENAMES = [("LSTM_FRONT.LSTM.", "lstm_front."), ("LSTM_REAR.LSTM.", "lstm_rear."), ("fc_c3d_gate.", "gate_conv."),
+           ("fc_lstm_gate.", "gate_lstm."), ("fc_final.", "out."), ("embedding.", "embedding."), ("S", "decay"),
+           *[(f"layer{i + 1}.0.", f"resnet.{i}.") for i in range(4)]]
+BLOCK_RENAMES = [("conv3d_1.", "conv1."), ("conv3d_2.", "conv2."), ("se_layer.", "se.")]
+
+
+def _official_module():
+    if not OFFICIAL.is_file():
+        pytest.skip(f"the official CAKT code is not at {OFFICIAL} (git clone https://github.com/Badstu/CAKT "
+                    f"/tmp/CAKT, or set PANCONV_CAKT_OFFICIAL)")
+    spec = importlib.util.spec_from_file_location("official_cakt", OFFICIAL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _map_state(official_state: dict) -> dict:
+    out = {}
+    for name, value in official_state.items():
+        if name.startswith(("pc_embedding.", "rg_embedding.")):
+            continue
+        for old, new in RENAMES:
+            if name == old or (old.endswith(".") and name.startswith(old)):
+                name = new + name[len(old):]
+                break
+        else:
+            raise AssertionError(f"unmapped official parameter {name}")
+        for old, new in BLOCK_RENAMES:
+            name = name.replace(old, new)
+        out[name] = value
+    return out
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_forward_matches_the_official_code(monkeypatch, train):
+    official_cakt = _official_module()
+
+    def zero_state_forward(self, x):  # the official RNN.forward with h0 = c0 = 0 instead of torch.randn
+        zeros = torch.zeros(self.num_layers, x.shape[0], self.hidden_dim)
+        return self.LSTM(x, (zeros, zeros.clone()))
+
+    monkeypatch.setattr(official_cakt.RNN, "forward", zero_state_forward)
+    num_skills, batch, steps = 110, 3, 24
+    torch.manual_seed(0)
+    official = official_cakt.CAKT(4, 2 * num_skills, 15, 225, 225, 1, num_skills, batch, torch.device("cpu"))
+    with torch.no_grad():  # non-trivial batch-norm statistics and decay
+        for module in official.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+        official.S.fill_(0.7)
+    ours = CAKT(num_skills=num_skills)
+    ours.load_state_dict(_map_state(official.state_dict()), strict=True)
+    official.train(train)
+    ours.train(train)
+
+    g = torch.Generator().manual_seed(1)
+    skills = torch.randint(1, 8, (batch, steps + 1), generator=g)  # few skills: long same-skill histories
+    responses = torch.randint(0, 2, (batch, steps + 1), generator=g)
+    mask = torch.ones_like(skills, dtype=torch.bool)
+    tokens = interaction_tokens(skills, responses, num_skills)[:, :steps]  # the official input: x_1 .. x_{T-1}
+    with torch.no_grad():
+        out_official, _, _ = official(tokens, None, None)
+        expected = out_official.view(batch, steps, num_skills).gather(-1, (skills[:, 1:] - 1).unsqueeze(-1))[..., 0]
+        got = ours({"skills": skills, "responses": responses, "mask": mask})
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
