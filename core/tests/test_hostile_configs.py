@@ -125,3 +125,17 @@ def test_a_non_finite_loss_names_the_data(tmp_path, capsys, monkeypatch):
     assert code == 2 and len(err) == 1, err
     assert "the training loss is not finite (nan); the batch holds NaN/inf in inputs: check the data file(s) of " \
            "core.GaussianBlobs split 'train'" in err[0]
+
+
+def test_the_testing_helper_for_bad_values(tmp_path):
+    from panconv.testing import assert_rejected_at_validation, dry_run
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(VALID)
+    assert dry_run(path)[0] == 0
+    line = assert_rejected_at_validation(path, "model.head.num_classes=0", "model.head.num_classes")
+    assert line.endswith("core.LinearClsHead expects a value >= 1, got 0")
+    with pytest.raises(AssertionError, match="exit code 0, expected 2"):
+        assert_rejected_at_validation(path, "model.head.num_classes=4", "model.head.num_classes")
+    with pytest.raises(AssertionError, match="expected one line"):
+        assert_rejected_at_validation(path, "model.head.num_classes=0", "model.backbone.hidden")

@@ -26,7 +26,51 @@ from pathlib import Path
 _KIT = ("CAPABILITIES", "CHECKS", "CheckResult", "ConformanceError", "SkipCheck", "capabilities_of", "check_plugin",
         "checks_for", "describe_capabilities", "describe_checks", "plugin_entries", "run_check")
 
-__all__ = [*_KIT, "shared_data_root"]
+__all__ = [*_KIT, "assert_rejected_at_validation", "dry_run", "shared_data_root"]
+
+
+def dry_run(config: str | os.PathLike, *overrides: str, cwd: str | os.PathLike | None = None) -> tuple[int, str, str]:
+    """``panconv run CONFIG --dry-run --set OVERRIDE ...`` in this process: ``(exit code, stdout, stderr)``.
+
+    ``cwd`` (default: unchanged) is the working directory for the run, restored afterwards.
+    """
+    import contextlib
+    import io
+
+    from ..cli import main
+
+    argv = ["run", str(config), "--dry-run"]
+    for override in overrides:
+        argv += ["--set", override]
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        os.chdir(previous)
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_rejected_at_validation(config: str | os.PathLike, override: str, key: str,
+                                  cwd: str | os.PathLike | None = None) -> str:
+    """Assert that ``--set OVERRIDE`` makes ``--dry-run`` fail with exactly one line naming ``CONFIG: KEY``.
+
+    Returns that line. The shape of every bad-value test: exit code 2, ``error: <config>: <key>: ...``,
+    no traceback, nothing else printed.
+    """
+    code, out, err = dry_run(config, override, cwd=cwd)
+    lines = err.splitlines()
+    assert code == 2, f"--set {override}: exit code {code}, expected 2\n{out}{err}"
+    assert len(lines) == 1 and lines[0].startswith(f"error: {config}: {key}: "), \
+        f"--set {override}: expected one line 'error: {config}: {key}: ...', got:\n{err}"
+    assert "Traceback" not in err and "config is valid" not in out, err
+    return lines[0]
 
 
 def shared_data_root() -> Path | None:
