@@ -29,7 +29,9 @@ def score(hypotheses, references):
     return cer.compute()["cer"], wer.compute()["wer"]
 
 
-def transcribe(cfg, checkpoint, test, metadata, batch_size=32):
+def predict_split(cfg, checkpoint, test, metadata, batch_size=32) -> list:
+    """The trained model's prediction for every sample of ``test`` (``model.predict`` per batch, in order);
+    ``benchmarks/audio_classification.py`` uses it too."""
     import panconv
     from panconv.io import load_checkpoint, model_state_dict
 
@@ -64,7 +66,7 @@ def main():
     recognisers = {"empty transcript": [""] * len(refs),
                    f"most frequent train transcript '{common}'": [common] * len(refs)}
     if args.checkpoint:
-        recognisers[f"model ({args.checkpoint})"] = transcribe(cfg, args.checkpoint, test, train.metadata)
+        recognisers[f"model ({args.checkpoint})"] = predict_split(cfg, args.checkpoint, test, train.metadata)
     subsets = {"all held-out": lambda u: True, "real (asterisk)": lambda u: u.speaker.startswith("asterisk/"),
                "synthesised (flite/espeak-ng)": lambda u: not u.speaker.startswith("asterisk/")}
     print(f"{'recogniser':58s} {'subset':30s} {'n':>4s} {'CER':>7s} {'WER':>7s}")

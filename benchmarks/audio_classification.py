@@ -20,18 +20,9 @@ import torch
 
 
 def classify(cfg, checkpoint, test, metadata, batch_size=64) -> list[int]:
-    import panconv
-    from panconv.io import load_checkpoint, model_state_dict
+    from audio_baselines import predict_split  # benchmarks/ is on sys.path when this script runs
 
-    model = panconv.create_model(cfg["model"], metadata=metadata)
-    model.load_state_dict(model_state_dict(load_checkpoint(checkpoint)))
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(test), batch_size):
-            batch = test.collate([test[i] for i in range(start, min(start + batch_size, len(test)))])
-            out += model.predict(model(batch), batch).argmax(-1).tolist()
-    return out
+    return [int(p.argmax(-1)) for p in predict_split(cfg, checkpoint, test, metadata, batch_size)]
 
 
 def main():

@@ -106,3 +106,11 @@ def test_info_counts_a_backbone_with_the_papers_head(capsys):
     assert "parameters:  27,818,592 (27.82M) backbone alone, with its defaults" in out
     # ConvNeXt-T, ImageNet-1k head at 224^2: 28,589,128 (paper Table 1: 28.6M; timm's count)
     assert "parameters:  28,589,128 (28.59M) with the paper's classification head (1000 classes)" in out
+
+
+def test_the_cli_lists_with_the_same_matching_as_list_models(capsys):
+    from panconv.cli import main
+
+    assert main(["list", "ml*"]) == 0
+    out = capsys.readouterr().out
+    assert "core.MLP" in out and "core.LinearClsHead" not in out

@@ -148,17 +148,14 @@ def _injected_comment(cfg) -> str:
 
 
 def cmd_list(args) -> int:
-    import fnmatch
-
+    from .factory import name_matches
     from .plugins import get_manager
     from .registry import KINDS
 
     manager = get_manager()
     entries = manager.entries([args.kind] if args.kind else KINDS)
     if args.pattern:
-        pattern = args.pattern.lower()
-        glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
-        entries = [e for e in entries if fnmatch.fnmatch(e.qualname.lower(), glob)]
+        entries = [e for e in entries if name_matches(e, args.pattern)]
     rows = [(e.qualname, e.kind, e.doc or e.target_path) for e in entries]
     _table(("name", "kind", "description"), rows)
     failed = [r for r in manager.records.values() if r.status == "failed"]

@@ -35,6 +35,7 @@ import yaml
 
 from . import builder
 from .errors import ConfigError, PanconvError, UnknownComponentError
+from .factory import get_component
 from .registry import factory_signature
 
 SECTIONS = ("model", "data", "train", "eval", "run", "plugins")
@@ -668,7 +669,7 @@ def _skip_weight_init() -> dict:
 def _metadata_placeholders(model_cfg: dict) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for part in builder.model_parts(model_cfg):
-        factory = get_component_factory(part.kind, part.type)
+        factory = get_component(part.kind, part.type)
         sig, _ = factory_signature(factory)
         values = {}
         for name in builder.metadata_inputs(factory):
@@ -678,12 +679,6 @@ def _metadata_placeholders(model_cfg: dict) -> dict[str, dict]:
             values[name] = param.default if param is not None and param.default is not param.empty else 2
         out[part.path] = values
     return out
-
-
-def get_component_factory(kind: str, name: str) -> Any:
-    from .plugins import get
-
-    return get(kind, name).load()
 
 
 def type_problem(value: Any, hint: Any) -> str | None:

@@ -36,13 +36,15 @@ def list_models(pattern: str | None = None, kinds: tuple[str, ...] = MODEL_KINDS
     """
     from .plugins import get_manager
 
-    entries = get_manager().entries(kinds)
-    if pattern is None:
-        return sorted(e.qualname for e in entries)
+    return sorted(e.qualname for e in get_manager().entries(kinds) if pattern is None or name_matches(e, pattern))
+
+
+def name_matches(entry, pattern: str) -> bool:
+    """Whether a registry entry matches a glob (``convnext*``, ``vision.*``) or substring, on its
+    qualified or short name, case-insensitively (``panconv list`` and :func:`list_models`)."""
     pattern = pattern.lower()
     glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
-    return sorted(e.qualname for e in entries
-                  if fnmatch.fnmatch(e.qualname.lower(), glob) or fnmatch.fnmatch(e.name.lower(), glob))
+    return fnmatch.fnmatch(entry.qualname.lower(), glob) or fnmatch.fnmatch(entry.name.lower(), glob)
 
 
 def get_component(kind: str, name: str) -> Any:

