@@ -187,15 +187,18 @@ def test_info_on_an_ambiguous_short_name_lists_the_candidates(plugin_env, capsys
     assert "ambiguous: core.MLP, good.MLP; use the qualified name" in capsys.readouterr().err
 
 
-def test_info_and_list_give_the_install_hint(plugin_env, capsys):
+def test_info_and_list_give_the_install_hint(plugin_env, capsys, monkeypatch):
+    from panconv import registry
     from panconv.cli import main
 
+    # a first-party plugin that is not installed (every real one is, in this checkout)
+    monkeypatch.setitem(registry.FIRST_PARTY, "weather", "panconv-weather")
     plugin_env("good")
-    assert main(["info", "documents.CascadeTabNet"]) == 2
-    assert "provided by panconv-documents, which is not installed: pip install panconv-documents" in \
+    assert main(["info", "weather.Radar"]) == 2
+    assert "provided by panconv-weather, which is not installed: pip install panconv-weather" in \
         capsys.readouterr().err
-    assert main(["list", "documents.*"]) == 0
-    assert "pip install panconv-documents" in capsys.readouterr().err
+    assert main(["list", "weather.*"]) == 0
+    assert "pip install panconv-weather" in capsys.readouterr().err
 
 
 def test_a_config_naming_an_installed_plugins_module_is_a_no_op(plugin_env):

@@ -45,7 +45,11 @@ def test_create_model_uses_a_backbones_paper_head():
     assert type(model.neck).__name__ == "PoolNorm" and model.head.fc.out_features == 10
 
 
-def test_list_models_globs_match_short_names_too():
+def test_list_models_globs_match_short_names_too(monkeypatch):
+    from panconv import plugins
+
+    monkeypatch.setenv("PANCONV_PLUGINS", "none")  # the core's components only (plugins have MLPs too)
+    plugins.reset()
     assert panconv.list_models("ml*") == ["core.MLP"]
     assert panconv.list_models("core.*") == ["core.MLP"]
     assert panconv.list_models("MLP") == ["core.MLP"]  # substring, case-insensitive

@@ -43,21 +43,22 @@ STAGES = builder.STAGES
 TRAIN_KEYS = {
     "epochs": int, "optimizer": dict, "scheduler": list, "accumulate": int, "amp": bool,
     "grad_clip": (float, type(None)),
-    "val_interval": int, "checkpoint": dict, "log_interval": int,
+    "val_interval": int, "checkpoint": dict, "log_interval": int, "activation_checkpointing": (bool, list),
 }
 CHECKPOINT_KEYS = {"interval": int, "max_keep": int, "best": (str, type(None))}
 RUN_KEYS = {"work_dir": (str, type(None)), "seed": (int, type(None)), "deterministic": bool, "device": str,
-            "threads": (int, type(None)), "launcher": str, "load_from": (str, type(None))}
+            "threads": (int, type(None)), "launcher": str, "load_from": (str, type(None)),
+            "strategy": str}
 EVAL_KEYS = {"evaluators": list}
 DEFAULTS: dict[str, Any] = {
     "plugins": [],
     "data": {"batch_size": 32, "num_workers": 0, "splits": {"train": "train", "val": "val", "test": "test"}},
     "train": {"epochs": 1, "optimizer": {"type": "Adam", "lr": 1e-3}, "scheduler": [], "accumulate": 1, "amp": False,
               "grad_clip": None, "val_interval": 1, "checkpoint": {"interval": 1, "max_keep": 2, "best": None},
-              "log_interval": 50},
+              "log_interval": 50, "activation_checkpointing": False},
     "eval": {"evaluators": []},
     "run": {"work_dir": None, "seed": 0, "deterministic": False, "device": "auto", "threads": None,
-            "launcher": "auto", "load_from": None},
+            "launcher": "auto", "load_from": None, "strategy": "ddp"},
 }
 
 
@@ -499,6 +500,11 @@ class _Validator:
         self.at_least(train, ("epochs", "accumulate", "val_interval", "log_interval"), "train")
         if train.get("grad_clip") is not None and train["grad_clip"] <= 0:
             self.fail("train.grad_clip", f"must be > 0 (or null), got {train['grad_clip']}")
+        checkpointing = train.get("activation_checkpointing")
+        if isinstance(checkpointing, list) and not (checkpointing and all(isinstance(p, str) and p
+                                                                          for p in checkpointing)):
+            self.fail("train.activation_checkpointing", "expected true/false or a non-empty list of module-name "
+                      f"patterns (e.g. ['backbone.stages.*']), got {shown(checkpointing)}")
         self.optimizer(train["optimizer"])
         for i, sched in enumerate(train.get("scheduler") or []):
             self.scheduler(sched, f"train.scheduler.{i}")
@@ -523,6 +529,8 @@ class _Validator:
         if run.get("launcher") == "pytorch" and "WORLD_SIZE" not in os.environ:
             self.fail("run.launcher", "'pytorch' needs the environment torchrun sets (WORLD_SIZE, RANK, ...): "
                                       "start with torchrun, or use launcher: auto")
+        if run.get("strategy", "ddp") not in ("ddp", "fsdp"):
+            self.fail("run.strategy", f"expected ddp or fsdp, got {shown(run['strategy'])}")
         if run.get("threads") is not None and run["threads"] < 1:
             self.fail("run.threads", f"must be >= 1, got {run['threads']}")
         seed = run.get("seed")

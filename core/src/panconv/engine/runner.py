@@ -61,6 +61,7 @@ from ..io import (
     save_checkpoint,
 )
 from ..plugins import get_manager
+from . import scale
 from .hooks import CHECKPOINT_NAME, RunLog, history_rows
 from .state import from_plain, restore_schedulers, scheduler_states, to_plain
 
@@ -391,8 +392,12 @@ class PanconvRunner(Runner):
     (the engine writes ``run.log``; mmengine's warnings go there too)."""
 
     def __init__(self, *, device: torch.device, log: RunLog, weights: _Weights | None = None,
-                 scheduler_cfgs: list[dict] | None = None, say=None, **kwargs):
+                 scheduler_cfgs: list[dict] | None = None, say=None, strategy: str = "ddp",
+                 activation_checkpointing: bool | list[str] = False, config_file: str | None = None, **kwargs):
+        self.panconv_config_file = config_file or "config"
         self.panconv_device = device  # read by wrap_model, which Runner.__init__ calls
+        self.panconv_strategy = strategy
+        self.panconv_activation_checkpointing = activation_checkpointing
         self.panconv_log = log
         self.panconv_weights = weights
         self.panconv_schedulers = list(scheduler_cfgs or [])
@@ -416,11 +421,29 @@ class PanconvRunner(Runner):
     def wrap_model(self, model_wrapper_cfg, model):
         device = self.panconv_device
         model = model.to(device)
+        if self.panconv_activation_checkpointing:
+            try:
+                chosen = scale.apply_activation_checkpointing(model.model, self.panconv_activation_checkpointing)
+            except ValueError as exc:
+                raise ConfigError(f"{self.panconv_config_file}: {exc}") from None
+            self.panconv_say(f"activation checkpointing: {len(chosen)} units ({_names(chosen)})")
         if not self.distributed:
+            return model
+        if self.panconv_strategy == "fsdp":
+            for tensor in model.state_dict().values():  # every process shards the same weights
+                dist.broadcast(tensor, 0)
+            chosen = scale.apply_fsdp(model, device)
+            self.panconv_say(f"fsdp: parameters sharded over {dist.get_world_size()} processes, "
+                             f"{len(chosen)} units ({_names(chosen)}) and the root")
             return model
         device_ids = [device.index or 0] if device.type == "cuda" else None
         return MMDistributedDataParallel(module=model, device_ids=device_ids, broadcast_buffers=False,
                                          find_unused_parameters=False)
+
+    def _init_model_weights(self) -> None:
+        """mmengine's weight sync broadcasts whole tensors; a sharded model was synced before sharding."""
+        if not scale.is_sharded(self.model):
+            super()._init_model_weights()
 
     def _checkpoint(self, filename, *, resume: bool) -> dict:
         weights = self.panconv_weights
@@ -432,7 +455,12 @@ class PanconvRunner(Runner):
         model = self.model.module if hasattr(self.model, "module") else self.model
         state = checkpoint.get("state_dict", checkpoint)
         state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-        if not any(k.startswith("model.") for k in state):  # the state dict of a panconv model itself
+        if scale.is_sharded(model):
+            if not any(k.startswith("model.") for k in state):  # the state dict of a panconv model itself
+                state = {f"model.{k}": v for k, v in state.items()}
+            load_weights(model, state, filename, load=lambda full: scale.load_full_state_dicts(model, full))
+            return
+        if not any(k.startswith("model.") for k in state):
             model = model.model
         load_weights(model, state, filename)
 
@@ -457,7 +485,7 @@ class PanconvRunner(Runner):
                                   f"{str(exc)[:120]})") from None
         if "optimizer" in checkpoint:
             try:
-                self.optim_wrapper.load_state_dict(checkpoint["optimizer"])
+                self._load_optimizer(checkpoint["optimizer"])
             except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
                 raise CheckpointError(f"{filename}: optimizer: does not fit train.optimizer "
                                       f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
@@ -465,6 +493,18 @@ class PanconvRunner(Runner):
             self._restore_schedulers(checkpoint, filename)
         self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
         self._has_loaded = True
+
+    def _load_optimizer(self, state: dict) -> None:
+        """An optimizer state saved sharded (keyed by parameter name) or not (by position), into
+        this run's optimizer, sharded or not."""
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        optimizer = self.optim_wrapper.optimizer
+        if not scale.is_sharded(model) and not scale.is_by_name(state):
+            self.optim_wrapper.load_state_dict(state)
+            return
+        if not scale.is_by_name(state):
+            state = scale.optimizer_state_by_name(state, optimizer, model)
+        scale.load_full_state_dicts(model, None, optimizer, state)
 
     def _restore_schedulers(self, checkpoint: dict, filename) -> None:
         meta = checkpoint["meta"]
@@ -484,18 +524,21 @@ class PanconvRunner(Runner):
         from mmengine.runner.checkpoint import weights_to_cpu
         from mmengine.utils import apply_to
 
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        sharded = scale.is_sharded(model)
+        if sharded:  # a collective: every process gathers, the first writes
+            weights, optimizer = scale.full_state_dicts(model, self.optim_wrapper.optimizer if save_optimizer else None)
         if not is_main_process():
             return
         meta = dict(meta or {})
         meta.setdefault("epoch", self.epoch + 1 if by_epoch else self.epoch)
         meta.setdefault("iter", self.iter if by_epoch else self.iter + 1)
         meta.update(seed=self.seed, time=time.strftime("%Y%m%d_%H%M%S"))
-        model = self.model.module if hasattr(self.model, "module") else self.model
         to_cpu = lambda tree: apply_to(tree, lambda x: hasattr(x, "cpu"), lambda x: x.cpu())  # noqa: E731
-        checkpoint = {"meta": meta, "state_dict": weights_to_cpu(model.state_dict()),
+        checkpoint = {"meta": meta, "state_dict": weights if sharded else weights_to_cpu(model.state_dict()),
                       "message_hub": to_plain(to_cpu(self.message_hub.state_dict()))}
         if save_optimizer:
-            checkpoint["optimizer"] = to_cpu(self.optim_wrapper.state_dict())
+            checkpoint["optimizer"] = optimizer if sharded else to_cpu(self.optim_wrapper.state_dict())
         if save_param_scheduler and self.param_schedulers:
             # callables (OneCycleLR keeps its annealing function in its state) are rebuilt from
             # the config, and a function cannot be loaded with weights_only=True
@@ -504,9 +547,13 @@ class PanconvRunner(Runner):
         save_checkpoint(checkpoint, Path(out_dir) / filename)
 
 
-def load_weights(model: torch.nn.Module, state: dict, path) -> None:
-    """``model.load_state_dict(state, strict=True)`` with a one-line CheckpointError naming what
-    does not fit (missing, unexpected and differently shaped entries)."""
+def _names(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f", ... {names[-1]}" if len(names) > shown else "")
+
+
+def load_weights(model: torch.nn.Module, state: dict, path, load=None) -> None:
+    """``model.load_state_dict(state, strict=True)`` (or ``load(state)``) with a one-line
+    CheckpointError naming what does not fit (missing, unexpected and differently shaped entries)."""
     own = model.state_dict()
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
@@ -524,7 +571,10 @@ def load_weights(model: torch.nn.Module, state: dict, path) -> None:
                                                           ("unexpected", unexpected)) if names]
     if problems:
         raise CheckpointError(f"{path}: does not fit this model: {'; '.join(problems)}")
-    model.load_state_dict(state, strict=True)
+    if load is not None:
+        load(state)
+    else:
+        model.load_state_dict(state, strict=True)
 
 
 def _data_source(cfg: Config, data: _Data) -> str:
@@ -608,6 +658,8 @@ def _build_runner(run: _Run, data: _Data, model, evaluators: list, weights: _Wei
     runner = PanconvRunner(
         device=run.device, log=log, weights=weights, scheduler_cfgs=schedulers,
         say=lambda line: run.say(line, log, stream=sys.stderr),
+        strategy=cfg["run"].get("strategy", "ddp"),
+        activation_checkpointing=train_cfg.get("activation_checkpointing") or False, config_file=cfg.filename,
         model=EngineModel(model, cpu_amp=bool(train_cfg.get("amp")) and run.device.type == "cpu",
                           data_source=_data_source(run.cfg, data)),
         work_dir=str(run.out_dir),
@@ -704,7 +756,24 @@ def resolved_config(cfg: Config, data: _Data, weights: _Weights | None = None) -
     return Config(out, cfg.filename)
 
 
-def _write_summary(run: _Run, progress, checkpoints, n_params: int, weights: _Weights | None) -> dict:
+def _peak_memory_mib(run: _Run) -> float:
+    """The largest peak memory of any process of the run, in MiB: allocated CUDA memory on a GPU,
+    the resident set of the process (``ru_maxrss``, everything since it started) on a CPU."""
+    if run.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(run.device) / 2**20
+    else:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = torch.tensor([peak], dtype=torch.float64, device=run.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        peak = float(value.item())
+    return round(peak, 1)
+
+
+def _write_summary(run: _Run, progress, checkpoints, n_params: int, weights: _Weights | None,
+                   peak_memory_mib: float | None = None) -> dict:
     cfg = run.cfg
     best = cfg["train"]["checkpoint"].get("best")
     summary = {
@@ -712,6 +781,7 @@ def _write_summary(run: _Run, progress, checkpoints, n_params: int, weights: _We
         "parameters": n_params, "epochs": int(cfg["train"].get("epochs", 1)), "world_size": run.world,
         "device": str(run.device), "seed": run.seed, "seconds": round(time.time() - run.started, 2),
         "final_metrics": progress.final_metrics(),
+        "peak_memory_mib": peak_memory_mib,
     }
     if run.training:
         summary["best"] = {"metric": best, "value": checkpoints.best_value,
@@ -726,11 +796,12 @@ def _write_summary(run: _Run, progress, checkpoints, n_params: int, weights: _We
     return summary
 
 
-def _write_outputs(run: _Run, progress, checkpoints, n_params: int, weights: _Weights | None) -> None:
+def _write_outputs(run: _Run, progress, checkpoints, n_params: int, weights: _Weights | None,
+                   peak_memory_mib: float | None = None) -> None:
     """``summary.json`` and (training) ``curves.png``."""
     from .hooks import plot_curves
 
-    _write_summary(run, progress, checkpoints, n_params, weights)
+    _write_summary(run, progress, checkpoints, n_params, weights, peak_memory_mib)
     if run.training:
         plot_curves(run.out_dir / "curves.png", progress.history, run.cfg["train"]["checkpoint"].get("best"),
                     checkpoints.best_epoch)
@@ -773,8 +844,9 @@ def run_experiment(cfg: Config, *, work_dir: str | os.PathLike | None = None, re
             _execute(run, runner, data)
         finally:
             progress.close()
+        peak = _peak_memory_mib(run)  # a collective under torchrun
         if run.main:
-            _write_outputs(run, progress, checkpoints, count_parameters(model), weights)
+            _write_outputs(run, progress, checkpoints, count_parameters(model), weights, peak)
             manager.call_lifecycle("panconv_after_run", config=dict(cfg), work_dir=run.out_dir,
                                    metrics=progress.final_metrics())
         log.write("final: " + "  ".join(f"{k}={v:.4f}" for k, v in progress.final_metrics().items()))
