@@ -14,9 +14,9 @@ It also checks that the three compute the same final embeddings from the same we
 Wall-clock and process CPU seconds are both printed (on a shared machine CPU seconds are the
 stabler figure). Peers are optional:
 
-    # RecBole into a separate location, without touching the project venv:
-    pip install --target /tmp/recbole_pkgs --no-deps recbole==1.2.1 colorlog==4.7.2 colorama==0.4.4 \
-        thop tabulate texttable plotly pandas
+    # RecBole into the environment (--recbole) or a separate location (--recbole-path), without its deps' pins:
+    pip install --no-deps recbole==1.2.1 colorlog==4.7.2 colorama==0.4.4 texttable==1.7.0
+    pip install --target /tmp/recbole_pkgs --no-deps recbole==1.2.1 colorlog==4.7.2 colorama==0.4.4 texttable==1.7.0
     # the reference code (gusye1234/LightGCN-PyTorch), only its code/ folder, outside the repo:
     git clone https://github.com/gusye1234/LightGCN-PyTorch /tmp/lgref
     python benchmarks/lightgcn_speed.py --threads 2 --recbole-path /tmp/recbole_pkgs --reference-code /tmp/lgref/code
@@ -109,7 +109,8 @@ class _RecBoleData:
 
 
 def bench_recbole(args, train, test, init):
-    sys.path.insert(0, args.recbole_path)
+    if args.recbole_path:
+        sys.path.insert(0, args.recbole_path)
     import scipy.sparse as sp
 
     if not hasattr(sp.dok_matrix, "_update"):  # RecBole 1.2.1 calls a private scipy method removed in scipy 1.12
@@ -285,6 +286,7 @@ def main():
     p.add_argument("--batches", type=int, default=10, help="timed training steps (extrapolated to an epoch)")
     p.add_argument("--eval-batch", type=int, default=2048)
     p.add_argument("--recbole-path", default=None, help="folder where recbole is installed (pip --target)")
+    p.add_argument("--recbole", action="store_true", help="compare with the recbole installed in this environment")
     p.add_argument("--reference-code", default=None, help="LightGCN-PyTorch/code folder")
     p.add_argument("--ref-eval-batches", type=int, default=20, help="reference test batches timed (x100 users)")
     p.add_argument("--ref-sample-fraction", type=float, default=0.1,
@@ -315,7 +317,7 @@ def main():
         return r
 
     runs = {"panconv-graph": done("panconv-graph", bench_ours(args, train, test, init))}
-    if args.recbole_path and not args.no_recbole:
+    if (args.recbole_path or args.recbole) and not args.no_recbole:
         runs["RecBole 1.2.1"] = done("RecBole 1.2.1", bench_recbole(args, train, test, init))
     if args.reference_code:
         runs["LightGCN-PyTorch (ref)"] = done("LightGCN-PyTorch (ref)", bench_reference(args, train, test, init))

@@ -7,6 +7,7 @@ import torch
 from panconv_graph.kernels.spmm import (
     csr_columns,
     csr_rows,
+    csr_transpose,
     lightgcn_propagate,
     normalized_adjacency,
     spmm_reference,
@@ -54,11 +55,12 @@ def test_propagation_equals_dense_mean(n_layers):
 
 
 @pytest.mark.parametrize("n_layers", [1, 3])
-def test_batch_rows_gradient_equals_full_gradient(n_layers):
+@pytest.mark.parametrize("order", ["sorted", "unsorted"])  # sorted: backward transposes Â[rows]; else Â[:, rows]
+def test_batch_rows_gradient_equals_full_gradient(n_layers, order):
     users, items, nu, ni = random_graph(seed=7)
     adj = normalized_adjacency(users, items, nu, ni, dtype=torch.float64)
     emb = torch.randn(nu + ni, 5, dtype=torch.float64, requires_grad=True)
-    rows = torch.tensor([1, 2, nu, nu + 9, nu + 16])
+    rows = torch.tensor([1, 2, nu, nu + 9, nu + 16] if order == "sorted" else [nu + 9, 2, nu + 16, 1, nu])
     g = torch.randn(len(rows), 5, dtype=torch.float64)
     (fast,) = torch.autograd.grad(lightgcn_propagate(adj, emb, n_layers, rows), emb, g)
     dense = dense_adjacency(users, items, nu, ni)
@@ -119,3 +121,25 @@ def test_sub_matrices():
     rows = torch.tensor([4, 0, nu + 3])
     torch.testing.assert_close(csr_rows(adj, rows).to_dense(), adj.to_dense()[rows])
     torch.testing.assert_close(csr_columns(adj, rows).to_dense(), adj.to_dense()[:, rows])
+    # for sorted rows the transpose of Â[rows] is Â[:, rows] entry for entry (what the CPU backward uses)
+    rows = torch.sort(rows).values
+    a, b = csr_columns(adj, rows), csr_transpose(csr_rows(adj, rows))
+    for part in ("crow_indices", "col_indices", "values"):
+        assert torch.equal(getattr(a, part)(), getattr(b, part)())
+
+
+def test_csr_mm_is_torch_sparse_mm_bitwise_and_never_reads_its_buffer(monkeypatch):
+    """The CPU product of the propagation (``addmm`` into a fresh buffer, beta 0) is ``torch.sparse.mm``'s."""
+    from panconv_graph.kernels.spmm import csr_mm
+
+    users, items, nu, ni = random_graph(n_users=40, n_items=50, n_edges=400, seed=2)
+    adj = normalized_adjacency(users, items, nu, ni)
+    x = torch.randn(nu + ni, 64)
+    rows = torch.tensor([3, 0, nu + 7, nu + 49])
+    real_empty = torch.empty
+    # a garbage-filled buffer: beta = 0 must not read it (NaN * 0 would stay NaN)
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: real_empty(*a, **k).fill_(float("nan")))
+    for a, b in ((adj, x), (csr_rows(adj, rows), x), (csr_columns(adj, rows), torch.randn(len(rows), 64))):
+        got = csr_mm(a, b)
+        assert torch.equal(got, torch.sparse.mm(a, b))
+        assert not got.isnan().any()

@@ -366,6 +366,12 @@ class RecSysData(Dataset):
             neg[todo] = rng.integers(0, self.n_items, len(todo))
         return neg
 
+    def device_sampler(self, device: torch.device | str) -> DeviceSampler:
+        """The epoch's BPR triples drawn on ``device`` (the GPU training loop's sampler)."""
+        if self.split != "train":
+            raise ValueError(f"RecSysData.device_sampler: BPR triples come from the train split, not {self.split!r}")
+        return DeviceSampler(self, device)
+
     @property
     def samples(self) -> np.ndarray:
         if self._samples is None:
@@ -465,6 +471,63 @@ class RecSysData(Dataset):
         (folder / "train.txt").write_text("0 0 1 2\n1 2 x\n")
         (folder / "test.txt").write_text("0 3\n")
         return {"root": str(tmp_dir), "name": "broken"}
+
+
+class DeviceSampler:
+    """BPR triples of a whole epoch drawn on the device (``RecSysData.device_sampler(device)``).
+
+    The same distribution as :meth:`RecSysData.sample_epoch` (``sampling="user"``: a uniform user
+    with training items, one of its items, a negative uniform over its unseen items;
+    ``"interaction"``: the interactions in a random order), drawn with a ``torch.Generator`` on the
+    device seeded from ``(seed, epoch)`` (a different stream from the numpy one of the CPU loader,
+    reproducible on the same device). Negatives are redrawn where they hit a training item
+    (binary search in the sorted ``user * n_items + item`` keys) for ``rounds`` passes with no
+    host synchronisation, then until none is left (one read of a flag per epoch), so the result
+    is exact. A training step then only slices the epoch's tensors: nothing crosses to the host.
+    """
+
+    def __init__(self, dataset: RecSysData, device: torch.device | str, rounds: int = 4):
+        self.device = torch.device(device)
+        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.int64)).to(self.device)
+        self.n_items, self.n, self.seed = dataset.n_items, dataset.n_interactions, dataset.seed
+        self.sampling, self.rounds = dataset.sampling, int(rounds)
+        self.offsets, self.items = as_t(dataset.train_offsets), as_t(dataset.train_items)
+        self.deg = self.offsets.diff()
+        self.keys = as_t(dataset._train_keys)
+        self.users_with_items = as_t(dataset._train_users)
+        self.interaction_users = as_t(np.repeat(np.arange(dataset.n_users), np.diff(dataset.train_offsets)))
+
+    def generator(self, epoch: int) -> torch.Generator:
+        mixed = (self.seed * 0x9E3779B1 + int(epoch) * 0x85EBCA77 + 1) % (1 << 63)
+        return torch.Generator(device=self.device).manual_seed(mixed)
+
+    def seen(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Whether each (user, item) pair is a training interaction (bool, on the device)."""
+        keys = users * self.n_items + items
+        pos = torch.searchsorted(self.keys, keys).clamp_(max=self.keys.numel() - 1)
+        return self.keys[pos] == keys
+
+    def sample_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(users, pos, neg)``: ``n_interactions`` int64 triples of ``epoch`` on the device."""
+        g, n, dev = self.generator(epoch), self.n, self.device
+        if self.sampling == "user":
+            users = self.users_with_items[torch.randint(0, len(self.users_with_items), (n,), generator=g, device=dev)]
+            deg = self.deg[users]
+            pick = (torch.rand(n, generator=g, device=dev, dtype=torch.float64) * deg).long()
+            pos = self.items[self.offsets[users] + torch.minimum(pick, deg - 1)]
+        else:
+            order = torch.randperm(n, generator=g, device=dev)
+            users, pos = self.interaction_users[order], self.items[order]
+        neg = torch.randint(0, self.n_items, (n,), generator=g, device=dev)
+        for _ in range(self.rounds):  # redraw the hits, no synchronisation
+            redraw = torch.randint(0, self.n_items, (n,), generator=g, device=dev)
+            neg = torch.where(self.seen(users, neg), redraw, neg)
+        hit = self.seen(users, neg)
+        while bool(hit.any()):  # rare after the rounds; one flag read per epoch
+            redraw = torch.randint(0, self.n_items, (n,), generator=g, device=dev)
+            neg = torch.where(hit, redraw, neg)
+            hit = self.seen(users, neg)
+        return users, pos, neg
 
 
 def _gather_csr(offsets: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -130,9 +130,16 @@ def rank_metrics(scores: torch.Tensor | UserItemScores, held_items: torch.Tensor
     query = torch.arange(b, device=device).unsqueeze(1) * n_items + top
     pos = torch.searchsorted(keys, query).clamp(max=max(keys.numel() - 1, 0))
     hits = (keys[pos] == query).to(torch.float64) if keys.numel() else torch.zeros_like(query, dtype=torch.float64)
-    discount = 1.0 / torch.log2(torch.arange(2, kmax + 2, dtype=torch.float64, device=device))
+    return {name: v.cpu().numpy() for name, v in user_metrics(hits, held_counts, ks).items()}
+
+
+def user_metrics(hits: torch.Tensor, held_counts: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:
+    """Per-user float64 metrics from ``hits`` ``(B, kmax)`` (1 where the ranked item is held out) and
+    the number of held-out items per user; the definitions of the module docstring."""
+    kmax = hits.shape[1]
+    discount = 1.0 / torch.log2(torch.arange(2, kmax + 2, dtype=torch.float64, device=hits.device))
     n_held = held_counts.to(torch.float64)
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, torch.Tensor] = {}
     for k in ks:
         kk = min(k, kmax)
         h = hits[:, :kk].sum(1)
@@ -140,11 +147,67 @@ def rank_metrics(scores: torch.Tensor | UserItemScores, held_items: torch.Tensor
         ideal_len = torch.clamp(held_counts, max=kk)
         idcg = torch.cumsum(discount[:kk], 0)[(ideal_len - 1).clamp(min=0)]
         idcg = torch.where(ideal_len > 0, idcg, torch.ones_like(idcg))
-        out[f"recall@{k}"] = (h / n_held.clamp(min=1)).cpu().numpy()
-        out[f"ndcg@{k}"] = (dcg / idcg).cpu().numpy()
-        out[f"precision@{k}"] = (h / k).cpu().numpy()
-        out[f"hit@{k}"] = (h > 0).to(torch.float64).cpu().numpy()
+        out[f"recall@{k}"] = h / n_held.clamp(min=1)
+        out[f"ndcg@{k}"] = dcg / idcg
+        out[f"precision@{k}"] = h / k
+        out[f"hit@{k}"] = (h > 0).to(torch.float64)
     return out
+
+
+class DeviceRanking:
+    """Full ranking of a whole evaluation split on the model's device (the GPU training loop's evaluator).
+
+    Built once from an evaluation ``RecSysData`` (``val``/``test``): its users, held-out items and
+    masked items go to ``device`` with the block boundaries computed on the host, so ranking
+    (``__call__(user_emb, item_emb)``) scores ``block`` users at a time into one reused buffer
+    (``users x n_items`` floats, ``block_elements`` at most), masks their training items in place,
+    takes the top K and counts hits by binary search, accumulating the per-user metrics on the
+    device; the only host read is the final means. Same definitions as :class:`FullRanking`, whose
+    means it reproduces (tests/test_spmm_triton.py).
+    """
+
+    def __init__(self, dataset, device: torch.device | str, ks: Sequence[int] = (20,),
+                 block_elements: int = BLOCK_ELEMENTS):
+        self.device, self.ks = torch.device(device), [int(k) for k in ks]
+        batch = dataset.collate(dataset.__getitems__(list(range(len(dataset)))))
+        self.n_users, self.n_items = len(dataset), dataset.n_items
+        self.kmax = min(max(self.ks), self.n_items)
+        self.block = max(1, min(self.n_users, block_elements // max(self.n_items, 1)))
+        seen_off, held_off = batch["seen_offsets"], batch["held_offsets"]
+        starts = list(range(0, self.n_users, self.block))
+        # (start, stop, first masked pair, end of the masked pairs) per block, read on the host once
+        self.blocks = [(a, min(a + self.block, self.n_users), int(seen_off[a]),
+                        int(seen_off[min(a + self.block, self.n_users)])) for a in starts]
+        rows = lambda off: torch.repeat_interleave(torch.arange(self.n_users), off.diff())
+        to = lambda t: t.to(self.device)
+        self.users = to(batch["users"])
+        self.seen_rows, self.seen_items = to(rows(seen_off)), to(batch["seen_items"])
+        self.held_keys = to(torch.sort(rows(held_off) * self.n_items + batch["held_items"]).values)
+        self.held_counts = to(held_off.diff())
+        self.buffer: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def __call__(self, user_emb: torch.Tensor, item_emb: torch.Tensor, per_user: bool = False):
+        """Means of Recall/NDCG/Precision/HitRate@K (``{name: float}``; with ``per_user`` also the
+        per-user tensors, on the device) for the final embeddings of every user / item."""
+        if self.buffer is None or self.buffer.device != item_emb.device:
+            self.buffer = torch.empty(self.block, self.n_items, dtype=torch.float32, device=item_emb.device)
+        items_t = item_emb.float().t()
+        top = torch.empty(self.n_users, self.kmax, dtype=torch.int64, device=item_emb.device)
+        minus_inf = torch.tensor(-torch.inf, device=item_emb.device)
+        for start, stop, lo, hi in self.blocks:
+            out = self.buffer[: stop - start]
+            torch.matmul(user_emb[self.users[start:stop]].float(), items_t, out=out)
+            out.index_put_((self.seen_rows[lo:hi] - start, self.seen_items[lo:hi]), minus_inf)
+            top[start:stop] = torch.topk(out, self.kmax, dim=1).indices
+        query = torch.arange(self.n_users, device=top.device).unsqueeze(1) * self.n_items + top
+        pos = torch.searchsorted(self.held_keys, query).clamp_(max=max(self.held_keys.numel() - 1, 0))
+        hits = (self.held_keys[pos] == query).to(torch.float64)
+        metrics = user_metrics(hits, self.held_counts, self.ks)
+        names = list(metrics)
+        means = torch.stack([metrics[n].mean() for n in names]).cpu().tolist()  # the one host read
+        result = dict(zip(names, means))
+        return (result, metrics) if per_user else result
 
 
 class FullRanking(Evaluator):

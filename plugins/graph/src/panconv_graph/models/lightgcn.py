@@ -11,6 +11,12 @@ Recommendation", SIGIR 2020), as in the paper and its reference code (gusye1234/
 Training computes only the final embeddings of the batch's users and items: the last forward
 hop and the first backward hop then touch only their edges (``kernels.spmm.lightgcn_propagate``).
 ``backend="pyg"`` runs the same propagation with ``torch_geometric.nn.LGConv`` instead.
+
+Device path: where ``graph.spmm_sym`` runs its Triton kernel (CUDA; the CPU under
+``TRITON_INTERPRET=1``), a training step gathers the batch's rows straight from the repeated node
+ids (no ``torch.unique``, whose output size is read on the host) and the row-restricted hops use
+the Triton row kernels (``kernels.spmm._LightGCNRowsDevice``): nothing in the step waits for the
+host. The CPU path (``torch.sparse``, unique rows) is unchanged.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Annotated, Literal
 import torch
 from annotated_types import Ge, Gt
 
-from ..kernels.spmm import lightgcn_propagate
+from ..kernels.spmm import lightgcn_propagate, uses_triton
 from .layers import BPRRecommender
 
 
@@ -47,6 +53,16 @@ class LightGCN(BPRRecommender):
             out = self._propagate_pyg(adj, emb)
             return out if nodes is None else out[nodes]
         return lightgcn_propagate(adj, emb, self.n_layers, nodes)
+
+    def forward(self, batch: dict):
+        if "pos" in batch and self.backend == "csr" and uses_triton(self._graph(), self.embedding.weight):
+            users, pos, neg = batch["users"], batch["pos"], batch["neg"]
+            nodes = torch.cat([users, pos + self.n_users, neg + self.n_users])
+            final = lightgcn_propagate(self._graph(), self.ego_embeddings(), self.n_layers, nodes)  # rows may repeat
+            b = users.shape[0]
+            ego = self.embedding.weight.index_select(0, nodes)  # backward: index_add_ (the embedding op may sort)
+            return {"users": final[:b], "pos": final[b:2 * b], "neg": final[2 * b:], "ego": ego}
+        return super().forward(batch)
 
     def _propagate_pyg(self, adj: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         from torch_geometric.nn import LGConv
