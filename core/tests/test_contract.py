@@ -201,6 +201,18 @@ def test_info_and_list_give_the_install_hint(plugin_env, capsys, monkeypatch):
     assert "pip install panconv-weather" in capsys.readouterr().err
 
 
+def test_the_install_hint_names_the_plugins_a_plugin_is_built_on(plugin_env, capsys, monkeypatch):
+    from panconv import registry
+    from panconv.cli import main
+
+    monkeypatch.setitem(registry.FIRST_PARTY, "weather", "panconv-weather")
+    monkeypatch.setitem(registry.FIRST_PARTY_REQUIRES, "weather", ("sequence",))
+    plugin_env("good")
+    assert main(["info", "weather.Radar"]) == 2
+    assert ("provided by panconv-weather (which needs panconv-sequence), which is not installed: "
+            "pip install panconv-sequence panconv-weather") in capsys.readouterr().err
+
+
 def test_a_config_naming_an_installed_plugins_module_is_a_no_op(plugin_env):
     manager = plugin_env("good")
     manager.collect()

@@ -35,7 +35,11 @@ def test_core_alone_installs_and_runs(fresh_venv, wheels, tmp_path):
 
 
 def _check_plugin_alone(fresh_venv, wheels, plugin):
-    fresh_venv.install(wheels["panconv-core"], wheels[f"panconv-{plugin}"])
+    from panconv.registry import FIRST_PARTY_REQUIRES
+
+    # the plugin, core, and the first-party plugins it declares it is built on (nothing else)
+    built_on = [wheels[f"panconv-{p}"] for p in FIRST_PARTY_REQUIRES.get(plugin, ())]
+    fresh_venv.install(wheels["panconv-core"], *built_on, wheels[f"panconv-{plugin}"])
     listed = fresh_venv.panconv("plugins")
     row = next((line.split() for line in listed.stdout.splitlines() if line.startswith(f"{plugin} ")), None)
     assert row is not None and row[3] == "ok", listed.stdout + listed.stderr
@@ -59,3 +63,16 @@ def test_plugin_installs_with_only_core(fresh_venv, wheels, plugin):
 @pytest.mark.parametrize("plugin", [p for p in PLUGINS if p not in FAST])
 def test_plugin_installs_with_only_core_full_matrix(fresh_venv, wheels, plugin):
     _check_plugin_alone(fresh_venv, wheels, plugin)
+
+
+def test_first_party_requirements_match_the_plugins_metadata():
+    """The install hint's list of plugins a plugin is built on is what its pyproject declares."""
+    import re
+    import tomllib
+
+    from panconv.registry import FIRST_PARTY_REQUIRES
+
+    for plugin in PLUGINS:
+        deps = tomllib.loads((REPO / "plugins" / plugin / "pyproject.toml").read_text())["project"]["dependencies"]
+        declared = {m.group(1) for d in deps if (m := re.match(r"panconv-([a-z]+)", d)) and m.group(1) != "core"}
+        assert declared == set(FIRST_PARTY_REQUIRES.get(plugin, ())), plugin

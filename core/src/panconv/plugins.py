@@ -35,7 +35,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import AmbiguousNameError, PluginError, UnknownComponentError
-from .registry import FIRST_PARTY, KINDS, MODEL_KINDS, Entry, Registry, make_register
+from .registry import FIRST_PARTY, FIRST_PARTY_REQUIRES, KINDS, MODEL_KINDS, Entry, Registry, make_register
 
 ENTRY_POINT_GROUP = "panconv"
 BUILTIN = "core"
@@ -113,12 +113,19 @@ def _plugin_code() -> Iterator[None]:
 
 
 def install_hint(plugin: str) -> str:
-    """How to install the first-party plugin ``plugin``: valid in and outside a source checkout."""
-    dist = FIRST_PARTY.get(plugin, f"panconv-{plugin}")
-    hint = f"pip install {dist}"
-    if (Path.cwd() / "plugins" / plugin / "pyproject.toml").is_file():
-        hint += f" (from this source checkout: pip install ./plugins/{plugin})"
+    """How to install the first-party plugin ``plugin`` (and the first-party plugins it is built
+    on): valid in and outside a source checkout."""
+    needs = [*FIRST_PARTY_REQUIRES.get(plugin, ()), plugin]
+    hint = "pip install " + " ".join(FIRST_PARTY.get(p, f"panconv-{p}") for p in needs)
+    if all((Path.cwd() / "plugins" / p / "pyproject.toml").is_file() for p in needs):
+        hint += " (from this source checkout: pip install " + " ".join(f"./plugins/{p}" for p in needs) + ")"
     return hint
+
+
+def _provided_by(plugin: str) -> str:
+    needs = FIRST_PARTY_REQUIRES.get(plugin, ())
+    also = f" (which needs {', '.join(FIRST_PARTY[p] for p in needs)})" if needs else ""
+    return f"{FIRST_PARTY[plugin]}{also}"
 
 
 #: hook implementation options panconv does not honour (each plugin's hook is called on its own,
@@ -378,7 +385,7 @@ class PluginManager:
             if impostors:
                 return impostors[0].error
             if prefix in FIRST_PARTY:
-                return f"it is provided by {FIRST_PARTY[prefix]}, which is not installed: {install_hint(prefix)}"
+                return f"it is provided by {_provided_by(prefix)}, which is not installed: {install_hint(prefix)}"
         return None
 
     def get(self, kind: str, name: str, *, where: str | None = None) -> Entry:

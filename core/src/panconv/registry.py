@@ -31,6 +31,11 @@ FIRST_PARTY = {
     "documents": "panconv-documents",
     "education": "panconv-education",
 }
+# First-party plugins built on others (declared in their pyproject too): installed together.
+FIRST_PARTY_REQUIRES = {
+    "genomics": ("sequence",),
+    "pointcloud": ("vision",),
+}
 
 
 @dataclass

@@ -1,0 +1,184 @@
+"""HyenaDNA vs a dense (SDPA) Transformer of equal width: tokens/s and peak memory as the context L doubles.
+
+Both models are built at HyenaDNA tiny's width (``--d-model`` 128, ``--n-layers`` 2, d_inner 4 x d_model, the
+12-token nucleotide vocabulary) for each ``L`` (HyenaDNA's ``l_max = L``) and run forward + backward on one
+sequence of ``L`` nucleotides, ``L`` doubling from ``--start`` to ``--stop``; a model stops once a step took, or is
+predicted to take, longer than ``--step-limit`` seconds. Time is the fastest of at least 3 steps
+(``--min-time`` seconds of them): the figure least disturbed by other processes on a shared machine.
+Printed per ``L``: tokens/s and peak memory of each model and HyenaDNA's
+ratio to the Transformer measured in the same run (speed: > 1 = HyenaDNA faster; memory: < 1 =
+HyenaDNA smaller), and the time growth exponent ``log2(t(L) / t(L/2))`` (1 linear, 2 quadratic). The Transformer is
+``sequence.Transformer`` (causal, rotary positions, ``F.scaled_dot_product_attention``, 2 heads of 64 as the
+official attention baseline); with ``--official DIR`` (holding the fetched ``standalone_hyenadna.py``, never
+committed; its ``einops`` on PYTHONPATH) the official HyenaDNA model is measured too.
+
+Memory on the CPU: the peak resident-set growth over the step (sampled every millisecond, with glibc's
+``MALLOC_MMAP_THRESHOLD_`` lowered so freed tensors leave the resident set: see benchmarks/sequence_throughput.py,
+whose ``PeakRSS`` and ``step`` this script uses) and the bytes autograd saves for backward; on CUDA
+``torch.cuda.max_memory_allocated``. ``--plot PATH`` writes the two curves (log-log) as a PNG.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_hyenadna_scaling.py \
+        --plot plugins/genomics/figures/hyenadna_scaling.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sequence_throughput import PeakRSS, step  # noqa: E402
+
+
+def build(name: str, length: int, d_model: int, n_layers: int, device: str, official_dir: str | None):
+    torch.manual_seed(0)
+    if name == "HyenaDNA":
+        from panconv_genomics.models.hyenadna import HyenaDNA
+
+        return HyenaDNA(d_model=d_model, n_layer=n_layers, l_max=length, embed_dropout=0.0).to(device)
+    if name == "Transformer (SDPA)":
+        from panconv_sequence.models.transformer import Transformer
+
+        return Transformer(d_model=d_model, n_layers=n_layers, n_heads=max(1, d_model // 64), causal=True,
+                           vocab_size=12, mlp_ratio=4.0).to(device)
+    sys.path.insert(0, official_dir)
+    import standalone_hyenadna as official
+
+    layer = dict(emb_dim=5, filter_order=64, short_filter_order=3, l_max=length, modulate=True, w=10, lr=6e-4,
+                 wd=0.0, lr_pos_emb=0.0)
+    model = official.HyenaDNAModel(d_model=d_model, n_layer=n_layers, d_inner=4 * d_model, vocab_size=12,
+                                   pad_vocab_size_multiple=8, embed_dropout=0.0, layer=layer).to(device)
+
+    class Wrapped(torch.nn.Module):  # the official model returns (N, L, d); step() takes [features]
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return [self.model(x)]
+
+    return Wrapped()
+
+
+def measure(model, length: int, device: str, min_time: float):
+    x = torch.randint(7, 12, (1, length), device=device)
+    step(model, x)                                                               # warm-up
+    model.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times, start = [], time.perf_counter()
+    with PeakRSS() as rss:
+        while len(times) < 3 or time.perf_counter() - start < min_time:
+            began = time.perf_counter()
+            saved = step(model, x)
+            model.zero_grad(set_to_none=True)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - began)
+    seconds = min(times)  # the fastest of >= 3 steps: the least disturbed by other processes on a shared machine
+    peak = torch.cuda.max_memory_allocated() - base if device == "cuda" else rss.growth
+    return seconds, peak, saved
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--n-layers", type=int, default=2)
+    parser.add_argument("--start", type=int, default=1024)
+    parser.add_argument("--stop", type=int, default=1 << 20)
+    parser.add_argument("--step-limit", type=float, default=20.0, help="seconds one fwd+bwd step may take")
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of repeated steps per measurement")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--official", default=None, help="directory holding the official standalone_hyenadna.py")
+    parser.add_argument("--plot", default=None, help="write the curves to this PNG")
+    args = parser.parse_args(argv)
+    if args.device == "cpu" and argv is None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+    names = ["HyenaDNA", "Transformer (SDPA)"] + (["official HyenaDNA"] if args.official else [])
+    print(f"device={args.device} threads={torch.get_num_threads()} d_model={args.d_model} n_layers={args.n_layers} "
+          f"batch=1 torch={torch.__version__}")
+    print(f"{'L':>8} {'model':<20}{'tokens/s':>11}{'peak MB':>10}{'saved MB':>10}{'growth':>8}"
+          f"{'speed x':>9}{'memory x':>10}")
+    measure(build(names[0], args.start, args.d_model, args.n_layers, args.device, args.official), args.start,
+            args.device, 0.0)                                               # warm-up (thread pools, allocator)
+    results: dict[str, dict[int, tuple]] = {n: {} for n in names}
+    stopped: dict[str, str] = {}
+    length = args.start
+    while length <= args.stop and len(stopped) < len(names):
+        for name in names:
+            if name in stopped:
+                continue
+            previous, before = results[name].get(length // 2), results[name].get(length // 4)
+            if previous:
+                predicted = previous[0] * max(previous[0] / before[0] if before else 4.0, 2.0)
+                if predicted > args.step_limit:
+                    stopped[name] = f"stopped before L={length}: a step predicted at {predicted:.1f}s"
+                    continue
+            model = None
+            try:
+                model = build(name, length, args.d_model, args.n_layers, args.device, args.official)
+                results[name][length] = measure(model, length, args.device, args.min_time)
+            except (RuntimeError, MemoryError) as exc:                         # out of memory
+                stopped[name] = f"failed at L={length}: {str(exc).splitlines()[0][:100]}"
+            finally:
+                del model
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
+        base = results["Transformer (SDPA)"].get(length)
+        for name in names:
+            got = results[name].get(length)
+            if got is None:
+                continue
+            seconds, peak, saved = got
+            half = results[name].get(length // 2)
+            growth = f"{math.log2(seconds / half[0]):.2f}" if half else "-"
+            speed = f"{base[0] / seconds:.2f}" if base else "-"
+            memory = f"{peak / base[1]:.2f}" if base and base[1] >= 2**20 else "-"
+            print(f"{length:>8} {name:<20}{length / seconds:>11.0f}{peak / 2**20:>10.1f}{saved / 2**20:>10.1f}"
+                  f"{growth:>8}{speed:>9}{memory:>10}", flush=True)
+        length *= 2
+    for name, why in stopped.items():
+        print(f"{name}: {why}")
+    if args.plot:
+        plot(results, args)
+
+
+def plot(results: dict, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, points in results.items():
+        lengths = sorted(points)
+        if not lengths:
+            continue
+        axes[0].plot(lengths, [points[L][0] for L in lengths], "o-", label=name)
+        axes[1].plot(lengths, [points[L][2] / 2**20 for L in lengths], "o-", label=name)
+    for ax, label in zip(axes, ("seconds per fwd+bwd step", "MB saved for backward")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length L (nucleotides)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"HyenaDNA vs Transformer, d_model {args.d_model}, {args.n_layers} layers, batch 1, "
+                 f"{args.device} ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})",
+                 fontsize=9)
+    fig.tight_layout()
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot, dpi=80)
+    print(f"wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

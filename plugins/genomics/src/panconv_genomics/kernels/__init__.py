@@ -1,0 +1,1 @@
+"""Kernels of panconv-genomics (PyTorch reference + Triton)."""

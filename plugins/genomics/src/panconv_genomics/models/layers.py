@@ -1,0 +1,1 @@
+"""Building blocks the model files of panconv-genomics share."""

@@ -1,0 +1,1 @@
+"""Kernels of panconv-pointcloud (PyTorch reference + Triton)."""
