@@ -35,6 +35,15 @@ if [ -d plugins/pointcloud ]; then
     importlib-metadata zipp retrying nest-asyncio
 fi
 
+# Real PDFs with ruled tables (panconv-documents' TabulaPDFs): the test PDFs of the tabula-py sdist,
+# kept (never installed) in the default data root unless the data root has them.
+if [ -d plugins/documents ]; then
+  sdist=tabula_py-2.10.0.tar.gz
+  if [ ! -f "${PANCONV_DATA:-/nonexistent}/documents/$sdist" ] && [ ! -f "$HOME/.cache/panconv/documents/$sdist" ]; then
+    $PIP download -q --no-deps --no-binary :all: "tabula-py==2.10.0" -d "$HOME/.cache/panconv/documents"
+  fi
+fi
+
 # Never let pip swap the pinned torch: fail loudly if it happened.
 .venv/bin/python - <<'PYEOF'
 import importlib.metadata as m, re, sys

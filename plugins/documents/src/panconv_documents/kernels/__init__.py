@@ -1,0 +1,1 @@
+"""Kernels of panconv-documents (PyTorch reference + Triton)."""

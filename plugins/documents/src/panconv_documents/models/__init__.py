@@ -1,0 +1,1 @@
+"""Models of panconv-documents: one file per model family; shared blocks in layers.py."""

@@ -1,0 +1,1 @@
+"""Implementations of the CLI subcommands panconv-documents adds (``panconv tables``)."""
