@@ -1,4 +1,4 @@
-"""Throughput and peak memory of the panconv-vision backbones (and timm's ConvNeXt-T as the peer).
+"""Throughput and peak memory of the panconv-vision backbones beside timm's same architectures.
 
     python benchmarks/vision_backbones.py                       # batch 32 at 224x224 (the reference setting)
     python benchmarks/vision_backbones.py --batch 8 --iters 3 --threads 1   # a quick CPU run
@@ -9,7 +9,11 @@ allocated memory, on CPU the growth of the process's peak RSS (VmHWM) over its R
 model and the batch are built (VmHWM reset), over warm-up and timed iterations. Forward: eval mode
 under ``no_grad``; forward+backward: train mode, ``sum of outputs`` backward, no optimizer step.
 Images/s is the median over ``--iters`` timed iterations after ``--warmup`` untimed ones.
-Models whose plugin or module is missing are skipped.
+Models whose plugin or module is missing are skipped. Models whose position embeddings or
+attention blocks fix the input side (ConViT, CrossViT, VOLO, Swin V2, HaloNet) run at their paper
+size (``FIXED_SIZES``), ours and timm's alike; each (panconv, timm) pair prints its ratios.
+
+    python benchmarks/vision_backbones.py --batch 4 --iters 3 --models "ConViT-Ti (panconv)" "ConViT-Ti (timm)"
 """
 
 from __future__ import annotations
@@ -29,7 +33,32 @@ MODELS = {  # label -> (registered backbone "vision.name" or factory "module:att
     "HorNet-T GF (panconv)": ("vision.hornet_tiny_gf", {}),
     "UniRepLKNet-T (panconv)": ("vision.unireplknet_t", {}),
     "RepLKNet-31B (panconv)": ("vision.replknet_31b", {}),
+    # the attention family (issue 17), each beside timm's same architecture (timm without its classifier)
+    "ConViT-Ti (panconv)": ("vision.convit_tiny", {}),
+    "ConViT-Ti (timm)": ("timm:create_model", {"model_name": "convit_tiny", "pretrained": False, "num_classes": 0}),
+    "CrossViT-9 (panconv)": ("vision.crossvit_9", {}),
+    "CrossViT-9 (timm)": ("timm:create_model", {"model_name": "crossvit_9_240", "pretrained": False,
+                                                "num_classes": 0}),
+    "VOLO-D1 (panconv)": ("vision.volo_d1", {}),
+    "VOLO-D1 (timm)": ("timm:create_model", {"model_name": "volo_d1_224", "pretrained": False, "num_classes": 0}),
+    "SwinV2-T w8 (panconv)": ("vision.swinv2_tiny_window8", {"out_indices": [3]}),
+    "SwinV2-T w8 (timm)": ("timm:create_model", {"model_name": "swinv2_tiny_window8_256", "pretrained": False,
+                                                 "num_classes": 0}),
+    "HaloNet-H1 (panconv)": ("vision.halonet_h1", {"out_indices": [3]}),
+    "HaloNet-H1 (timm)": ("timm:create_model", {"model_name": "halonet_h1", "pretrained": False, "num_classes": 0}),
+    "MOAT-0 (panconv)": ("vision.moat_0", {"out_indices": [3]}),
+    "TiC (panconv)": ("vision.TiC", {"out_indices": [3]}),
 }
+#: models whose position embeddings (or windows/blocks) fix the input side; the others run at --size
+FIXED_SIZES = {"ConViT-Ti": 224, "CrossViT-9": 240, "VOLO-D1": 224, "SwinV2-T w8": 256, "HaloNet-H1": 256}
+#: (ours, peer) pairs whose ratio is printed
+PAIRS = [("ConvNeXt-T (panconv)", "ConvNeXt-T (timm)")] + [
+    (f"{name} (panconv)", f"{name} (timm)") for name in FIXED_SIZES]
+
+
+def input_size(label: str, default: int) -> int:
+    """The input side of a MODELS entry: its architecture's fixed size, else ``--size``."""
+    return FIXED_SIZES.get(label.rsplit(" (", 1)[0], default)
 
 
 def factory_of(target: str):
@@ -76,7 +105,8 @@ def run_one(label: str, args: argparse.Namespace) -> dict:
     model = factory(**kwargs).to(device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    x = torch.randn(args.batch, 3, args.size, args.size, device=device).to(memory_format=fmt)
+    side = input_size(label, args.size)
+    x = torch.randn(args.batch, 3, side, side, device=device).to(memory_format=fmt)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
     def outputs_sum(out):
@@ -122,10 +152,10 @@ def run_one(label: str, args: argparse.Namespace) -> dict:
     if args.mode == "fwd":
         model.eval()
         fwd, fwd_mem = measure(forward)
-        return {"model": label, "params_m": params, "fwd_img_s": fwd, "fwd_peak_mib": fwd_mem}
+        return {"model": label, "params_m": params, "size": side, "fwd_img_s": fwd, "fwd_peak_mib": fwd_mem}
     model.train()
     train, train_mem = measure(forward_backward)
-    return {"model": label, "params_m": params, "train_img_s": train, "train_peak_mib": train_mem}
+    return {"model": label, "params_m": params, "size": side, "train_img_s": train, "train_peak_mib": train_mem}
 
 
 def main() -> None:
@@ -164,19 +194,24 @@ def main() -> None:
     mem = "peak MiB (CUDA alloc)" if args.device.startswith("cuda") else "peak RSS growth MiB"
     print(f"\nbatch {args.batch}, {args.size}x{args.size}, device {args.device}, threads {args.threads}, "
           f"channels_last {args.channels_last}, bf16 {args.bf16}, median of {args.iters} iterations\n")
-    print(f"| model | params (M) | fwd img/s | fwd {mem} | fwd+bwd img/s | fwd+bwd {mem} |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| model | params (M) | input | fwd img/s | fwd {mem} | fwd+bwd img/s | fwd+bwd {mem} |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if "skipped" in r:
-            print(f"| {r['model']} | skipped: {r['skipped']} |||||")
+            print(f"| {r['model']} | skipped: {r['skipped']} ||||||")
         else:
-            print(f"| {r['model']} | {r['params_m']:.1f} | {r['fwd_img_s']:.2f} | {r['fwd_peak_mib']:.0f} | "
+            print(f"| {r['model']} | {r['params_m']:.1f} | {r['size']} | {r['fwd_img_s']:.2f} | "
+                  f"{r['fwd_peak_mib']:.0f} | "
                   f"{r['train_img_s']:.2f} | {r['train_peak_mib']:.0f} |")
-    ours = next((r for r in rows if r["model"] == "ConvNeXt-T (panconv)" and "skipped" not in r), None)
-    peer = next((r for r in rows if r["model"] == "ConvNeXt-T (timm)" and "skipped" not in r), None)
-    if ours and peer:
-        print(f"\nConvNeXt-T panconv / timm: forward {ours['fwd_img_s'] / peer['fwd_img_s']:.2f}x, "
-              f"forward+backward {ours['train_img_s'] / peer['train_img_s']:.2f}x")
+    done = {r["model"]: r for r in rows if "skipped" not in r}
+    for ours_label, peer_label in PAIRS:
+        ours, peer = done.get(ours_label), done.get(peer_label)
+        if ours and peer:
+            print(f"{ours_label.rsplit(' (', 1)[0]} panconv / timm at {ours['size']}x{ours['size']}: forward "
+                  f"{ours['fwd_img_s'] / peer['fwd_img_s']:.2f}x, forward+backward "
+                  f"{ours['train_img_s'] / peer['train_img_s']:.2f}x, peak memory forward "
+                  f"{ours['fwd_peak_mib'] / max(peer['fwd_peak_mib'], 1e-9):.2f}x, forward+backward "
+                  f"{ours['train_peak_mib'] / max(peer['train_peak_mib'], 1e-9):.2f}x")
     if args.paired:
         paired(args)
 

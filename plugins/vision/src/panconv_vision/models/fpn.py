@@ -19,6 +19,8 @@ from torch import nn
 
 from panconv.api import FeatureInfo, Neck
 
+from .layers import is_token_output
+
 
 class FPN(Neck):
     """``in_features`` -> ``num_outs`` maps of ``out_channels`` channels (strides of the inputs,
@@ -31,6 +33,10 @@ class FPN(Neck):
                  upsample_mode: Literal["nearest", "nearest-exact", "bilinear", "bicubic", "area"] = "nearest"):
         super().__init__(in_features)
         from mmcv.cnn import ConvModule  # the cnn building blocks of mmcv-lite (no compiled ops)
+
+        # class tokens ((N, C) outputs of ViT-style backbones) are not maps: the pyramid is built on the maps
+        self.token_outputs = [i for i, f in enumerate(self.in_features) if is_token_output(f)]
+        self.in_features = [f for f in self.in_features if not is_token_output(f)]
 
         used = self.in_features[start_level:]
         if not used:
@@ -62,6 +68,8 @@ class FPN(Neck):
                     nn.init.zeros_(m.bias)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.token_outputs and len(features) == len(self.in_features) + len(self.token_outputs):
+            features = [f for i, f in enumerate(features) if i not in self.token_outputs]
         if len(features) != len(self.in_features):
             raise ValueError(f"FPN: expected {len(self.in_features)} feature maps, got {len(features)}")
         laterals = [lat(f) for lat, f in zip(self.lateral_convs, features[self.start_level:])]

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt, Interval, MinLen
 from torch import nn
 
+from ..kernels.dwconv_large import large_depthwise_conv
 from .layers import (
     Downsample,
     HierarchicalBackbone,
@@ -93,7 +94,8 @@ class GnConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p, q = torch.split(self.proj_in(x), (self.dims[0], sum(self.dims)), dim=1)
-        gates = torch.split(self.dwconv(q) * self.scale, self.dims, dim=1)
+        # the 7x7 depthwise conv runs through the vision.dwconv2d_large kernel dispatch (the GF layer is called)
+        gates = torch.split(large_depthwise_conv(self.dwconv, q) * self.scale, self.dims, dim=1)
         p = p * gates[0]
         for pw, gate in zip(self.pws, gates[1:]):
             p = pw(p) * gate

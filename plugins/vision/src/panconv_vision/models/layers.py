@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from panconv.api import Backbone, FeatureInfo
+from panconv.api import Backbone, FeatureInfo, Model
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -19,6 +19,12 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+def is_token_output(info: FeatureInfo) -> bool:
+    """Whether a backbone output is a class token ``(N, C)`` rather than a map: ViT-style backbones
+    (ConViT, CrossViT, VOLO) return theirs after the maps, named ``cls_token`` (``cls_token.<branch>``)."""
+    return info.name.split(".")[0] == "cls_token"
 
 
 def drop_path(rate: float) -> nn.Module:
@@ -112,3 +118,49 @@ class HierarchicalBackbone(Backbone):
             if i in self.out_indices:
                 outs.append(x)
         return outs
+
+
+# --- large kernels and restoration (issue 18) ---
+
+
+class RestorationModel(Model):
+    """An image-to-image restoration model (dehazing, super-resolution, 3-D MRI SR): the shared contract.
+
+    ``forward(batch)`` restores ``batch["inputs"]`` (``(N, C, H, W)`` or ``(N, C, D, H, W)`` in [0, 1])
+    through :meth:`restore`; ``loss`` is the L1 distance to ``batch["targets"]`` (the pixel loss of
+    DEA-Net, CFSR and DISGAN's generator); ``predict`` clamps to [0, 1] for ``vision.ImageQuality``.
+    Subclasses set ``in_channels`` and ``upscale`` (1 for same-size restoration).
+    """
+
+    metadata_inputs = ("in_channels",)
+    in_channels: int = 3
+    upscale: int = 1
+    spatial_dims: int = 2
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def forward(self, batch: dict | torch.Tensor) -> torch.Tensor:
+        x = batch["inputs"] if isinstance(batch, dict) else batch
+        if x.dim() != 2 + self.spatial_dims or x.shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__}: expected inputs (N, {self.in_channels}, "
+                             f"{', '.join('HWD'[:self.spatial_dims])}) got shape {tuple(x.shape)}")
+        return self.restore(x)
+
+    def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        target = batch["targets"]
+        if outputs.shape != target.shape:
+            raise ValueError(f"{type(self).__name__}: output shape {tuple(outputs.shape)} != target shape "
+                             f"{tuple(target.shape)}")
+        return {"loss": F.l1_loss(outputs, target)}
+
+    def predict(self, outputs: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
+        return outputs.clamp(0, 1)
+
+    def example_inputs(self, batch_size: int = 2) -> dict:
+        side = 16 if self.spatial_dims == 2 else 8
+        g = torch.Generator().manual_seed(0)
+        shape = (batch_size, self.in_channels) + (side,) * self.spatial_dims
+        x = torch.rand(shape, generator=g)
+        y = torch.rand(shape[:2] + tuple(s * self.upscale for s in shape[2:]), generator=g)
+        return {"inputs": x, "targets": y}

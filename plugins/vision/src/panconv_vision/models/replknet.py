@@ -37,6 +37,7 @@ from torch import nn
 
 from panconv.api import Backbone, FeatureInfo
 
+from ..kernels.dwconv_large import large_depthwise_conv
 from .layers import check_out_indices, drop_path, drop_path_rates
 from .reparam import ConvBN, conv_from, fuse_convbn_modules, pad_kernel_to
 
@@ -66,7 +67,8 @@ class LargeKernelConv(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.large(x)
+        # the large depthwise conv runs through the vision.dwconv2d_large kernel dispatch
+        out = self.large.act(self.large.bn(large_depthwise_conv(self.large.conv, x)))
         if self.small is not None:
             out = out + self.small(x)
         return out

@@ -35,6 +35,7 @@ from torch import nn
 
 from panconv.api import Backbone, FeatureInfo
 
+from ..kernels.dwconv_large import large_depthwise_conv
 from .layers import LayerNorm2d, check_out_indices, drop_path, drop_path_rates, trunc_normal_init
 from .reparam import ConvBN, conv_from, dilate_kernel, fuse_conv_bn, pad_kernel_to
 
@@ -112,9 +113,10 @@ class DilatedReparamBlock(nn.Module):
                 self.branches.append(ConvBN(dim, dim, k, groups=dim, dilation=r))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the large depthwise conv runs through the vision.dwconv2d_large kernel dispatch
         if self.lk_bn is None:  # deploy form
-            return self.lk(x)
-        out = self.lk_bn(self.lk(x))
+            return large_depthwise_conv(self.lk, x)
+        out = self.lk_bn(large_depthwise_conv(self.lk, x))
         for branch in self.branches:
             out = out + branch(x)
         return out

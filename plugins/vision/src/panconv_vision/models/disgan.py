@@ -1,0 +1,296 @@
+"""DISGAN: wavelet-informed discriminator guides a GAN to MRI super-resolution with noise cleaning.
+
+Paper: Wang, Mahler, Steiglechner, Birk, Scheffler and Lohmann, ICCV 2023 Workshops, arXiv:2308.12084.
+Reference code: https://github.com/wqlevi/DISGAN (``mains/model/model_DISGAN.py``: ``Generator`` and
+``dwt_UNet``; numerical parity checked, tests/test_disgan.py).
+
+* **Generator**: a 3-D ESRGAN: a 3x3x3 conv, residual-in-residual dense blocks (RRDB: three dense
+  blocks of five 3-D convs with LeakyReLU, residual scale 0.2), a conv and a long skip, then per x2 a
+  conv to ``8 C`` channels, LeakyReLU and a **3-D pixel shuffle** (:func:`pixel_shuffle_3d`), and two
+  output convs.
+* **Discriminator** (:class:`WaveletUNetDiscriminator`): a 3-D U-Net whose encoder concatenates, at every
+  level, the strided-conv features with a 1x1x1 conv of the low-frequency band of a 3-D Haar DWT of the
+  previous level (:func:`haar_dwt3`), and whose decoder concatenates the skip features with a 1x1x1 conv
+  of the seven high-frequency bands; a per-voxel real/fake logit map.
+* **Losses** (the official training step): generator ``L1 + 5e-3 * adversarial``, the adversarial terms
+  relativistic (``BCE(D(fake) - mean D(real), 1)``), the discriminator ``(BCE(D(real) - mean D(fake), 1) +
+  BCE(D(fake) - mean D(real), 0)) / 2``; optional instance noise on the discriminator's inputs.
+
+The engine trains one optimizer on the summed loss; :meth:`DISGAN.loss` keeps the two players apart:
+the generator's adversarial term is computed with the discriminator's parameters *detached* (so it moves
+only the generator) and the discriminator's loss on the *detached* generator output (so it moves only the
+discriminator): the simultaneous-gradient form of the official alternating updates (both use Adam with
+one learning rate). Omitted: the official perceptual term (1e-2 x L1 between features of a MedicalNet
+ResNet-10 whose pre-trained weights are not available here) and the epoch-wise decay of the instance
+noise (``instance_noise`` is a constant). The "noise cleaning" is the generator trained on LR inputs with
+Rician noise (``vision.MRIPatches``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+import torch.nn.functional as F
+from annotated_types import Ge, Interval
+from torch import nn
+from torch.func import functional_call
+
+from .layers import RestorationModel
+
+__all__ = ["DISGAN", "DenseBlock3d", "RRDBGenerator3d", "WaveletUNetDiscriminator", "haar_dwt3", "pixel_shuffle_3d"]
+
+
+def pixel_shuffle_3d(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """``(N, C s^3, D, H, W) -> (N, C, D s, H s, W s)``: sub-voxel channel ``(i, j, k)`` to offset ``(i, j, k)``."""
+    n, c, d, h, w = x.shape
+    if c % scale ** 3:
+        raise ValueError(f"pixel_shuffle_3d: {c} channels are not divisible by scale^3 = {scale ** 3}")
+    out = c // scale ** 3
+    x = x.reshape(n, out, scale, scale, scale, d, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(n, out, d * scale, h * scale, w * scale)
+
+
+def haar_dwt3(x: torch.Tensor) -> torch.Tensor:
+    """One level of the orthonormal 3-D Haar DWT: ``(N, C, D, H, W) -> (N, 8, C, D/2, H/2, W/2)``.
+
+    Band ``s = 4 b_D + 2 b_H + b_W`` (``b = 0`` low: ``(x_0 + x_1)/sqrt(2)``, ``1`` high: ``(x_0 - x_1)/sqrt(2)``
+    along each axis), band 0 the low-frequency LLL (pywt's / torch-dwt's ``dwt3`` order)."""
+    n, c, d, h, w = x.shape
+    if d % 2 or h % 2 or w % 2:
+        raise ValueError(f"haar_dwt3: sides must be even, got {(d, h, w)}")
+    v = x.reshape(n, c, d // 2, 2, h // 2, 2, w // 2, 2)
+    sign = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=x.dtype, device=x.device) / 2 ** 0.5  # [band, tap]
+    # contract the tap axes of D, H and W with the band filters
+    out = torch.einsum("nciajbke,xa,yb,ze->nxyzcijk", v, sign, sign, sign)
+    return out.reshape(n, 8, c, d // 2, h // 2, w // 2)
+
+
+class DenseBlock3d(nn.Module):
+    """Five 3x3x3 convs, each on the concatenation of the input and every previous output (LeakyReLU 0.01 after
+    the first four); ``x + 0.2 * last``."""
+
+    def __init__(self, filters: int, res_scale: float = 0.2):
+        super().__init__()
+        self.res_scale = res_scale
+        self.convs = nn.ModuleList(nn.Conv3d(filters * (i + 1), filters, 3, 1, 1) for i in range(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = x
+        for i, conv in enumerate(self.convs):
+            out = conv(inputs)
+            if i < 4:
+                out = F.leaky_relu(out, 0.01)
+                inputs = torch.cat([inputs, out], 1)
+        return out * self.res_scale + x
+
+
+class RRDB3d(nn.Module):
+    """Residual-in-residual dense block: three dense blocks, ``x + 0.2 * blocks(x)``."""
+
+    def __init__(self, filters: int, res_scale: float = 0.2):
+        super().__init__()
+        self.res_scale = res_scale
+        self.blocks = nn.Sequential(DenseBlock3d(filters), DenseBlock3d(filters), DenseBlock3d(filters))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x) * self.res_scale + x
+
+
+class RRDBGenerator3d(nn.Module):
+    """The DISGAN generator: conv, RRDBs, conv + long skip, (conv, LeakyReLU, 3-D pixel shuffle) per x2, two convs."""
+
+    def __init__(self, channels: int = 1, filters: int = 64, num_blocks: int = 3, num_upsample: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv3d(channels, filters, 3, 1, 1)
+        self.blocks = nn.Sequential(*[RRDB3d(filters) for _ in range(num_blocks)])
+        self.conv2 = nn.Conv3d(filters, filters, 3, 1, 1)
+        self.upsample = nn.ModuleList(nn.Conv3d(filters, filters * 8, 3, 1, 1) for _ in range(num_upsample))
+        self.conv3 = nn.Conv3d(filters, filters, 3, 1, 1)
+        self.conv4 = nn.Conv3d(filters, channels, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.conv1(x)
+        f = f + self.conv2(self.blocks(f))
+        for conv in self.upsample:
+            f = pixel_shuffle_3d(F.leaky_relu(conv(f), 0.01), 2)
+        return self.conv4(F.leaky_relu(self.conv3(f), 0.01))
+
+
+class _WaveletUnit(nn.Module):
+    """1x1x1 convs of a Haar DWT's low band (``C -> c``) and of its seven high bands (``7C -> c``)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.low = nn.Conv3d(in_channels, out_channels, 1)
+        self.high = nn.Conv3d(7 * in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bands = haar_dwt3(x)
+        return self.low(bands[:, 0]), self.high(bands[:, 1:].flatten(1, 2))
+
+
+class _Down(nn.Module):
+    """(activation outside) 4x4x4 stride-2 conv, dense block, optional BatchNorm."""
+
+    def __init__(self, c_in: int, c_out: int, bn: bool):
+        super().__init__()
+        self.conv = nn.Conv3d(c_in, c_out, 4, 2, 1, bias=False)
+        self.dense = DenseBlock3d(c_out)
+        self.bn = nn.BatchNorm3d(c_out) if bn else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.dense(self.conv(x)))
+
+
+class _Level(nn.Module):
+    def __init__(self, layer: nn.Module, wavelet: _WaveletUnit):
+        super().__init__()
+        self.layer, self.wavelet = layer, wavelet
+
+
+class _Up(nn.Module):
+    """ReLU, then a 4x4x4 stride-2 transposed conv and a dense block (or trilinear x2, dense block, 1x1x1 conv), BN."""
+
+    def __init__(self, c_in: int, c_out: int, linear: bool = False):
+        super().__init__()
+        self.linear = linear
+        if linear:
+            self.dense = DenseBlock3d(c_in)
+            self.conv = nn.Conv3d(c_in, c_out, 1, bias=False)
+        else:
+            self.conv = nn.ConvTranspose3d(c_in, c_out, 4, 2, 1, bias=False)
+            self.dense = DenseBlock3d(c_out)
+        self.bn = nn.BatchNorm3d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)
+        if self.linear:
+            x = self.conv(self.dense(F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)))
+        else:
+            x = self.dense(self.conv(x))
+        return self.bn(x)
+
+
+class WaveletUNetDiscriminator(nn.Module):
+    """DISGAN's discriminator: a 3-D U-Net with Haar-DWT units; per-voxel logits ``(N, 1, D, H, W)``.
+
+    ``levels`` stride-2 levels (the official network: 6, for 64^3 patches; sides must be divisible by
+    ``2^levels``); level ``k`` concatenates ``w_k - 2^(k-1)`` conv features with ``2^(k-1)`` wavelet
+    low-band features (``w_k = nf * 2^(k-1)``, at most ``8 nf``).
+    """
+
+    def __init__(self, in_channels: int = 1, nf: int = 16, levels: int = 6):
+        super().__init__()
+        if not 2 <= levels <= 6:
+            raise ValueError(f"WaveletUNetDiscriminator: levels must be in 2..6, got {levels}")
+        self.levels = levels
+        widths = [min(nf * 2 ** k, 8 * nf) for k in range(levels - 1)]  # w_1 .. w_{L-1}
+        dwt_c = [2 ** k for k in range(levels - 1)]
+        self.initial_conv = nn.Conv3d(in_channels, nf, 3, padding=1)
+        self.bn1 = nn.BatchNorm3d(nf)
+        enc = []
+        for k in range(levels - 1):
+            if k == 0:
+                layer: nn.Module = nn.Conv3d(nf, widths[0] - dwt_c[0], 4, 2, 1, bias=False)
+            else:
+                layer = _Down(widths[k - 1], widths[k] - dwt_c[k], bn=True)
+            enc.append(_Level(layer, _WaveletUnit(in_channels if k == 0 else widths[k - 1], dwt_c[k])))
+        self.encoder = nn.ModuleList(enc)
+        self.bottom = _Down(widths[-1], widths[-1], bn=False)
+        dec = [_Up(widths[-1], widths[-1])]
+        for k in range(levels - 2, 0, -1):
+            dec.append(_Up(widths[k] + widths[k] + dwt_c[k], widths[k - 1]))
+        dec.append(_Up(widths[0] + widths[0] + dwt_c[0], 2 * nf, linear=True))
+        self.decoder = nn.ModuleList(dec)
+        self.tail_conv1 = nn.Conv3d(3 * nf, 2 * nf, 3, padding=1)
+        self.bn2 = nn.BatchNorm3d(2 * nf)
+        self.tail_conv2 = nn.Conv3d(2 * nf, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        side = 2 ** self.levels
+        if any(s % side for s in x.shape[2:]):
+            raise ValueError(f"WaveletUNetDiscriminator: sides {tuple(x.shape[2:])} must be divisible by {side}")
+        start = self.bn1(self.initial_conv(x))
+        outs, highs = [], []
+        prev, prev_raw = start, x
+        for level in self.encoder:
+            low, high = level.wavelet(prev_raw)
+            out = torch.cat([level.layer(prev), low], 1)
+            # the official blocks open with an in-place LeakyReLU(0.2) on their input: the activated features
+            # are what the next level, its wavelet unit and the skip connection see
+            out = F.leaky_relu(out, 0.2)
+            outs.append(out)
+            highs.append(high)
+            prev = prev_raw = out
+        t = self.decoder[0](self.bottom(prev))
+        for i, up in enumerate(self.decoder[1:]):
+            k = len(outs) - 1 - i
+            t = up(torch.cat([t, outs[k], highs[k]], 1))
+        return self.tail_conv2(self.bn2(self.tail_conv1(torch.cat([t, start], 1))))
+
+
+class DISGAN(RestorationModel):
+    """DISGAN for 3-D MRI super-resolution: the RRDB generator restores; the wavelet U-Net discriminator trains it.
+
+    Args:
+        upscale: SR factor (a power of 2: one pixel-shuffle stage per x2).
+        filters, num_blocks: generator width and RRDB count (official 64 and 3).
+        disc_features, disc_levels: discriminator base width and depth (official 16 and 6, 64^3 patches).
+        adv_weight: weight of the generator's adversarial term (official 5e-3); 0 trains the generator alone.
+        instance_noise: std of Gaussian noise added to the discriminator's inputs.
+        in_channels: image channels.
+    """
+
+    metadata_inputs = ("in_channels", "upscale")
+    spatial_dims = 3
+
+    def __init__(self, upscale: Annotated[int, Ge(2)] = 2, filters: Annotated[int, Ge(1)] = 64,
+                 num_blocks: Annotated[int, Ge(1)] = 3, disc_features: Annotated[int, Ge(1)] = 16,
+                 disc_levels: Annotated[int, Interval(ge=2, le=6)] = 6,
+                 adv_weight: Annotated[float, Ge(0)] = 5e-3, instance_noise: Annotated[float, Ge(0)] = 0.0,
+                 in_channels: Annotated[int, Ge(1)] = 1):
+        super().__init__()
+        if upscale < 2 or upscale & (upscale - 1):
+            raise ValueError(f"DISGAN: upscale must be a power of 2 (one 3-D pixel shuffle per x2), got {upscale}")
+        self.in_channels, self.upscale = in_channels, upscale
+        self.adv_weight, self.instance_noise = adv_weight, instance_noise
+        self.generator = RRDBGenerator3d(in_channels, filters, num_blocks, upscale.bit_length() - 1)
+        self.discriminator = WaveletUNetDiscriminator(in_channels, disc_features, disc_levels)
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x)
+
+    def _noisy(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.instance_noise * torch.randn_like(x) if self.instance_noise > 0 else x
+
+    def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        losses = super().loss(outputs, batch)  # {"loss": L1}
+        if not self.training or self.adv_weight == 0:
+            return losses
+        real = batch["targets"]
+        frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+        # generator's relativistic adversarial term; D's parameters detached: moves only G
+        d_real_g = functional_call(self.discriminator, frozen, (self._noisy(real),)).detach()
+        d_fake_g = functional_call(self.discriminator, frozen, (self._noisy(outputs),))
+        g_adv = F.binary_cross_entropy_with_logits(d_fake_g - d_real_g.mean(0, keepdim=True),
+                                                   torch.ones_like(d_fake_g))
+        # discriminator's loss on the detached generator output: moves only D
+        d_real = self.discriminator(self._noisy(real))
+        d_fake = self.discriminator(self._noisy(outputs.detach()))
+        d_loss = 0.5 * (F.binary_cross_entropy_with_logits(d_real - d_fake.mean(0, keepdim=True),
+                                                           torch.ones_like(d_real))
+                        + F.binary_cross_entropy_with_logits(d_fake - d_real.mean(0, keepdim=True),
+                                                             torch.zeros_like(d_fake)))
+        return {"loss_pixel": losses["loss"], "loss_adv": self.adv_weight * g_adv, "loss_disc": d_loss}
+
+    def example_inputs(self, batch_size: int = 2) -> dict:
+        side = 2 ** self.discriminator.levels // self.upscale
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(batch_size, self.in_channels, side, side, side, generator=g)
+        y = torch.rand(batch_size, self.in_channels, *(s * self.upscale for s in x.shape[2:]), generator=g)
+        return {"inputs": x, "targets": y}
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"upscale": 2, "filters": 4, "num_blocks": 1, "disc_features": 4, "disc_levels": 2}

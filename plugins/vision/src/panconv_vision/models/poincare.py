@@ -1,0 +1,321 @@
+"""Poincaré ResNet: convolutional residual networks in the Poincaré ball.
+
+Paper: van Spengler, Berkhout and Mettes, "Poincaré ResNet", ICCV 2023, arXiv:2303.14027. Reference
+code: https://github.com/maxvanspengler/poincare-resnet (numerical parity checked, tests/test_poincare.py).
+
+The Poincaré ball of curvature ``-c`` is ``{x : c ||x||^2 < 1}``. Its operations (Ganea et al. 2018):
+
+* Möbius addition ``x ⊕ y = ((1 + 2c<x,y> + c||y||^2) x + (1 - c||x||^2) y) / (1 + 2c<x,y> + c^2||x||^2||y||^2)``;
+* exponential / logarithmic maps at 0: ``exp_0(v) = tanh(sqrt(c)||v||) v / (sqrt(c)||v||)``,
+  ``log_0(y) = artanh(sqrt(c)||y||) y / (sqrt(c)||y||)``; at ``x``: ``exp_x(v) = x ⊕ tanh(sqrt(c) λ_x ||v|| / 2)
+  v / (sqrt(c)||v||)`` and ``log_x(y) = 2/(sqrt(c) λ_x) artanh(sqrt(c)||-x ⊕ y||) (-x ⊕ y)/||-x ⊕ y||``,
+  ``λ_x = 2 / (1 - c||x||^2)``; parallel transport ``P_{x->y}(v) = gyr[y, -x] v λ_x / λ_y``.
+* **Poincaré FC** (HNN++, Shimizu et al. 2021): signed distances to ``m`` hyperplanes (the Poincaré
+  MLR with orientations ``z`` and offsets ``r``), mapped to the point whose coordinates realise them.
+* **Poincaré convolution**: the receptive field's channel vectors are *β-concatenated* — each
+  tangent vector scaled by ``B(nK/2, 1/2) / B(n/2, 1/2)`` (``n`` channels, ``K`` taps, ``B`` the beta
+  function) before unfolding, which keeps the expected norm of the concatenation — mapped to the ball
+  and sent through a Poincaré FC layer.
+* **Poincaré midpoint batch norm**: the batch's gyromidpoint as the mean, the Fréchet variance, then
+  every point is moved (log map, parallel transport to the learned mean, rescaling to the learned
+  variance, exp map).
+* **Möbius residual**: ``exp_0(f(x)) ⊕ exp_0(x)`` (then ``log_0`` and ReLU).
+* **Identity initialisation**: ``z = I / 2`` in every FC/conv (the 1/2 cancels the 2 of the distance).
+
+Between layers features live in the tangent space at the origin (every layer maps in with ``exp_0``
+and out with ``log_0``), as in the official code. Float32 stability: norms are clamped away from 0,
+points are projected to ``||x|| <= (1 - 4e-3)/sqrt(c)`` (the official float32 margin), and ``artanh``
+arguments are clamped to ``1 - 1e-6``, so that the maps stay finite for any input (tested near the
+boundary and for huge tangent vectors).
+
+Deviations: the official residual maps ``exp_0``/``log_0`` over the *last* axis of ``N, C, H, W``
+tensors (the width) instead of the channels; ``skip_axis="width"`` reproduces it (used for parity),
+the default ``"channel"`` follows the paper. The official batch norm keeps no running statistics and
+normalises with batch statistics even in evaluation; ours tracks running statistics (tangent-space EMA
+of the midpoint, EMA of the variance) and uses them in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from annotated_types import Ge, Gt, Interval, MinLen
+from torch import nn
+
+from panconv.api import Model
+
+__all__ = [
+    "PoincareBatchNorm2d", "PoincareConv2d", "PoincareLinear", "PoincareResNet", "expmap", "expmap0",
+    "fully_connected", "gyration", "logmap", "logmap0", "midpoint", "mobius_add", "project", "transport",
+]
+
+MIN_NORM = 1e-15
+
+
+def beta_function(a: float, b: float) -> float:
+    """Euler's beta function ``B(a, b) = Gamma(a) Gamma(b) / Gamma(a + b)`` (through log-gamma: no overflow)."""
+    return math.exp(math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+ARTANH_MAX = 1 - 1e-6
+
+
+def _artanh(x: torch.Tensor) -> torch.Tensor:
+    return torch.atanh(x.clamp(-ARTANH_MAX, ARTANH_MAX))
+
+
+def _sqnorm(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return x.pow(2).sum(dim=dim, keepdim=True)
+
+
+def mobius_add(x: torch.Tensor, y: torch.Tensor, c: float | torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Möbius addition ``x ⊕_c y``."""
+    x2, y2, xy = _sqnorm(x, dim), _sqnorm(y, dim), (x * y).sum(dim=dim, keepdim=True)
+    num = (1 + 2 * c * xy + c * y2) * x + (1 - c * x2) * y
+    return num / (1 + 2 * c * xy + c ** 2 * x2 * y2).clamp_min(MIN_NORM)
+
+
+def project(x: torch.Tensor, c: float | torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Pull points back inside the ball: ``||x|| <= (1 - eps) / sqrt(c)`` (eps 4e-3 in float32, 1e-5 otherwise)."""
+    eps = 4e-3 if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-5
+    maxnorm = (1 - eps) / (c + 1e-15) ** 0.5
+    norm = x.norm(dim=dim, keepdim=True).clamp_min(MIN_NORM)
+    return torch.where(norm > maxnorm, x / norm * maxnorm, x)
+
+
+def expmap0(v: torch.Tensor, c: float | torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``exp_0(v) = tanh(sqrt(c)||v||) v / (sqrt(c)||v||)``, projected into the ball."""
+    sc = c ** 0.5
+    u = v.norm(dim=dim, keepdim=True).clamp_min(MIN_NORM) * sc
+    return project(torch.tanh(u) * v / u, c, dim)
+
+
+def logmap0(y: torch.Tensor, c: float | torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``log_0(y) = artanh(sqrt(c)||y||) y / (sqrt(c)||y||)``."""
+    sc = c ** 0.5
+    u = y.norm(dim=dim, keepdim=True).clamp_min(MIN_NORM) * sc
+    return _artanh(u) * y / u
+
+
+def _lambda(x: torch.Tensor, c, dim: int) -> torch.Tensor:
+    return 2 / (1 - c * _sqnorm(x, dim)).clamp_min(MIN_NORM)
+
+
+def expmap(x: torch.Tensor, v: torch.Tensor, c, dim: int = -1) -> torch.Tensor:
+    """``exp_x(v) = x ⊕ tanh(sqrt(c) λ_x ||v|| / 2) v / (sqrt(c)||v||)``, projected."""
+    sc = c ** 0.5
+    vn = v.norm(dim=dim, keepdim=True).clamp_min(MIN_NORM)
+    second = torch.tanh(sc * _lambda(x, c, dim) * vn / 2) * v / (sc * vn)
+    return project(mobius_add(x, second, c, dim), c, dim)
+
+
+def logmap(x: torch.Tensor, y: torch.Tensor, c, dim: int = -1) -> torch.Tensor:
+    """``log_x(y) = 2 / (sqrt(c) λ_x) artanh(sqrt(c)||-x ⊕ y||) (-x ⊕ y) / ||-x ⊕ y||``."""
+    sc = c ** 0.5
+    d = mobius_add(-x, y, c, dim)
+    dn = d.norm(dim=dim, keepdim=True).clamp_min(MIN_NORM)
+    return 2 / (sc * _lambda(x, c, dim)) * _artanh(sc * dn) * d / dn
+
+
+def gyration(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, c, dim: int = -1) -> torch.Tensor:
+    """The gyration ``gyr[u, v] w = -(u ⊕ v) ⊕ (u ⊕ (v ⊕ w))`` in closed form."""
+    u2, v2 = _sqnorm(u, dim), _sqnorm(v, dim)
+    uv, uw, vw = ((u * v).sum(dim, keepdim=True), (u * w).sum(dim, keepdim=True), (v * w).sum(dim, keepdim=True))
+    c2 = c ** 2
+    a = -c2 * uw * v2 + c * vw + 2 * c2 * uv * vw
+    b = -c2 * vw * u2 - c * uw
+    d = 1 + 2 * c * uv + c2 * u2 * v2
+    return w + 2 * (a * u + b * v) / d.clamp_min(MIN_NORM)
+
+
+def transport(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, c, dim: int = -1) -> torch.Tensor:
+    """Parallel transport of the tangent vector ``v`` from ``x`` to ``y``: ``gyr[y, -x] v λ_x / λ_y``."""
+    return gyration(y, -x, v, c, dim) * _lambda(x, c, dim) / _lambda(y, c, dim)
+
+
+def distance(x: torch.Tensor, y: torch.Tensor, c, dim: int = -1) -> torch.Tensor:
+    """Geodesic distance ``2/sqrt(c) artanh(sqrt(c) ||-x ⊕ y||)``."""
+    sc = c ** 0.5
+    return 2 / sc * _artanh(sc * mobius_add(-x, y, c, dim).norm(dim=dim))
+
+
+def midpoint(x: torch.Tensor, c, dim: int = -1, batch_dim: int = 0) -> torch.Tensor:
+    """The gyromidpoint of points along ``batch_dim`` (Ungar): weights ``γ_i^2 = 1 / (1 - c||x_i||^2)``."""
+    g2 = 1 / (1 - c * _sqnorm(x, dim)).clamp_min(MIN_NORM)
+    m = (g2 * x).sum(batch_dim, keepdim=True) / (g2.sum(batch_dim, keepdim=True) - x.shape[batch_dim] / 2)
+    gm = 1 / (1 - c * _sqnorm(m, dim)).clamp_min(MIN_NORM).sqrt()
+    return gm / (1 + gm) * m
+
+
+def fully_connected(x: torch.Tensor, z: torch.Tensor, r: torch.Tensor | None, c) -> torch.Tensor:
+    """Poincaré FC (HNN++): MLR signed distances ``v_k(x)`` to the hyperplanes ``(z_k, r_k)``, then the point
+    ``w / (1 + sqrt(1 + c||w||^2))`` with ``w_k = sinh(sqrt(c) v_k) / sqrt(c)``; projected into the ball."""
+    sc = c ** 0.5
+    lam = 2 * (1 - c * _sqnorm(x, -1))  # as the official code (and HNN++'s implementation) writes it
+    zn = z.norm(dim=0).clamp_min(MIN_NORM)
+    xz = x @ z
+    if r is None:
+        v = 2 * zn / sc * torch.asinh(sc * lam / zn * xz)
+    else:
+        two = 2 * sc * r
+        v = 2 * zn / sc * torch.asinh(sc * lam / zn * xz * torch.cosh(two) - (lam - 1) * torch.sinh(two))
+    w = torch.sinh(sc * v) / sc
+    return project(w / (1 + (1 + c * _sqnorm(w, -1)).sqrt()), c)
+
+
+class PoincareLinear(nn.Module):
+    """Poincaré FC on tangent vectors at 0: ``log_0(FC(exp_0(x)))``; identity initialisation ``z = I/2``."""
+
+    def __init__(self, in_features: int, out_features: int, c: float = 0.1, bias: bool = True,
+                 id_init: bool = True):
+        super().__init__()
+        self.c = c
+        self.z = nn.Parameter(0.5 * torch.eye(in_features, out_features) if id_init else
+                              torch.randn(in_features, out_features) * (2 * in_features * out_features) ** -0.5)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return logmap0(fully_connected(expmap0(x, self.c), self.z, self.bias, self.c), self.c)
+
+
+class PoincareConv2d(nn.Module):
+    """Poincaré convolution: β-concatenation of the unfolded receptive field, then a Poincaré FC (on ``N,C,H,W``
+    tangent features; identity initialisation)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int = 1, c: float = 0.1, bias: bool = True, id_init: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels, self.c = in_channels, out_channels, c
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        taps = kernel_size * kernel_size
+        fan = taps * in_channels
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None  # (the official parameter order)
+        self.weights = nn.Parameter(0.5 * torch.eye(fan, out_channels) if id_init else
+                                    torch.randn(fan, out_channels) * (2 * fan * out_channels) ** -0.5)
+        #: the β-concatenation scale B(nK/2, 1/2) / B(n/2, 1/2)
+        self.beta_scale = float(beta_function(fan / 2, 0.5) / beta_function(in_channels / 2, 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        ho, wo = (h - k + 1 + 2 * p) // s, (w - k + 1 + 2 * p) // s  # the official output size (odd sizes differ)
+        patches = F.unfold(x * self.beta_scale, k, padding=p, stride=s).transpose(1, 2)  # (N, L, C k^2)
+        y = fully_connected(expmap0(patches, self.c), self.weights, self.bias, self.c)
+        y = y.transpose(1, 2).reshape(n, self.out_channels, ho, wo)
+        return logmap0(y, self.c, dim=1)
+
+
+class PoincareBatchNorm2d(nn.Module):
+    """Poincaré midpoint batch norm over the channel vectors of every pixel (tangent features in and out)."""
+
+    def __init__(self, features: int, c: float = 0.1, momentum: float = 0.1):
+        super().__init__()
+        self.c, self.momentum = c, momentum
+        self.mean = nn.Parameter(torch.zeros(features))
+        self.var = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("running_mean", torch.zeros(features))  # tangent vector at 0 of the midpoint
+        self.register_buffer("running_var", torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, ch, h, w = x.shape
+        pts = expmap0(x.permute(0, 2, 3, 1).reshape(-1, ch), self.c)
+        target = expmap0(self.mean, self.c)
+        if self.training:
+            mu = midpoint(pts, self.c)
+            var = distance(pts, mu, self.c).pow(2).mean()
+            with torch.no_grad():
+                self.running_mean.lerp_(logmap0(mu, self.c)[0].detach(), self.momentum)
+                self.running_var.lerp_(var.detach(), self.momentum)
+        else:
+            mu, var = expmap0(self.running_mean, self.c)[None], self.running_var
+        v = transport(mu, target, logmap(mu, pts, self.c), self.c)
+        v = (self.var / (var + 1e-6)).sqrt() * v
+        out = logmap0(expmap(target[None], v, self.c), self.c)
+        return out.reshape(n, h, w, ch).permute(0, 3, 1, 2)
+
+
+class PoincareBasicBlock(nn.Module):
+    """Poincaré residual block: conv-BN-ReLU-conv-BN, Möbius addition of the (projected) shortcut, ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, c: float, skip_axis: str):
+        super().__init__()
+        self.c, self.axis = c, 1 if skip_axis == "channel" else -1
+        self.conv1 = PoincareConv2d(c_in, c_out, 3, stride, 1, c)
+        self.bn1 = PoincareBatchNorm2d(c_out, c)
+        self.conv2 = PoincareConv2d(c_out, c_out, 3, 1, 1, c)
+        self.bn2 = PoincareBatchNorm2d(c_out, c)
+        self.downsample = PoincareConv2d(c_in, c_out, 1, stride, 0, c) if stride != 1 or c_in != c_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        r = x if self.downsample is None else self.downsample(x)
+        out = mobius_add(expmap0(y, self.c, self.axis), expmap0(r, self.c, self.axis), self.c, self.axis)
+        return F.relu(logmap0(out, self.c, self.axis))
+
+
+class PoincareResNet(Model):
+    """Poincaré ResNet classifier (CIFAR-style: 3x3 stem, three stages at strides 1/2/4, pooling, Poincaré FC).
+
+    Args:
+        channels: widths of the three stages (the paper: 8/16/32, 16/32/64, 32/64/128).
+        depths: residual blocks per stage (ResNet-20: 3/3/3, ResNet-32: 5/5/5).
+        num_classes, in_channels: from the data set.
+        c: curvature (fixed; 0.1 as the paper).
+        skip_axis: "channel" (paper) or "width" (the official code's axis, for parity).
+
+    ``forward`` returns logits (the tangent vector of the last Poincaré FC); cross-entropy loss.
+    """
+
+    metadata_inputs = ("num_classes", "in_channels")
+
+    def __init__(self, channels: Annotated[tuple[Annotated[int, Ge(1)], ...], MinLen(1)] = (8, 16, 32),
+                 depths: Annotated[tuple[Annotated[int, Ge(1)], ...], MinLen(1)] = (3, 3, 3),
+                 num_classes: Annotated[int, Ge(2)] = 10, in_channels: Annotated[int, Ge(1)] = 3,
+                 c: Annotated[float, Gt(0)] = 0.1, skip_axis: Literal["channel", "width"] = "channel",
+                 label_smoothing: Annotated[float, Interval(ge=0, lt=1)] = 0.0):
+        super().__init__()
+        if len(channels) != len(depths):
+            raise ValueError(f"PoincareResNet: channels {channels} and depths {depths} differ in length")
+        if skip_axis not in ("channel", "width"):
+            raise ValueError(f"PoincareResNet: skip_axis must be 'channel' or 'width', got {skip_axis!r}")
+        if c <= 0:
+            raise ValueError(f"PoincareResNet: curvature c must be > 0, got {c}")
+        self.c, self.in_channels, self.label_smoothing = c, in_channels, label_smoothing
+        self.conv = PoincareConv2d(in_channels, channels[0], 3, 1, 1, c)
+        self.bn = PoincareBatchNorm2d(channels[0], c)
+        stages, prev = [], channels[0]
+        for i, (ch, d) in enumerate(zip(channels, depths)):
+            blocks = []
+            for j in range(d):
+                blocks.append(PoincareBasicBlock(prev, ch, 2 if (i > 0 and j == 0) else 1, c, skip_axis))
+                prev = ch
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.fc = PoincareLinear(prev, num_classes, c)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.conv(x)))
+        x = self.stages(x).mean((-2, -1))  # the official AvgPool2d(8) on 32x32 inputs, for any size
+        return self.fc(x)
+
+    def forward(self, batch: dict | torch.Tensor) -> torch.Tensor:
+        x = batch["inputs"] if isinstance(batch, dict) else batch
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"PoincareResNet: expected inputs (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        return self.logits(x)
+
+    def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        return {"loss": F.cross_entropy(outputs, batch["labels"], label_smoothing=self.label_smoothing)}
+
+    def predict(self, outputs: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
+        return outputs.softmax(-1)
+
+    def example_inputs(self, batch_size: int = 2) -> dict:
+        g = torch.Generator().manual_seed(0)
+        return {"inputs": torch.randn(batch_size, self.in_channels, 8, 8, generator=g),
+                "labels": torch.arange(batch_size) % self.fc.z.shape[1]}
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"channels": (4, 8), "depths": (1, 1), "num_classes": 3}

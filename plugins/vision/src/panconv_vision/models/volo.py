@@ -1,0 +1,246 @@
+"""VOLO (Yuan, Hou, Jiang, Feng and Yan, "VOLO: Vision Outlooker for Visual Recognition", TPAMI 2022).
+
+Outlook attention (Sec. 3.1, Eq. 2-5): at each location a linear layer on the centre token predicts the
+``K^2 x K^2`` aggregation weights of its ``K x K`` neighbourhood (no query-key products); the values
+of every window are aggregated with them (unfold -> weighted sum) and the overlapping results summed
+back onto the map (fold). VOLO runs Outlookers on 1/8-scale tokens (stage 1; the attention weights
+are predicted on 2x2-pooled tokens, stride 2), then transformer blocks on 1/16-scale tokens with a
+learned position embedding, then two class-attention blocks (CaiT) on a class token. The classifier
+adds to the class-token logits half the per-class maximum of a linear layer on every patch token (the
+token-labelling auxiliary head, Sec. 3.2).
+
+Outputs: the final-normed 1/16 patch tokens as a map and the normed class token ``(N, C)``.
+Classifier: ``VOLO -> vision.VOLOClsHead``.
+
+Sizes (Table 2, registered in plugin.py): blocks per stage (Outlooker, Transformer x 3), widths, heads
+    D1: 4/4/8/2, 192/384, 6/12, MLP 3 (27M)        D2: 6/4/10/4, 256/512, 8/16, MLP 3 (59M)
+    D3: 8/8/16/4, 256/512, 8/16, MLP 3 (86M)       D4: 8/8/16/4, 384/768, 12/16, MLP 3 (193M)
+    D5: 12/12/20/4, 384/768, 12/16, MLP 4, stem width 128 (296M)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Annotated
+
+import torch
+import torch.nn.functional as F
+from annotated_types import Ge, Gt, Interval, MinLen
+from torch import nn
+
+from panconv.api import FeatureInfo
+
+from .attention import (
+    Attention,
+    ClassBlock,
+    FixedSizeBackbone,
+    Mlp,
+    TokenClsHead,
+    as_pair,
+    tokens_to_map,
+    trunc_normal_init,
+)
+from .layers import drop_path
+
+
+class OutlookAttention(nn.Module):
+    """Outlook attention on ``(N, H, W, C)`` tokens (Eq. 2-5): weights ``softmax(W_A x_centre)`` of
+    shape ``K^2 x K^2`` per head, predicted on ``stride``-pooled tokens, aggregate unfolded values;
+    fold sums the windows back."""
+
+    def __init__(self, dim: int, num_heads: int, kernel_size: int = 3, padding: int = 1, stride: int = 2,
+                 qkv_bias: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"OutlookAttention: dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.kernel_size, self.padding, self.stride = kernel_size, padding, stride
+        self.v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.attn = nn.Linear(dim, kernel_size ** 4 * num_heads)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w, c = x.shape
+        k2 = self.kernel_size ** 2
+        oh, ow = math.ceil(h / self.stride), math.ceil(w / self.stride)
+        v = F.unfold(self.v(x).permute(0, 3, 1, 2), self.kernel_size, padding=self.padding, stride=self.stride)
+        v = v.reshape(n, self.num_heads, self.head_dim, k2, oh * ow).permute(0, 1, 4, 3, 2)  # N, h, L, K^2, d
+        pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), self.stride, self.stride, ceil_mode=True).permute(0, 2, 3, 1)
+        attn = self.attn(pooled).reshape(n, oh * ow, self.num_heads, k2, k2).transpose(1, 2)
+        attn = (attn * self.head_dim ** -0.5).softmax(-1)
+        out = (attn @ v).permute(0, 1, 4, 3, 2).reshape(n, c * k2, oh * ow)
+        out = F.fold(out, (h, w), self.kernel_size, padding=self.padding, stride=self.stride)
+        return self.proj(out.permute(0, 2, 3, 1))
+
+
+class GridAttention(Attention):
+    """Multi-head self-attention over all ``H*W`` tokens of an ``(N, H, W, C)`` grid."""
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x.flatten(1, 2), bias).reshape(x.shape)
+
+
+class GridBlock(nn.Module):
+    """Pre-norm block on ``(N, H, W, C)`` tokens: ``x + attn(norm1(x))``, ``x + mlp(norm2(x))``; the
+    Outlooker (outlook attention) and the transformer block of VOLO (self-attention over H*W)."""
+
+    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float, drop_path_rate: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = drop_path(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class ConvStemEmbed(nn.Module):
+    """VOLO's patch embedding: three convolutions with BatchNorm + ReLU (7x7/2, 3x3, 3x3; width
+    ``hidden``), then a ``patch/2`` x ``patch/2`` strided projection (1/8 scale for patch 8)."""
+
+    def __init__(self, in_channels: int, hidden: int, dim: int, patch_size: int = 8):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU())
+        self.proj = nn.Conv2d(hidden, dim, patch_size // 2, stride=patch_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.conv(x))
+
+
+class VOLO(FixedSizeBackbone):
+    """VOLO backbone: conv stem (1/8), Outlookers, 2x2 patch merge (1/16), position embedding,
+    transformer blocks, class token + class-attention blocks, final LayerNorm.
+
+    ``layers``/``embed_dims``/``num_heads``: per stage (the first stage Outlookers at 1/8, the rest
+    transformer blocks at 1/16; the widths after the first must be equal). ``drop_path_rate`` rises
+    linearly over all blocks and applies to the transformer blocks, as in the reference code.
+    """
+
+    metadata_inputs = ("in_channels",)
+    #: the ImageNet-1k classifier the paper counts: class-token linear head + the auxiliary token head
+    paper_head = {"head": {"type": "vision.VOLOClsHead", "num_classes": 1000}}
+
+    def __init__(self, layers: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(2)] = (4, 4, 8, 2),
+                 embed_dims: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(2)] = (192, 384, 384, 384),
+                 num_heads: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(2)] = (6, 12, 12, 12),
+                 mlp_ratio: Annotated[float, Gt(0)] = 3.0, stem_hidden_dim: Annotated[int, Ge(1)] = 64,
+                 post_layers: Annotated[int, Ge(0)] = 2, img_size: Annotated[int, Ge(1)] = 224,
+                 patch_size: Annotated[int, Ge(2)] = 8, outlook_kernel: Annotated[int, Ge(1)] = 3,
+                 in_channels: Annotated[int, Ge(1)] = 3, qkv_bias: bool = False,
+                 drop_path_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.0):
+        super().__init__()
+        if not len(layers) == len(embed_dims) == len(num_heads):
+            raise ValueError("VOLO: layers, embed_dims and num_heads need one entry per stage")
+        if len(set(embed_dims[1:])) != 1:
+            raise ValueError(f"VOLO: the stages after the Outlookers share one width, got {tuple(embed_dims)}")
+        if patch_size % 2:
+            raise ValueError(f"VOLO: patch_size must be even (a stride-2 stem, then patch/2), got {patch_size}")
+        self.img_size, self.in_channels = as_pair(img_size), in_channels
+        self.grid = (self.img_size[0] // patch_size // 2, self.img_size[1] // patch_size // 2)
+        if min(self.grid) < 1:
+            raise ValueError(f"VOLO: img_size {img_size} is too small for patch_size {patch_size} (x2 merge)")
+        self.patch_embed = ConvStemEmbed(in_channels, stem_hidden_dim, embed_dims[0], patch_size)
+        self.pos_embed = nn.Parameter(torch.zeros(1, *self.grid, embed_dims[-1]))
+        total = sum(layers)
+        network: list[nn.Module] = [nn.Sequential(*(
+            GridBlock(embed_dims[0], OutlookAttention(embed_dims[0], num_heads[0], outlook_kernel,
+                                                      outlook_kernel // 2, 2, qkv_bias), mlp_ratio)
+            for _ in range(layers[0])))]
+        network.append(_PatchMerge(embed_dims[0], embed_dims[1]))
+        start = layers[0]
+        for i in range(1, len(layers)):
+            network.append(nn.Sequential(*(
+                GridBlock(embed_dims[i], GridAttention(embed_dims[i], num_heads[i], qkv_bias), mlp_ratio,
+                          drop_path_rate * (start + j) / (total - 1))
+                for j in range(layers[i]))))
+            start += layers[i]
+        self.network = nn.ModuleList(network)
+        dim = embed_dims[-1]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.post_network = nn.ModuleList(ClassBlock(dim, num_heads[-1], mlp_ratio, qkv_bias)
+                                          for _ in range(post_layers))
+        self.norm = nn.LayerNorm(dim)
+        self.feature_info = [FeatureInfo(dim, 2 * patch_size, "norm"), FeatureInfo(dim, 2 * patch_size, "cls_token")]
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(trunc_normal_init)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.check_input(x)
+        x = self.patch_embed(x).permute(0, 2, 3, 1)  # N, H/8, W/8, C
+        x = self.network[1](self.network[0](x)) + self.pos_embed
+        for stage in self.network[2:]:
+            x = stage(x)
+        x = x.flatten(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        for block in self.post_network:
+            x = block(x)
+        x = self.norm(x)
+        return [tokens_to_map(x[:, 1:], self.grid), x[:, 0]]
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"layers": [1, 1], "embed_dims": [8, 16], "num_heads": [2, 4], "stem_hidden_dim": 8, "img_size": 32}
+
+
+class _PatchMerge(nn.Module):
+    """2x2 strided convolution between the Outlooker and transformer stages, on ``(N, H, W, C)``."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_dim, out_dim, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class VOLOClsHead(TokenClsHead):
+    """VOLO's classifier: ``fc(class token) + 0.5 * max over patch tokens of aux_fc(token)`` (the
+    token-labelling head, Sec. 3.2, as the reference code evaluates). Reads the backbone's last two
+    outputs: the patch-token map and the class token. Trained here with cross-entropy on the image
+    label (token labelling's dense targets are not part of this head)."""
+
+    def __init__(self, in_features: list[FeatureInfo], num_classes: Annotated[int, Ge(1)] = 2,
+                 aux_weight: Annotated[float, Ge(0)] = 0.5,
+                 label_smoothing: Annotated[float, Interval(ge=0, le=1)] = 0.0):
+        super().__init__(in_features, num_classes, label_smoothing)
+        if len(self.in_features) < 2:
+            raise ValueError("VOLOClsHead: needs the patch-token map and the class token (two inputs)")
+        self.aux_weight = aux_weight
+        self.fc = nn.Linear(self.in_features[-1].channels, num_classes)
+        self.aux_fc = nn.Linear(self.in_features[-2].channels, num_classes)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        tokens = features[-2].flatten(2).transpose(1, 2)
+        return self.fc(features[-1]) + self.aux_weight * self.aux_fc(tokens).amax(1)
+
+    @classmethod
+    def example_in_features(cls) -> list[FeatureInfo]:
+        return [FeatureInfo(16, 16, "norm"), FeatureInfo(16, 16, "cls_token")]
+
+    def example_inputs(self, batch_size: int = 2):
+        features = [torch.randn(batch_size, self.in_features[-2].channels, 3, 3),
+                    torch.randn(batch_size, self.in_features[-1].channels)]
+        return features, {"labels": torch.randint(self.num_classes, (batch_size,))}
+
+
+# ---- weights from timm ------------------------------------------------------------------------
+
+def map_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm ``volo_*`` weights -> the keys of ``VOLO -> vision.VOLOClsHead``."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith("head."):
+            out["head.fc." + key[len("head."):]] = value
+        elif key.startswith("aux_head."):
+            out["head.aux_fc." + key[len("aux_head."):]] = value
+        else:
+            out["backbone." + key] = value
+    return out

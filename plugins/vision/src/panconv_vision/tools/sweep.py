@@ -1,0 +1,121 @@
+"""Data-scaling sweep (after Sun et al., "Revisiting Unreasonable Effectiveness of Data in Deep Learning
+Era", ICCV 2017: performance grows linearly in the logarithm of the training-set size).
+
+``panconv sweep CONFIG`` trains the config through the engine (``core-run``) on log-spaced fractions
+of its training set, evaluates every run on the config's own test split (unchanged), fits
+``metric = a + b log10(n)`` and writes ``sweep.json`` and ``sweep.png``.
+
+The training subset: the data set's ``limit`` argument (its first ``n`` samples), the only subset
+option the data sets offer today. The engine applies ``data.limit`` to every split, so each run's
+own validation/test numbers use limited splits; the sweep therefore re-evaluates every run's final
+checkpoint on the full test split (``core-run --eval-only``). A train-only subset in the core
+(``data.subset: {train: n}``) would remove that second pass (see docs/analysis-tools.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import panconv
+
+from . import _common
+
+
+def log_fractions(count: int, smallest: float) -> list[float]:
+    """``count`` fractions from ``smallest`` to 1, evenly spaced in log scale."""
+    if count < 1 or not 0 < smallest <= 1:
+        raise ValueError(f"sweep: need count >= 1 and 0 < min_fraction <= 1, got {count}, {smallest}")
+    return [float(f) for f in np.geomspace(smallest, 1.0, count)] if count > 1 else [1.0]
+
+
+def fit_log_linear(sizes, values) -> dict:
+    """Least squares ``value = a + b log10(size)``, with R^2."""
+    x, y = np.log10(np.asarray(sizes, dtype=float)), np.asarray(values, dtype=float)
+    b, a = np.polyfit(x, y, 1)
+    residual = y - (a + b * x)
+    total = ((y - y.mean()) ** 2).sum()
+    return {"intercept": float(a), "slope_per_decade": float(b),
+            "r2": float(1 - (residual ** 2).sum() / total) if total > 0 else 1.0}
+
+
+def _accepts_limit(cfg) -> bool:
+    factory = panconv.get_component("dataset", cfg["data"]["type"])
+    try:
+        return "limit" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _core_run() -> list[str]:
+    script = Path(sys.executable).with_name("core-run")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "panconv.cli", "run"]
+
+
+def _metric(path: Path, name: str) -> float:
+    data = json.loads(path.read_text())
+    test = data.get("test")
+    test = test[-1] if isinstance(test, list) else test
+    if not test or name not in test:
+        raise SystemExit(f"panconv sweep: {path} has no test {name!r} (metrics: {sorted(test or {})})")
+    return float(test[name])
+
+
+def _checkpoint(work_dir: Path) -> Path:
+    marker = work_dir / "last_checkpoint"
+    if marker.is_file():
+        path = Path(marker.read_text().strip())
+        return path if path.is_absolute() else work_dir / path
+    return max(work_dir.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = panconv.load_config(args.config, args.overrides)
+    if not _accepts_limit(cfg):
+        raise SystemExit(f"panconv sweep: {cfg['data']['type']} has no `limit` argument to take a training subset "
+                         "with; a core data.subset option is needed (docs/analysis-tools.md)")
+    train = _common.build_data(cfg, "train", args.data_root)
+    full = len(train)
+    out = Path(args.output)
+    common = [args.config, "--quiet"] + [f"--set={o}" for o in args.overrides]
+    if args.data_root:
+        common += ["--data-root", args.data_root]
+    runs = []
+    for fraction in log_fractions(args.fractions, args.min_fraction):
+        n = max(1, int(round(fraction * full)))
+        work_dir = out / f"n{n}"
+        subprocess.run(_core_run() + common + [f"--set=data.limit={n}", "--work-dir", str(work_dir)], check=True)
+        subprocess.run(_core_run() + common + ["--eval-only", "--resume", str(_checkpoint(work_dir)),
+                                               "--work-dir", str(work_dir)], check=True)
+        value = _metric(work_dir / "eval" / "metrics.json", args.metric)
+        runs.append({"fraction": fraction, "train_size": n, args.metric: value, "work_dir": str(work_dir)})
+        print(f"n = {n:7d} ({fraction:.4f} of {full}): test {args.metric} {value:.4f}", flush=True)
+    fit = fit_log_linear([r["train_size"] for r in runs], [r[args.metric] for r in runs]) if len(runs) > 1 else {}
+    _common.write_json(out / "sweep.json", {"config": str(args.config), "overrides": args.overrides,
+                                            "metric": args.metric, "full_train_size": full, "runs": runs,
+                                            "fit": fit})
+    plot(runs, fit, args.metric, out / "sweep.png")
+    if fit:
+        print(f"{args.metric} = {fit['intercept']:.4f} + {fit['slope_per_decade']:.4f} log10(n)  (R^2 {fit['r2']:.3f})")
+    print(f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
+    return 0
+
+
+def plot(runs, fit, metric, path) -> None:
+    fig, ax = _common.figure(figsize=(5, 3.5))
+    sizes = np.array([r["train_size"] for r in runs], dtype=float)
+    ax.semilogx(sizes, [r[metric] for r in runs], "o", label="runs")
+    if fit:
+        grid = np.geomspace(sizes.min(), sizes.max(), 50)
+        ax.semilogx(grid, fit["intercept"] + fit["slope_per_decade"] * np.log10(grid), "-",
+                    label=f"{fit['slope_per_decade']:.3f} per decade, R$^2$ {fit['r2']:.2f}")
+    ax.set_xlabel("training examples")
+    ax.set_ylabel(f"test {metric}")
+    ax.legend()
+    _common.save_figure(fig, path)

@@ -1,0 +1,93 @@
+"""vision.ImageQuality: PSNR and SSIM equal scikit-image's on real photos, 2-D and 3-D; baseline metrics; merging."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from panconv_vision.evaluators.image_quality import ImageQuality, gaussian_window, psnr, rgb_to_y, ssim
+
+skm = pytest.importorskip("skimage.metrics")
+skdata = pytest.importorskip("skimage.data")
+
+
+def _pair(seed=0):
+    clean = torch.from_numpy(skdata.astronaut()[100:164, 180:260].copy()).permute(2, 0, 1).float() / 255
+    g = torch.Generator().manual_seed(seed)
+    noisy = (clean + 0.05 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    return clean, noisy
+
+
+def test_psnr_matches_scikit_image():
+    clean, noisy = _pair()
+    ours = psnr(noisy[None], clean[None]).item()
+    theirs = skm.peak_signal_noise_ratio(clean.numpy(), noisy.numpy(), data_range=1.0)
+    assert ours == pytest.approx(theirs, abs=1e-4)
+
+
+def test_ssim_matches_scikit_image_on_a_colour_photo():
+    clean, noisy = _pair()
+    ours = ssim(noisy[None], clean[None]).item()
+    theirs = skm.structural_similarity(clean.numpy(), noisy.numpy(), channel_axis=0, data_range=1.0,
+                                       gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert ours == pytest.approx(theirs, abs=1e-6)
+    assert 0.3 < ours < 0.99
+
+
+def test_ssim_matches_scikit_image_on_a_volume():
+    g = torch.Generator().manual_seed(1)
+    vol = torch.nn.functional.avg_pool3d(torch.rand(1, 1, 24, 26, 22, generator=g), 3, 1, 1)[0]
+    noisy = vol + 0.02 * torch.randn(vol.shape, generator=g)
+    ours = ssim(noisy[None], vol[None]).item()
+    theirs = skm.structural_similarity(vol[0].numpy(), noisy[0].numpy(), data_range=1.0, gaussian_weights=True,
+                                       sigma=1.5, use_sample_covariance=False)
+    assert ours == pytest.approx(theirs, abs=1e-6)
+
+
+def test_identical_images_score_perfectly_and_window_is_scipys():
+    clean, _ = _pair()
+    assert ssim(clean[None], clean[None]).item() == pytest.approx(1.0, abs=1e-12)
+    assert math.isinf(psnr(clean[None], clean[None]).item())
+    w = gaussian_window()
+    assert w.numel() == 11 and w.sum().item() == pytest.approx(1.0)
+
+
+def test_y_channel_is_bt601():
+    white, black = torch.ones(1, 3, 1, 1), torch.zeros(1, 3, 1, 1)
+    assert rgb_to_y(white).item() == pytest.approx(235 / 255, abs=1e-4)
+    assert rgb_to_y(black).item() == pytest.approx(16 / 255, abs=1e-6)
+
+
+def test_evaluator_reports_model_and_baseline_and_merges():
+    clean, noisy = _pair()
+    _, noisier = _pair(1)
+    worse = (clean + 2 * (noisier - clean)).clamp(0, 1)
+    batch = {"targets": torch.stack([clean, clean]), "baseline": torch.stack([worse, worse])}
+    ev = ImageQuality(crop_border=2)
+    ev.process(batch, torch.stack([noisy, noisy]))
+    m = ev.compute()
+    assert set(m) == {"psnr", "ssim", "psnr_baseline", "ssim_baseline"}
+    assert m["psnr"] > m["psnr_baseline"] and m["ssim"] > m["ssim_baseline"]
+    want = skm.peak_signal_noise_ratio(clean[:, 2:-2, 2:-2].numpy(), noisy[:, 2:-2, 2:-2].numpy(), data_range=1.0)
+    assert m["psnr"] == pytest.approx(want, abs=1e-4)
+    assert ev.greater_is_better("psnr") and ev.greater_is_better("ssim")
+    parts = [ImageQuality(crop_border=2), ImageQuality(crop_border=2)]
+    for i, p in enumerate(parts):
+        p.process({"targets": clean[None], "baseline": worse[None]}, (noisy if i else noisier)[None])
+    whole = ImageQuality(crop_border=2)
+    whole.process({"targets": torch.stack([clean, clean]), "baseline": torch.stack([worse, worse])},
+                  torch.stack([noisier, noisy]))
+    merged = whole.compute_metrics(parts[1].results + parts[0].results)
+    for k, v in whole.compute().items():
+        assert merged[k] == pytest.approx(v, rel=1e-12)
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="shape"):
+        ImageQuality().process({"targets": torch.zeros(1, 3, 16, 16)}, torch.zeros(1, 3, 16, 12))
+    with pytest.raises(ValueError, match="data_range"):
+        ImageQuality(data_range=0)
+    with pytest.raises(ValueError, match="at least 11"):
+        ssim(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))
+    assert np.isfinite(ImageQuality(compute_ssim=False).example()[2]["psnr"])
