@@ -124,6 +124,42 @@ class EpochSeedHook(Hook):
             dataset.set_epoch(runner.epoch)
 
 
+def process_peak_memory_mib(device: torch.device) -> float:
+    """This process's peak memory so far, in MiB: allocated CUDA memory on a GPU, the resident
+    high-water mark (``ru_maxrss``) on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class PeakMemoryHook(Hook):
+    """The peak memory of this process over the training, validation and test iterations,
+    sampled after each one: what the model, its optimizer state and the activations needed, not
+    the full state dict a sharded run gathers when it writes a checkpoint (taken after an epoch's
+    iterations; on a CPU the resident high-water mark also holds what came before, such as
+    building the model and earlier checkpoint writes)."""
+
+    priority = "VERY_LOW"
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak = 0.0
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, process_peak_memory_mib(self.device))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._sample()
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._sample()
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._sample()
+
+
 class ProgressHook(Hook):
     """Progress, metric lines, ``metrics.json`` and TensorBoard scalars.
 

@@ -637,7 +637,7 @@ def _build_runner(run: _Run, data: _Data, model, evaluators: list, weights: _Wei
     from mmengine.evaluator import Evaluator as MMEvaluator
 
     from .adapters import EngineModel, EvaluatorMetric
-    from .hooks import CheckpointHook, EpochSeedHook, ProgressHook
+    from .hooks import CheckpointHook, EpochSeedHook, PeakMemoryHook, ProgressHook
 
     cfg, train_cfg = run.cfg, run.cfg["train"]
     manager = get_manager()
@@ -652,7 +652,8 @@ def _build_runner(run: _Run, data: _Data, model, evaluators: list, weights: _Wei
                                  ckpt_cfg.get("best"), evaluators[0].greater_is_better if evaluators else None,
                                  run_id=history.get("run_id"), best_value=meta.get("best_value"),
                                  best_epoch=meta.get("best_epoch"))
-    hooks = [EpochSeedHook(run.seed), progress] + ([checkpoints] if run.training else [])
+    memory = PeakMemoryHook(run.device)
+    hooks = [EpochSeedHook(run.seed), progress, memory] + ([checkpoints] if run.training else [])
     train = "train" in loaders
     schedulers = [dict(s) for s in train_cfg.get("scheduler") or []]
     runner = PanconvRunner(
@@ -688,6 +689,7 @@ def _build_runner(run: _Run, data: _Data, model, evaluators: list, weights: _Wei
         resume=weights is not None and weights.resume,
         load_from=str(weights.path) if weights is not None else None,
     )
+    runner.panconv_memory = memory
     _quiet_mmengine()
     return runner, progress, checkpoints
 
@@ -756,15 +758,12 @@ def resolved_config(cfg: Config, data: _Data, weights: _Weights | None = None) -
     return Config(out, cfg.filename)
 
 
-def _peak_memory_mib(run: _Run) -> float:
-    """The largest peak memory of any process of the run, in MiB: allocated CUDA memory on a GPU,
-    the resident set of the process (``ru_maxrss``, everything since it started) on a CPU."""
-    if run.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(run.device) / 2**20
-    else:
-        import resource
+def _peak_memory_mib(run: _Run, memory) -> float:
+    """The largest peak memory of any process of the run over its iterations, in MiB
+    (:class:`~panconv.engine.hooks.PeakMemoryHook`)."""
+    from .hooks import process_peak_memory_mib
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = memory.peak or process_peak_memory_mib(run.device)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         value = torch.tensor([peak], dtype=torch.float64, device=run.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
@@ -844,7 +843,7 @@ def run_experiment(cfg: Config, *, work_dir: str | os.PathLike | None = None, re
             _execute(run, runner, data)
         finally:
             progress.close()
-        peak = _peak_memory_mib(run)  # a collective under torchrun
+        peak = _peak_memory_mib(run, runner.panconv_memory)  # a collective under torchrun
         if run.main:
             _write_outputs(run, progress, checkpoints, count_parameters(model), weights, peak)
             manager.call_lifecycle("panconv_after_run", config=dict(cfg), work_dir=run.out_dir,
