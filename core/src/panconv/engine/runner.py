@@ -103,6 +103,7 @@ class _Run:
     rank: int
     seed: int
     started: float = field(default_factory=time.time)
+    owns_process_group: bool = False  # this run started the process group, and ends it
 
     @property
     def training(self) -> bool:
@@ -154,7 +155,8 @@ def _setup(cfg: Config, work_dir, stages: tuple[str, ...], quiet: bool) -> _Run:
     if device.type == "cuda" and distributed:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if distributed and not dist.is_initialized():
+    owns_group = distributed and not dist.is_initialized()
+    if owns_group:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
@@ -165,7 +167,7 @@ def _setup(cfg: Config, work_dir, stages: tuple[str, ...], quiet: bool) -> _Run:
     seed = run_cfg.get("seed")
     out_dir = work_dir if "train" in stages else work_dir / "eval"
     return _Run(cfg, tuple(stages), quiet, work_dir, out_dir, device, distributed, world, rank,
-                0 if seed is None else int(seed))
+                0 if seed is None else int(seed), owns_process_group=owns_group)
 
 
 # ----------------------------------------------------------------------------- weights to start from
@@ -849,6 +851,9 @@ def run_experiment(cfg: Config, *, work_dir: str | os.PathLike | None = None, re
             manager.call_lifecycle("panconv_after_run", config=dict(cfg), work_dir=run.out_dir,
                                    metrics=progress.final_metrics())
         log.write("final: " + "  ".join(f"{k}={v:.4f}" for k, v in progress.final_metrics().items()))
+        if run.owns_process_group:  # no process leaves while another still writes or talks to the store
+            dist.barrier()
+            dist.destroy_process_group()
         return progress.final_metrics()
     except BaseException as exc:
         log.write(f"stopped: {type(exc).__name__}: {str(exc)[:500]}")
