@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panconv.api import Backbone, FeatureInfo, Head
+from panconv.api import Backbone, FeatureInfo, Head, LinearClsHead
 
 from .layers import drop_path
 
@@ -284,14 +284,9 @@ class TokenClsHead(Head):
             raise ValueError(f"{type(self).__name__}: label_smoothing must be in [0, 1], got {label_smoothing}")
         self.num_classes, self.label_smoothing = num_classes, label_smoothing
 
-    def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        labels = batch["labels"]
-        if labels.dim() == 2:  # soft targets
-            return {"loss": torch.sum(-labels * F.log_softmax(outputs, dim=-1), dim=-1).mean()}
-        return {"loss": F.cross_entropy(outputs, labels, label_smoothing=self.label_smoothing)}
-
-    def predict(self, outputs: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
-        return outputs.softmax(dim=-1)
+    # the core classifier's cross-entropy (hard or soft targets, label smoothing) and softmax predictions
+    loss = LinearClsHead.loss
+    predict = LinearClsHead.predict
 
     @classmethod
     def example_config(cls) -> dict:

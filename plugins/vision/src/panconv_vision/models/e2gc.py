@@ -33,9 +33,9 @@ import torch
 from annotated_types import Ge, Gt, MinLen
 from torch import nn
 
-from panconv.api import Backbone, FeatureInfo
+from panconv.api import FeatureInfo
 
-from .layers import check_out_indices
+from .layers import HierarchicalBackbone, check_out_indices
 
 __all__ = ["LayerCost", "MobileNetV1", "ResNeXt", "energy", "group_conv_cost", "network_cost", "optimal_group_size"]
 
@@ -156,7 +156,7 @@ def _groups(channels: int, group_size: int | None) -> int:
     return channels // group_size
 
 
-class MobileNetV1(Backbone):
+class MobileNetV1(HierarchicalBackbone):
     """MobileNet-V1 with depthwise (``group_size=None``) or E2GC 3x3 group convolutions of constant group size.
 
     The paper's Table 1 as four stages at strides 4, 8, 16, 32: the stem (3x3/2 conv to ``stem_dim``), then
@@ -208,15 +208,6 @@ class MobileNetV1(Backbone):
     def example_inputs(self, batch_size: int = 2) -> torch.Tensor:
         return torch.randn(batch_size, self.stem[0].in_channels, 64, 64)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
-
     @classmethod
     def example_config(cls) -> dict:
         return {"group_size": 4, "width_mult": 0.25, "depths": (2, 1, 2, 1)}
@@ -245,7 +236,7 @@ class Bottleneck(nn.Module):
         return self.relu(y + (x if self.downsample is None else self.downsample(x)))
 
 
-class ResNeXt(Backbone):
+class ResNeXt(HierarchicalBackbone):
     """ResNeXt-50 (``depths`` 3/4/6/3) with a fixed number of groups (FgGC) or a constant group size (E2GC).
 
     Args:
@@ -290,15 +281,6 @@ class ResNeXt(Backbone):
 
     def example_inputs(self, batch_size: int = 2) -> torch.Tensor:
         return torch.randn(batch_size, self.stem[0].in_channels, 64, 64)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
 
     @classmethod
     def example_config(cls) -> dict:

@@ -34,10 +34,10 @@ import torch
 from annotated_types import Ge, Gt, Interval, MinLen
 from torch import nn
 
-from panconv.api import Backbone, FeatureInfo
+from panconv.api import FeatureInfo
 
 from ..kernels.dwconv_large import large_depthwise_conv
-from .layers import check_out_indices, drop_path, drop_path_rates
+from .layers import HierarchicalBackbone, check_out_indices, drop_path, drop_path_rates
 from .reparam import ConvBN, conv_from, pad_kernel_to
 
 __all__ = ["FFNet", "FFNetBlock", "RepVGGDW"]
@@ -164,7 +164,7 @@ class FFNetBlock(nn.Module):
         return self.channel_mixer(self.token_mixer(x))
 
 
-class FFNet(Backbone):
+class FFNet(HierarchicalBackbone):
     """FFNet backbone (head-less; ``FFNet.paper_head`` is the official BatchNorm + pool + linear classifier).
 
     Args:
@@ -232,15 +232,6 @@ class FFNet(Backbone):
 
     def example_inputs(self, batch_size: int = 2) -> torch.Tensor:
         return torch.randn(batch_size, self.stem[0].conv.in_channels, 32, 32)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
 
     @torch.no_grad()
     def reparameterize(self) -> FFNet:

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt, Interval, MinLen
 from torch import nn
 
-from panconv.api import Backbone, FeatureInfo
+from panconv.api import FeatureInfo
 
-from .layers import check_out_indices, drop_path, drop_path_rates
+from .layers import HierarchicalBackbone, check_out_indices, drop_path, drop_path_rates
 
 
 class ConvBN(nn.Module):
@@ -124,7 +124,7 @@ class HaloBlock(nn.Module):
         return F.relu(shortcut + self.drop_path(y))
 
 
-class HaloNet(Backbone):
+class HaloNet(HierarchicalBackbone):
     """HaloNet backbone; ``forward`` returns the stages in ``out_indices``.
 
     The input side must be a multiple of ``4 * block_size * 2 ** (stages - 1)`` (every stage's map
@@ -164,15 +164,6 @@ class HaloNet(Backbone):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         for block in (b for s in self.stages for b in s):  # zero-init the last BN: blocks start as identity
             nn.init.zeros_(block.conv3.bn.weight)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
 
     def example_inputs(self, batch_size: int = 2) -> torch.Tensor:
         side = 4 * self.block_size * 2 ** (len(self.stages) - 1)

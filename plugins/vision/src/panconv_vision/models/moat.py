@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from annotated_types import Ge, Interval, MinLen
 from torch import nn
 
-from panconv.api import Backbone, FeatureInfo
+from panconv.api import FeatureInfo
 
 from .attention import MBConv, window_partition, window_reverse
-from .layers import check_out_indices, drop_path
+from .layers import HierarchicalBackbone, check_out_indices, drop_path
 
 
 class RelativeAttention2d(nn.Module):
@@ -101,7 +101,7 @@ class MOATBlock(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-class MOAT(Backbone):
+class MOAT(HierarchicalBackbone):
     """MOAT backbone; ``forward`` returns the stages in ``out_indices``.
 
     ``block_types``: per stage ``"mbconv"`` or ``"moat"``; ``window_size``: ``None`` (global attention,
@@ -156,15 +156,6 @@ class MOAT(Backbone):
                 nn.init.normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
 
     def example_inputs(self, batch_size: int = 2) -> torch.Tensor:
         return torch.randn(batch_size, self.in_channels, 64, 64)

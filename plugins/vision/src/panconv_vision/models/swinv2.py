@@ -46,7 +46,7 @@ from .attention import (
     window_partition,
     window_reverse,
 )
-from .layers import check_out_indices, drop_path, drop_path_rates
+from .layers import Stage, check_out_indices, drop_path, drop_path_rates
 
 
 def log_spaced_coords(window: tuple[int, int], pretrained_window: tuple[int, int]) -> torch.Tensor:
@@ -165,16 +165,6 @@ class PatchMergingV2(nn.Module):
         return self.norm(self.reduction(x))
 
 
-class SwinV2Stage(nn.Module):
-    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
-        super().__init__()
-        self.downsample = downsample
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.downsample(x))
-
-
 class PatchEmbed(nn.Module):
     """p x p stride-p convolution, then LayerNorm over channels; returns ``(N, H/p, W/p, C)``."""
 
@@ -223,7 +213,7 @@ class SwinV2(Backbone):
         self.patch_embed = PatchEmbed(in_channels, embed_dim, patch_size)
         rates = drop_path_rates(depths, drop_path_rate)
         self.layers = nn.ModuleList(
-            SwinV2Stage(nn.Identity() if i == 0 else PatchMergingV2(dims[i - 1], dims[i]),
+            Stage(nn.Identity() if i == 0 else PatchMergingV2(dims[i - 1], dims[i]),
                         [SwinV2Block(dims[i], num_heads[i], as_pair(windows[i]), j % 2 == 1, as_pair(pretrained[i]),
                                      mlp_ratio, qkv_bias, rates[i][j]) for j in range(depths[i])])
             for i in range(max(out_indices) + 1))
