@@ -156,6 +156,109 @@ def test_load_from_fails_clearly(tmp_path, case):
     assert "\n" not in str(err.value)
 
 
+# ----------------------------------------------------------------------------- run.init_from (transfer learning)
+
+def _state(work_dir, name="epoch_1.pth"):
+    return load_checkpoint(work_dir / name)["state_dict"]
+
+
+def test_init_from_copies_the_backbone_only(tmp_path):
+    first, tuned = tmp_path / "first", tmp_path / "tuned"
+    run(config(tmp_path, "train.epochs=1"), first)
+    source = _state(first)
+    # another seed: without init_from every tensor would differ; lr 0 keeps what the run started from
+    run(config(tmp_path, f"run.init_from={first / 'epoch_1.pth'}", "train.epochs=1", "train.optimizer.lr=0.0",
+               "run.seed=4"), tuned)
+    result = _state(tuned)
+    backbone = [k for k in source if k.startswith("model.backbone.")]
+    head = [k for k in source if k.startswith("model.head.")]
+    assert backbone and head
+    assert all(torch.equal(result[k], source[k]) for k in backbone)
+    assert not any(torch.equal(result[k], source[k]) for k in head)
+    summary = json.loads((tuned / "summary.json").read_text())
+    assert summary["init_from"] == {"path": str(first / "epoch_1.pth"), "map": {"backbone.": "backbone."},
+                                    "tensors": len(backbone)}
+    assert summary["load_from"] is None
+    resolved = yaml.safe_load((tuned / "config.yaml").read_text())["run"]["init_from"]
+    assert resolved == {"path": str((first / "epoch_1.pth").resolve()), "map": {"backbone.": "backbone."}}
+    assert "initialised 2 tensors from" in (tuned / "run.log").read_text()
+
+
+def test_init_from_maps_prefixes(tmp_path):
+    """A model prefix takes a differently named checkpoint prefix (a pre-training model's encoder)."""
+    from panconv.builder import build_model
+
+    cfg = config(tmp_path, "train.epochs=1", "train.optimizer.lr=0.0")
+    torch.manual_seed(5)
+    backbone = build_model(cfg["model"], metadata={"in_dim": 2, "num_classes": 3}).backbone
+    torch.save({f"student.encoder.{k}": v for k, v in backbone.state_dict().items()}, tmp_path / "pretrain.pth")
+    cfg["run"]["init_from"] = {"path": str(tmp_path / "pretrain.pth"), "map": {"backbone.": "student.encoder."}}
+    run(cfg, tmp_path / "w")
+    saved = _state(tmp_path / "w")
+    assert all(torch.equal(saved[f"model.backbone.{k}"], v) for k, v in backbone.state_dict().items())
+
+
+def test_init_from_is_ignored_when_resuming(tmp_path):
+    first, other, straight = tmp_path / "first", tmp_path / "other", tmp_path / "straight"
+    run(config(tmp_path, "train.epochs=1", "run.seed=9"), other)
+    run(config(tmp_path, "train.epochs=2"), straight)
+    run(config(tmp_path, "train.epochs=1"), first)
+    # the resumed weights win: init_from (another run's backbone) is not applied over them, so the
+    # resumed run ends where the straight 2-epoch run does
+    run(config(tmp_path, "train.epochs=2", f"run.init_from={other / 'epoch_1.pth'}"), first, resume=True)
+    expected = _state(straight, "epoch_2.pth")
+    assert all(torch.allclose(_state(first, "epoch_2.pth")[k].float(), v.float(), rtol=1e-5, atol=1e-6)
+               for k, v in expected.items())
+    assert json.loads((first / "summary.json").read_text())["init_from"] is None
+
+
+@pytest.mark.parametrize("case", ["missing file", "no such model prefix", "no such checkpoint prefix",
+                                  "size mismatch"])
+def test_init_from_fails_clearly(tmp_path, case):
+    first = tmp_path / "first"
+    if case != "missing file":
+        run(config(tmp_path, "train.epochs=1"), first)
+    path = first / "epoch_1.pth"
+    spec, overrides = str(path), []
+    if case == "missing file":
+        path, spec = tmp_path / "nope.pth", str(tmp_path / "nope.pth")
+        expected = r"nope.pth: checkpoint not found \(run.init_from"
+    elif case == "no such model prefix":
+        spec = {"path": str(path), "map": {"encoder.": "backbone."}}
+        expected = r"epoch_1.pth: run.init_from.map: the model has no entry under 'encoder.' \(its top-level " \
+                   r"modules: backbone, head\)"
+    elif case == "no such checkpoint prefix":
+        spec = {"path": str(path), "map": {"backbone.": "student."}}
+        expected = r"the checkpoint has no entry under 'student.' \(its top-level names: backbone, head\)"
+    else:
+        overrides = ["model.backbone.hidden=[7]"]
+        expected = (r"epoch_1.pth: run.init_from: does not fit this model: size mismatch for "
+                    r"backbone.layers.0.weight \(checkpoint \[16, 2\], model backbone.layers.0.weight \[7, 2\]\)")
+    cfg = config(tmp_path, *overrides)
+    cfg["run"]["init_from"] = spec
+    with pytest.raises(CheckpointError, match=expected) as err:
+        run(cfg, tmp_path / "w")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "w" / "metrics.json").exists()  # refused before the run started
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("{path: a.pth, mapp: {}}", r"run.init_from.mapp: unknown key. Did you mean 'map'\?; allowed: path, map"),
+    ("{map: {backbone.: encoder.}}", r"run.init_from.path: missing"),
+    ("{path: a.pth, map: {}}", r"run.init_from.map: empty"),
+    ("{path: a.pth, map: {backbone.: 3}}", r"run.init_from.map.backbone.: expected a model-prefix: "),
+    ("7", r"run.init_from: expected"),
+])
+def test_init_from_is_validated(tmp_path, value, expected):
+    with pytest.raises(ConfigError, match=expected):
+        config(tmp_path, f"run.init_from={value}")
+
+
+def test_init_from_and_load_from_exclude_each_other(tmp_path):
+    with pytest.raises(ConfigError, match=r"run.init_from: set either run.load_from .* not both"):
+        config(tmp_path, "run.init_from=a.pth", "run.load_from=b.pth")
+
+
 # ----------------------------------------------------------------------------- extending a finished run
 
 @pytest.mark.parametrize("schedulers", [

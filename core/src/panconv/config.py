@@ -48,7 +48,8 @@ TRAIN_KEYS = {
 CHECKPOINT_KEYS = {"interval": int, "max_keep": int, "best": (str, type(None))}
 RUN_KEYS = {"work_dir": (str, type(None)), "seed": (int, type(None)), "deterministic": bool, "device": str,
             "threads": (int, type(None)), "launcher": str, "load_from": (str, type(None)),
-            "strategy": str}
+            "init_from": (str, dict, type(None)), "strategy": str}
+INIT_FROM_KEYS = {"path": str, "map": dict}
 EVAL_KEYS = {"evaluators": list}
 DEFAULTS: dict[str, Any] = {
     "plugins": [],
@@ -58,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
               "log_interval": 50, "activation_checkpointing": False},
     "eval": {"evaluators": []},
     "run": {"work_dir": None, "seed": 0, "deterministic": False, "device": "auto", "threads": None,
-            "launcher": "auto", "load_from": None, "strategy": "ddp"},
+            "launcher": "auto", "load_from": None, "init_from": None, "strategy": "ddp"},
 }
 
 
@@ -531,6 +532,7 @@ class _Validator:
                                       "start with torchrun, or use launcher: auto")
         if run.get("strategy", "ddp") not in ("ddp", "fsdp"):
             self.fail("run.strategy", f"expected ddp or fsdp, got {shown(run['strategy'])}")
+        self.init_from(run)
         if run.get("threads") is not None and run["threads"] < 1:
             self.fail("run.threads", f"must be >= 1, got {run['threads']}")
         seed = run.get("seed")
@@ -540,6 +542,26 @@ class _Validator:
             problem = _unwritable(Path(run["work_dir"]).expanduser())
             if problem:
                 self.fail("run.work_dir", problem)
+
+    def init_from(self, run: dict) -> None:
+        """``run.init_from``: PATH, or ``{path: PATH, map: {model_prefix: checkpoint_prefix}}``."""
+        spec = run.get("init_from")
+        if spec is None:
+            return
+        if run.get("load_from"):
+            self.fail("run.init_from", "set either run.load_from (all the weights) or run.init_from (the weights "
+                                       "under some prefixes), not both")
+        if isinstance(spec, str):
+            return
+        self.check_keys(spec, INIT_FROM_KEYS, "run.init_from")
+        if "path" not in spec:
+            self.fail("run.init_from.path", "missing: the checkpoint to take the weights from")
+        for dst, src in (spec.get("map") or {}).items():
+            if not isinstance(dst, str) or not isinstance(src, str):
+                self.fail(f"run.init_from.map.{_key(dst)}", f"expected a model-prefix: checkpoint-prefix pair of "
+                                                            f"strings, got {shown(dst)}: {shown(src)}")
+        if spec.get("map") == {}:
+            self.fail("run.init_from.map", "empty: name at least one model prefix (\"\" for every entry)")
 
     def optimizer(self, spec: Any) -> None:
         import torch.optim

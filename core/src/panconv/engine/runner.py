@@ -260,6 +260,67 @@ def _find_weights(run: _Run, resume: str | bool | None, log: RunLog) -> _Weights
     return None
 
 
+@dataclass
+class _InitFrom:
+    """``run.init_from``: the checkpoint whose entries under some prefixes initialise the model."""
+
+    path: Path
+    state: dict
+    mapping: dict[str, str]
+    loaded: int = 0
+
+
+def _find_init(run: _Run, weights: _Weights | None) -> _InitFrom | None:
+    """``run.init_from`` loaded and checked before any data is prepared; None when unset or when
+    the run resumes (the resumed weights replace everything)."""
+    spec = run.cfg["run"].get("init_from")
+    if not spec or (weights is not None and weights.resume):
+        return None
+    value, mapping = (spec, None) if isinstance(spec, str) else (spec["path"], spec.get("map"))
+    path = _checkpoint_path(value, run.work_dir, "run.init_from")
+    checkpoint = _load(path, resume=False)
+    state = checkpoint.get("state_dict", checkpoint)
+    state = {k.removeprefix("module.").removeprefix("model."): v for k, v in state.items()
+             if isinstance(v, torch.Tensor)}
+    return _InitFrom(path, state, dict(mapping or {"backbone.": "backbone."}))
+
+
+def init_weights_from(model: torch.nn.Module, state: dict, mapping: dict[str, str], path) -> int:
+    """Copy ``state[src + rest]`` into the model's ``dst + rest`` for every ``dst: src`` of ``mapping``
+    (transfer learning: a fine-tuning model's ``backbone.`` from a pre-training model's ``encoder.``);
+    every model entry under a mapped prefix must be there with the same shape, else a one-line
+    CheckpointError naming what does not fit. The other entries keep their initialisation. Returns the
+    number of tensors copied."""
+    own = model.state_dict()
+
+    def tops(names) -> str:
+        return ", ".join(sorted({n.split(".")[0] for n in names})[:8])
+
+    take, missing, shapes = {}, [], []
+    for dst, src in mapping.items():
+        names = [k for k in own if k.startswith(dst)]
+        if not names:
+            raise CheckpointError(f"{path}: run.init_from.map: the model has no entry under {dst!r} "
+                                  f"(its top-level modules: {tops(own)})")
+        if not any(k.startswith(src) for k in state):
+            raise CheckpointError(f"{path}: run.init_from.map: the checkpoint has no entry under {src!r} "
+                                  f"(its top-level names: {tops(state)})")
+        for name in names:
+            key = src + name[len(dst):]
+            if key not in state:
+                missing.append(key)
+            elif state[key].shape != own[name].shape:
+                shapes.append(f"{key} (checkpoint {list(state[key].shape)}, model {name} {list(own[name].shape)})")
+            else:
+                take[name] = state[key]
+    if missing or shapes:
+        problems = [f"{label} {_names(names)}" + (f" ({len(names)} in all)" if len(names) > 3 else "")
+                    for label, names in (("size mismatch for", shapes), ("missing", missing)) if names]
+        raise CheckpointError(f"{path}: run.init_from: does not fit this model: {'; '.join(problems)}")
+    model.load_state_dict(take, strict=False)
+    return len(take)
+
+
 def _check_resumable(run: _Run, weights: _Weights) -> None:
     epochs = int(run.cfg["train"].get("epochs", 1))
     if weights.epoch > epochs:
@@ -374,12 +435,21 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def _build_model(run: _Run, data: _Data) -> torch.nn.Module:
+def _build_model(run: _Run, data: _Data, init: _InitFrom | None = None, log: RunLog | None = None) -> torch.nn.Module:
     torch.manual_seed(run.seed)
     model = build_model(run.cfg["model"], metadata=data.metadata, where=run.cfg.filename)
     if hasattr(model, "attach_data") and "train" in data.datasets:
         model.attach_data(data.datasets["train"])
+    if init is not None:
+        init.loaded = init_weights_from(model, init.state, init.mapping, init.path)
+        run.say(f"initialised {init.loaded} tensors from {init.path} ({_mapping_text(init.mapping)})", log)
+        init.state = {}
     return model
+
+
+def _build_evaluators(cfg: Config) -> list:
+    return [build_component("evaluator", spec, where=f"{cfg.filename}: eval.evaluators.{i}")
+            for i, spec in enumerate(cfg["eval"].get("evaluators") or [])]
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -547,6 +617,10 @@ class PanconvRunner(Runner):
             checkpoint["param_schedulers"] = scheduler_states(self.param_schedulers)
         self.call_hook("before_save_checkpoint", checkpoint=checkpoint)
         save_checkpoint(checkpoint, Path(out_dir) / filename)
+
+
+def _mapping_text(mapping: dict[str, str]) -> str:
+    return ", ".join(f"model {dst or '(all)'!s} <- checkpoint {src or '(all)'!s}" for dst, src in mapping.items())
 
 
 def _names(names: list[str], shown: int = 3) -> str:
@@ -748,15 +822,19 @@ def _start_log(run: _Run, log: RunLog, weights: _Weights | None) -> None:
     log.write("config:\n" + run.cfg.to_yaml())
 
 
-def resolved_config(cfg: Config, data: _Data, weights: _Weights | None = None) -> Config:
+def resolved_config(cfg: Config, data: _Data, weights: _Weights | None = None,
+                    init: _InitFrom | None = None) -> Config:
     """The config as run: the model section with the injected metadata explicit, ``data.root``
-    absolute (and ``run.load_from`` absolute when set)."""
+    absolute (and ``run.load_from``/``run.init_from`` absolute when set)."""
     from ..builder import resolve_model_config
 
     out = {**cfg, "model": resolve_model_config(cfg["model"], data.metadata),
            "data": {**cfg["data"], "root": str(data.root)}}
     if cfg["run"].get("load_from") and weights is not None and not weights.resume:
         out["run"] = {**cfg["run"], "load_from": str(weights.path.resolve())}
+    if init is not None:
+        out["run"] = {**out.get("run", cfg["run"]), "init_from": {"path": str(init.path.resolve()),
+                                                                  "map": init.mapping}}
     return Config(out, cfg.filename)
 
 
@@ -774,7 +852,7 @@ def _peak_memory_mib(run: _Run, memory) -> float:
 
 
 def _write_summary(run: _Run, progress, checkpoints, n_params: int, weights: _Weights | None,
-                   peak_memory_mib: float | None = None) -> dict:
+                   peak_memory_mib: float | None = None, init: _InitFrom | None = None) -> dict:
     cfg = run.cfg
     best = cfg["train"]["checkpoint"].get("best")
     summary = {
@@ -789,6 +867,8 @@ def _write_summary(run: _Run, progress, checkpoints, n_params: int, weights: _We
                            "epoch": checkpoints.best_epoch} if best else None
         summary["resumed_from"] = str(weights.path) if weights is not None and weights.resume else None
         summary["load_from"] = str(weights.path) if weights is not None and not weights.resume else None
+        summary["init_from"] = ({"path": str(init.path), "map": init.mapping, "tensors": init.loaded}
+                                if init is not None else None)
     else:
         summary["checkpoint"] = str(weights.path.resolve())
         summary["checkpoint_epoch"] = weights.epoch
@@ -798,11 +878,11 @@ def _write_summary(run: _Run, progress, checkpoints, n_params: int, weights: _We
 
 
 def _write_outputs(run: _Run, progress, checkpoints, n_params: int, weights: _Weights | None,
-                   peak_memory_mib: float | None = None) -> None:
+                   peak_memory_mib: float | None = None, init: _InitFrom | None = None) -> None:
     """``summary.json`` and (training) ``curves.png``."""
     from .hooks import plot_curves
 
-    _write_summary(run, progress, checkpoints, n_params, weights, peak_memory_mib)
+    _write_summary(run, progress, checkpoints, n_params, weights, peak_memory_mib, init)
     if run.training:
         plot_curves(run.out_dir / "curves.png", progress.history, run.cfg["train"]["checkpoint"].get("best"),
                     checkpoints.best_epoch)
@@ -823,20 +903,20 @@ def run_experiment(cfg: Config, *, work_dir: str | os.PathLike | None = None, re
         weights = _find_weights(run, resume, log)
         if weights is not None and weights.resume:
             _check_resumable(run, weights)
+        init = _find_init(run, weights)
         _prepare_out_dir(run, weights)
         log = RunLog(run.out_dir / "run.log" if run.main else None)
         _start_log(run, log, weights)
         set_random_seed(run.seed, deterministic=bool(cfg["run"].get("deterministic")))
         data = _build_data(run, log)
-        model = _build_model(run, data)
-        evaluators = [build_component("evaluator", spec, where=f"{cfg.filename}: eval.evaluators.{i}")
-                      for i, spec in enumerate(cfg["eval"].get("evaluators") or [])]
+        model = _build_model(run, data, init, log)
+        evaluators = _build_evaluators(cfg)
         _build_loaders(run, data, evaluate=bool(evaluators))
         history = _initial_history(run, weights)
         runner, progress, checkpoints = _build_runner(run, data, model, evaluators, weights, history, log)
         manager = get_manager()
         if run.main:
-            atomic_write_text(run.out_dir / "config.yaml", resolved_config(cfg, data, weights).to_yaml())
+            atomic_write_text(run.out_dir / "config.yaml", resolved_config(cfg, data, weights, init).to_yaml())
             atomic_write_json(run.out_dir / "metrics.json", history)
         manager.call_lifecycle("panconv_before_run", config=dict(cfg), work_dir=run.out_dir)
         if weights is not None:
@@ -847,7 +927,7 @@ def run_experiment(cfg: Config, *, work_dir: str | os.PathLike | None = None, re
             progress.close()
         peak = _peak_memory_mib(run, runner.panconv_memory)  # a collective under torchrun
         if run.main:
-            _write_outputs(run, progress, checkpoints, count_parameters(model), weights, peak)
+            _write_outputs(run, progress, checkpoints, count_parameters(model), weights, peak, init)
             manager.call_lifecycle("panconv_after_run", config=dict(cfg), work_dir=run.out_dir,
                                    metrics=progress.final_metrics())
         log.write("final: " + "  ".join(f"{k}={v:.4f}" for k, v in progress.final_metrics().items()))
