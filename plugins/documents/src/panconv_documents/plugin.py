@@ -42,6 +42,17 @@ def panconv_register_models(register):
              doc="RetinaNet + BVR at CPU size (HRNet-W18-small, 64 channels, 4 heads, 20 keys per point type)")
     register("mask_rcnn_small", _RCNN, kind="model", args=dict(**_SMALL, **_ONE_STAGE),
              doc="Mask R-CNN at the size of cascadetabnet_small (its one-stage baseline)")
+    register("HiResLLaVA", f"{_M}.hires_llava:HiResLLaVA", kind="model",
+             doc="HiRes-LLaVA (Huang et al. 2024), scaled down: sliced high-resolution ViT with SliceRestore "
+                 "adapters (merge slices, depthwise-conv + pooled self-attention context, re-slice), Self-Mining "
+                 "Sampler token compression, causal language decoder; restore=False is naive slicing")
+    register("hires_llava_small", f"{_M}.hires_llava:HiResLLaVA", kind="model",
+             args=dict(grid=2, slice_size=32, patch_size=8, vit_dim=64, vit_depth=4, vit_heads=4, sampler="sms",
+                       ratio=2, lm_dim=128, lm_depth=2, lm_heads=4),
+             doc="HiRes-LLaVA at CPU size for 64x64 EntityGrid-QA: 2x2 slices of 32 px + global view, 8 px patches, "
+                 "ViT 64x4, SMS 4x compression (20 visual tokens), 128x2 decoder: 754,464 params with the 32-word "
+                 "vocabulary (664,096 without the adapters); the paper's CLIP ViT-L/14-336 + Vicuna is not "
+                 "reproducible offline")
 
 
 @hookimpl
@@ -54,6 +65,9 @@ def panconv_register_datasets(register):
     register("TabulaPDFs", "panconv_documents.datasets.real_pdfs:TabulaPDFs",
              doc="the test PDFs of the tabula-py 2.10.0 sdist, rasterised, with table structure from their ruling "
                  "lines (pdfplumber)")
+    register("EntityGridQA", "panconv_documents.datasets.entitygrid:EntityGridQA",
+             doc="generated EntityGrid-QA (HiRes-LLaVA's benchmark): coloured shapes at 9 positions of an image cut "
+                 "into 2x2 slices, identify / position / count questions with one-word answers (in memory)")
 
 
 @hookimpl
@@ -62,6 +76,8 @@ def panconv_register_evaluators(register):
              doc="COCO-style box AP@[.5:.95], AP50, AP75 and per-class AP50 (101-point interpolation)")
     register("CellAdjacencyF1", "panconv_documents.evaluators.adjacency:CellAdjacencyF1",
              doc="ICDAR 2019 track B cell adjacency relation P/R/F1 at cell IoU 0.6-0.9 and their weighted average")
+    register("QAAccuracy", "panconv_documents.evaluators.qa:QAAccuracy",
+             doc="one-word VQA accuracy, per task and for entities cut / not cut by a slice boundary (EntityGrid-QA)")
 
 
 @hookimpl
