@@ -60,7 +60,7 @@ def test_sweep_trains_on_subsets_and_evaluates_on_the_full_test_split(tmp_path, 
     config = write_config(tmp_path)
     args = argparse.Namespace(config=str(config), checkpoint=None, device="cpu", data_root=None,
                               output=str(tmp_path / "out"), fractions=3, min_fraction=0.01, metric="accuracy",
-                              overrides=["train.epochs=1"])
+                              overrides=["train.epochs=1"], min_steps=0)
     assert sweep.main(args) == 0
     train_calls, eval_calls = calls[0::2], calls[1::2]
     assert [c for c in train_calls[0] if c.startswith("--set=data.limit")] == ["--set=data.limit=1"]
@@ -73,11 +73,44 @@ def test_sweep_trains_on_subsets_and_evaluates_on_the_full_test_split(tmp_path, 
     assert (tmp_path / "out" / "sweep.png").is_file()
 
 
+def test_epochs_are_raised_so_small_subsets_get_min_steps():
+    assert sweep.epochs_for(10_000, 64, 2, 0) == 2
+    assert sweep.epochs_for(10_000, 64, 2, 300) == 2  # 157 steps an epoch: 314 >= 300 already
+    assert sweep.epochs_for(200, 64, 2, 300) == 75    # 4 steps an epoch
+    assert sweep.epochs_for(1, 64, 1, 10) == 10
+    with pytest.raises(ValueError, match="min_steps >= 0"):
+        sweep.epochs_for(10, 64, 1, -1)
+
+
+def test_min_steps_reaches_the_engine(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(command, check):
+        calls.append(command)
+        work_dir = tmp_path / "out" / command[command.index("--work-dir") + 1].split("/")[-1]
+        if "--eval-only" in command:
+            (work_dir / "eval").mkdir(parents=True)
+            (work_dir / "eval" / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
+        else:
+            work_dir.mkdir(parents=True)
+            (work_dir / "epoch_1.pth").write_bytes(b"")
+
+    monkeypatch.setattr(sweep.subprocess, "run", fake_run)
+    args = argparse.Namespace(config=str(write_config(tmp_path)), data_root=None, output=str(tmp_path / "out"),
+                              fractions=2, min_fraction=0.1, metric="accuracy", overrides=[], min_steps=20)
+    assert sweep.main(args) == 0
+    # 10 and 100 training examples at the default batch size 32: 1 and 4 steps an epoch
+    assert [[c for c in call if c.startswith("--set=train.epochs")] for call in calls[0::2]] == \
+        [["--set=train.epochs=20"], ["--set=train.epochs=5"]]
+    assert [r["epochs"] for r in json.loads((tmp_path / "out" / "sweep.json").read_text())["runs"]] == [20, 5]
+
+
 def test_a_data_set_without_a_subset_option_is_refused(tmp_path, monkeypatch):
     config = write_config(tmp_path)
     monkeypatch.setattr(sweep, "_accepts_limit", lambda cfg: False)
     args = argparse.Namespace(config=str(config), data_root=None, output=str(tmp_path / "o"), fractions=2,
-                              min_fraction=0.1, metric="accuracy", overrides=[])
+                              min_fraction=0.1, metric="accuracy", overrides=[],
+                              min_steps=0)
     with pytest.raises(SystemExit, match="no `limit` argument"):
         sweep.main(args)
 
@@ -86,7 +119,8 @@ def test_a_data_set_without_a_subset_option_is_refused(tmp_path, monkeypatch):
 def test_a_real_two_point_sweep(tmp_path):
     config = write_config(tmp_path)
     args = argparse.Namespace(config=str(config), data_root=None, output=str(tmp_path / "out"), fractions=2,
-                              min_fraction=0.2, metric="accuracy", overrides=["run.device=cpu"])
+                              min_fraction=0.2, metric="accuracy", overrides=["run.device=cpu"],
+                              min_steps=0)
     assert sweep.main(args) == 0
     report = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert [r["train_size"] for r in report["runs"]] == [20, 100]

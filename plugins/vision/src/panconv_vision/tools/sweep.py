@@ -8,7 +8,9 @@ of its training set, evaluates every run on the config's own test split (unchang
 The training subset: the data set's ``limit`` argument (its first ``n`` samples), the only subset
 option the data sets offer today. The engine applies ``data.limit`` to every split, so each run's
 own validation/test numbers use limited splits; the sweep therefore re-evaluates every run's final
-checkpoint on the full test split (``core-run --eval-only``). A train-only subset in the core
+checkpoint on the full test split (``core-run --eval-only``). ``--min-steps N`` raises ``train.epochs``
+for the small subsets so every run makes at least ``N`` optimiser steps (a schedule sized in steps,
+such as OneCycleLR's ``total_steps``, must then be overridden too). A train-only subset in the core
 (``data.subset: {train: n}``) would remove that second pass (see docs/analysis-tools.md).
 """
 
@@ -43,6 +45,17 @@ def fit_log_linear(sizes, values) -> dict:
     total = ((y - y.mean()) ** 2).sum()
     return {"intercept": float(a), "slope_per_decade": float(b),
             "r2": float(1 - (residual ** 2).sum() / total) if total > 0 else 1.0}
+
+
+def epochs_for(n: int, batch_size: int, epochs: int, min_steps: int) -> int:
+    """The config's ``epochs``, raised so that a run on ``n`` examples makes at least ``min_steps``
+    optimiser steps (``ceil(n / batch_size)`` per epoch): small subsets otherwise stop after a handful of
+    steps and the curve measures under-training, not data."""
+    if n < 1 or batch_size < 1 or epochs < 1 or min_steps < 0:
+        raise ValueError(f"sweep: need n, batch_size, epochs >= 1 and min_steps >= 0, got {n}, {batch_size}, "
+                         f"{epochs}, {min_steps}")
+    per_epoch = -(-n // batch_size)
+    return max(epochs, -(-min_steps // per_epoch))
 
 
 def _accepts_limit(cfg) -> bool:
@@ -90,16 +103,20 @@ def main(args: argparse.Namespace) -> int:
     for fraction in log_fractions(args.fractions, args.min_fraction):
         n = max(1, int(round(fraction * full)))
         work_dir = out / f"n{n}"
-        subprocess.run(_core_run() + common + [f"--set=data.limit={n}", "--work-dir", str(work_dir)], check=True)
+        epochs = epochs_for(n, int(cfg["data"].get("batch_size", 32)), int(cfg["train"].get("epochs", 1)),
+                            args.min_steps)
+        subprocess.run(_core_run() + common + [f"--set=data.limit={n}", f"--set=train.epochs={epochs}",
+                                               "--work-dir", str(work_dir)], check=True)
         subprocess.run(_core_run() + common + ["--eval-only", "--resume", str(_checkpoint(work_dir)),
                                                "--work-dir", str(work_dir)], check=True)
         value = _metric(work_dir / "eval" / "metrics.json", args.metric)
-        runs.append({"fraction": fraction, "train_size": n, args.metric: value, "work_dir": str(work_dir)})
-        print(f"n = {n:7d} ({fraction:.4f} of {full}): test {args.metric} {value:.4f}", flush=True)
+        runs.append({"fraction": fraction, "train_size": n, "epochs": epochs, args.metric: value,
+                     "work_dir": str(work_dir)})
+        print(f"n = {n:7d} ({fraction:.4f} of {full}, {epochs} epochs): test {args.metric} {value:.4f}", flush=True)
     fit = fit_log_linear([r["train_size"] for r in runs], [r[args.metric] for r in runs]) if len(runs) > 1 else {}
     _common.write_json(out / "sweep.json", {"config": str(args.config), "overrides": args.overrides,
-                                            "metric": args.metric, "full_train_size": full, "runs": runs,
-                                            "fit": fit})
+                                            "metric": args.metric, "min_steps": args.min_steps,
+                                            "full_train_size": full, "runs": runs, "fit": fit})
     plot(runs, fit, args.metric, out / "sweep.png")
     if fit:
         print(f"{args.metric} = {fit['intercept']:.4f} + {fit['slope_per_decade']:.4f} log10(n)  (R^2 {fit['r2']:.3f})")
