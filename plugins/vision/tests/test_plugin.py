@@ -34,7 +34,7 @@ def base_class(factory):
 
 
 #: model files that hold blocks other families share, not a family of their own
-SHARED_MODULES = ("__init__", "layers", "reparam", "attention", "vmamba_blocks")
+SHARED_MODULES = ("__init__", "layers", "reparam", "attention", "vmamba_blocks", "ssl")
 
 
 def test_registers_every_kind_it_provides():

@@ -23,10 +23,109 @@ def panconv_register_models(register):
              doc="PGD adversarial training (Madry et al. 2018; L-inf or L2 ball in pixel space) of any classifier "
                  "config: training batches replaced by PGD examples, evaluation on clean inputs")
     # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
+    register("NetworkInNetwork", f"{_M}.rotnet:NetworkInNetwork", kind="backbone",
+             doc="RotNet's Network-In-Network (Gidaris et al. 2018): conv blocks of one kxk + two 1x1 conv-BN-ReLU")
+    register("RotNet", f"{_M}.rotnet:RotNet", kind="model",
+             doc="RotNet (Gidaris et al. ICLR 2018): NIN trained to predict 0/90/180/270-degree rotations; "
+                 "predict gives each block's features for the probes")
+    register("rotnet_nin3", f"{_M}.rotnet:RotNet", kind="model", args=dict(num_blocks=3),
+             doc="RotNet NIN, 3 conv blocks (paper Table 1): 1.004M params with the 4-way rotation head (CIFAR 32^2)")
+    register("rotnet_nin4", f"{_M}.rotnet:RotNet", kind="model", args=dict(num_blocks=4),
+             doc="RotNet NIN, 4 conv blocks (paper Table 1, the official CIFAR-10 RotNet): 1.411M params with the "
+                 "4-way rotation head (CIFAR 32^2)")
+    register("rotnet_nin5", f"{_M}.rotnet:RotNet", kind="model", args=dict(num_blocks=5),
+             doc="RotNet NIN, 5 conv blocks (paper Table 1): 1.818M params with the 4-way rotation head (CIFAR 32^2)")
+    register("NINClassifier", f"{_M}.rotnet:NINClassifier", kind="model",
+             doc="classifier (RotNet's non-linear 'mlp', 'conv' block or pooled linear) on NIN block k, frozen or "
+                 "fine-tuned; loads a RotNet's blocks with run.init_from")
     # --- wave4 H2: issue 20: SparK, OBoW ---
+    _sk = f"{_M}.spark:SparK"
+    register("SparK", _sk, kind="model",
+             doc="SparK (Tian et al. ICLR 2023): sparse masked image modelling of any hierarchical ConvNet "
+                 "(encoder under 'encoder.'), per-level mask tokens, light U-Net decoder")
+    for depth, depths, n, paper in (("50", (3, 4, 6, 3), "23.51M (25.56M", "25.6M"),
+                                    ("101", (3, 4, 23, 3), "42.50M (44.55M", "44.5M"),
+                                    ("152", (3, 8, 36, 3), "58.14M (60.19M", "60.2M"),
+                                    ("200", (3, 24, 36, 3), "62.62M (64.67M", "64.7M")):
+        register(f"spark_resnet{depth}", _sk, kind="model",
+                 args=dict(backbone=dict(type="vision.ResNeXt", depths=depths, groups=1, width_per_group=64),
+                           decoder_width=768, densify_norm="bn"),
+                 doc=f"SparK on ResNet-{depth} (paper Table 3): encoder {n} with the 1k head, paper {paper}); "
+                     f"+29.41M decoder and densify layers (pre-training only)")
+    for size, dp, n, paper, dec in (("small", 0.2, "49.45M (50.22M", "50M", "24.93M"),
+                                    ("base", 0.3, "87.56M (88.59M", "89M", "26.30M"),
+                                    ("large", 0.4, "196.23M (197.77M", "198M", "27.86M")):
+        register(f"spark_convnext_{size}", _sk, kind="model",
+                 args=dict(backbone=dict(type=f"vision.convnext_{size}", drop_path_rate=dp), decoder_width=768,
+                           densify_norm="ln"),
+                 doc=f"SparK on ConvNeXt-{size[0].upper()} (paper Table 3, official drop path {dp}): encoder {n} "
+                     f"with the 1k head, paper {paper}); +{dec} decoder and densify layers (pre-training only)")
+    _ob = f"{_M}.obow:OBoW"
+    register("OBoW", _ob, kind="model",
+             doc="OBoW (Gidaris et al. CVPR 2021): momentum teacher, online queue vocabularies of teacher local "
+                 "features, soft BoW targets, dynamic BoW prediction from crops (student under 'backbone.')")
+    register("obow_resnet50", _ob, kind="model",
+             args=dict(backbone=dict(type="vision.ResNeXt", groups=1, width_per_group=64), bow_levels=(2, 3),
+                       num_words=8192, inv_delta=15.0, kappa=8.0),
+             doc="OBoW full on ResNet-50 (official ResNet50_OBoW_full: conv4+conv5 BoW levels, 8192 words, "
+                 "inv_delta 15, kappa 8, 2x160 crops + 5x96 patches): student 23.51M (25.56M with the 1k head, "
+                 "paper 25.6M) + 29.38M BoW prediction head; set momentum_steps to the run's steps")
     # --- wave4 H3: issue 20: diffusion features ---
+    register("DDPM", f"{_M}.ddpm:DDPM", kind="model",
+             doc="DDPM (Ho et al. 2020) with the ADM U-Net (Dhariwal & Nichol 2021): epsilon-prediction L_simple, "
+                 "linear or cosine schedule, ancestral sampling; the U-Net under 'unet.'")
+    register("ddpm_adm_256_uncond", f"{_M}.ddpm:DDPM", kind="model",
+             args=dict(in_channels=3, model_channels=256, channel_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2,
+                       attention_resolutions=(8, 16, 32), num_head_channels=64, resblock_updown=True,
+                       learn_sigma=True, norm_groups=32, feature_block=24, feature_t=90),
+             doc="guided-diffusion's 256x256 unconditional ADM, the U-Net the classification paper probes: "
+                 "552,814,086 params (= the official UNetModel's); features default to block 24 at t = 90 (the "
+                 "paper's best)")
+    register("DiffusionFeatures", f"{_M}.diffusion_features:DiffusionFeatures", kind="model",
+             doc="diffusion features for classification (Mukhopadhyay et al. 2023): a frozen DDPM U-Net's block-b "
+                 "activations at noise step t, the paper's linear / MLP / CNN / attention head on top")
     # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    _al = f"{_M}.align:ALIGN"
+    register("ALIGN", _al, kind="model",
+             doc="ALIGN (Jia et al. ICML 2021): EfficientNet image tower (global pool, no head conv) + BERT text tower "
+                 "([CLS] -> linear), normalised-softmax contrastive loss with a learnable temperature; zero-shot")
+    register("align_efficientnet_l2_bert_large", _al, kind="model",
+             args=dict(width_coefficient=4.3, depth_coefficient=5.3, text_hidden=1024, text_layers=24, text_heads=16,
+                       text_intermediate=4096),
+             doc="ALIGN as the paper (EfficientNet-L2 + BERT-Large, 1376-d embedding): 802.72M params (image 467.22M, "
+                 "text 334.09M without BERT's unused pooler, projection 1.41M); Google: 'an 800M-parameter model'")
+    register("align_efficientnet_b7_bert_base", _al, kind="model",
+             args=dict(width_coefficient=2.0, depth_coefficient=3.1),
+             doc="ALIGN-B7-Base (paper's smaller model; kakaobrain/align-base): 171.53M params (171,527,249) = "
+                 "transformers' AlignModel(AlignConfig()) less its unused 0.59M text pooler")
+    _itm = f"{_M}.itm:ImageTextMatching"
+    register("ImageTextMatching", _itm, kind="model",
+             doc="Image-text matching (2015): CNN image features + MLP into a joint space; text as bag of words, "
+                 "n-grams or a GRU/LSTM; bidirectional margin ranking loss, random or hardest in-batch negatives")
+    for text, label, n in (("bow", "bag of words", "207,072"), ("ngram", "words + hashed bigrams", "469,216"),
+                           ("gru", "GRU", "601,568"), ("lstm", "LSTM", "733,152")):
+        register(f"itm_{text}", _itm, kind="model", args=dict(text=text),
+                 doc=f"image-text matching with the {label} text encoder (the 2015 paper's text models, scaled to "
+                     f"digits): {n} params with the 59-word MNISTCaptions vocabulary")
     # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    _cca, _bt = f"{_M}.cca:", f"{_M}.bt2:"
+    register("ConditionalCrossAttentionNet", _cca + "ConditionalCrossAttentionNet", kind="model",
+             doc="Conditional Cross Attention (Song et al. ICCV 2023): a shared ViT whose condition (attribute) token "
+                 "queries the image tokens in the last blocks; one embedding space per attribute, triplet loss each")
+    register("cca_vit_base_patch16_224", _cca + "ConditionalCrossAttentionNet", kind="model",
+             args=dict(num_attributes=8, in_channels=3, img_size=224, patch_size=16, dim=768, depth=12, num_heads=12,
+                       cond_depth=1, embed_dim=1024),
+             doc="CCA on ViT-B/16 at 224^2 (the paper's backbone; last block conditional, FashionAI's 8 attributes, "
+                 "1024-d embeddings): 86.59M params (86,592,256) = timm vit_base_patch16_224 without head "
+                 "(85,798,656) + 8x768 condition table + 768->1024 embedding layer; the paper lists no count")
+    register("PerAttributeViT", _cca + "PerAttributeViT", kind="model",
+             doc="The CCA paper's baseline: one ViT per attribute (class token -> embedding), triplet loss each")
+    register("EmbeddingNet", _bt + "EmbeddingNet", kind="model",
+             doc="Embedding model (CNN or ViT encoder, normalised embedding, linear classifier): independent "
+                 "training, or BCT's influence loss against an old model's pseudo classifier (backward compatible)")
+    register("BT2", _bt + "BT2", kind="model",
+             doc="BT^2 (Zhou et al. ICCV 2023): backward-compatible training with extra dimensions and learnable "
+                 "orthogonal basis transformations (official ResNet_ortho head and TransferTrainer loss)")
     # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
     register("MultiTaskNet", f"{_M}.multitask:MultiTaskNet", kind="model",
              doc="shared representation (MLP or small CNN, under encoder.) + a linear head per source task + the "
@@ -35,7 +134,68 @@ def panconv_register_models(register):
              doc="deep hierarchical CNN of Cagnetta et al. (ICML 2023): filter size = stride s, depth L, input s^L, "
                  "sqrt(2)ReLU, NTK parametrisation; exact NTK/NNGP in `panconv wide-cnn`")
     # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    _sq = f"{_M}.simq_nas:SimQSuperNet"
+    register("SimQSuperNet", _sq, kind="model",
+             doc="SimQ-NAS (Intel Labs 2023) super-network: OFA/MobileNet-V3-style elastic depth, expand ratio and "
+                 "kernel, per-layer bit-widths (fp32/INT8/INT4 fake quantisation), sandwich-rule training")
+    register("simq_supernet_mnist", _sq, kind="model",
+             args=dict(stem_channels=16, channels=(16, 24, 32), strides=(1, 2, 2), depths=(1, 2, 3),
+                       kernels=(3, 5, 7), expands=(2, 3, 4)),
+             doc="SimQ-NAS super-network for 28x28 MNIST (ours; the paper searches OFA MobileNet-V3/ViT/BERT): "
+                 "86,450 params (the largest sub-network; the smallest: 11,762), 10-way head on the pooled 4x4 map")
+    _wc = f"{_M}.wave_cnn:WaveCNN"
+    register("WaveCNN", _wc, kind="model",
+             doc="wave-simulator CNN surrogate ('A priori compression of CNNs for wave simulators', 2023): U-Net "
+                 "(u_{t-1}, u_t) -> u_{t+1}, rolled out; factorization='one_way' trains k x 1 then 1 x k filters")
+    register("wave_cnn_full", _wc, kind="model", args=dict(channels=(16, 32, 64), kernel_size=5),
+             doc="WaveCNN, channels 16/32/64, full 5x5 convolutions: 327,537 params (2 input fields)")
+    register("wave_cnn_compressed", _wc, kind="model",
+             args=dict(channels=(16, 32, 64), kernel_size=5, factorization="one_way", rank=1),
+             doc="WaveCNN, channels 16/32/64, every 5x5 conv a rank-1 one-way (5x1 then 1x5) composition: 67,547 "
+                 "params (4.85x fewer than wave_cnn_full)")
     # --- wave4 H8: issue 22: survey representatives ---
+    _su = f"{_M}.ssm_unet:SSMUNet"
+    register("SSMUNet", _su, kind="model",
+             doc="2-D state-space U-Net segmenter (VM-UNet-like): patch embedding, VSS blocks (VMamba SS2D on "
+                 "vision.selective_scan) in a U-Net with additive skips; block='conv' gives its plain CNN twin")
+    register("ssm_unet_shapes", _su, kind="model",
+             args=dict(dims=(32, 64, 128), depths=(1, 1, 1), block="vss", patch=4, d_state=4, ssm_ratio=1.0),
+             doc="SSM U-Net for 32x32 vision.MedicalShapes (ours): 323,651 params with 3 classes, 1 channel")
+    register("cnn_unet_shapes", _su, kind="model",
+             args=dict(dims=(22, 44, 88), depths=(1, 1, 1), block="conv", patch=4),
+             doc="the plain CNN U-Net twin of ssm_unet_shapes (3x3 conv blocks, same skeleton): 326,439 params "
+                 "with 3 classes, 1 channel (+0.9 %)")
+    _sa = f"{_M}.slot_attention:SlotAttentionAE"
+    register("SlotAttentionAE", _sa, kind="model",
+             doc="Slot Attention autoencoder (Locatello et al. 2020): CNN encoder + position embedding, iterative "
+                 "slot attention with a GRU, spatial broadcast decoder with alpha masks; unsupervised object discovery")
+    register("slot_attention_scenes", _sa, kind="model",
+             args=dict(num_slots=4, image_size=24, hidden=16, slot_dim=64, mlp_hidden=128, iters=3, broadcast=6,
+                       upsamples=2),
+             doc="Slot Attention for 24x24 vision.ShapeScenes with up to 3 objects (ours, a CPU budget: 16 channels, "
+                 "4 slots): 108,564 params")
+    register("slot_attention_clevr6", _sa, kind="model",
+             args=dict(num_slots=7, image_size=128, hidden=64, slot_dim=64, mlp_hidden=128, iters=3, broadcast=8,
+                       upsamples=4),
+             doc="Slot Attention, the paper's object-discovery setting (CLEVR6 128x128, 7 slots, 64 channels; "
+                 "the paper gives no parameter count): 890,308 params")
+    _pix = f"{_M}.pixelcnn"
+    register("PixelCNN", f"{_pix}:PixelCNN", kind="model",
+             doc="PixelCNN (van den Oord et al. 2016): masked convolutions (7x7 mask A, residual 3x3 mask B blocks), "
+                 "a levels-way softmax per pixel, exact log-likelihood, raster-order sampling")
+    register("pixelcnn_mnist", f"{_pix}:PixelCNN", kind="model",
+             args=dict(levels=2, hidden=32, layers=6, out_hidden=64, binarize="sample"),
+             doc="PixelCNN for stochastically binarised MNIST (ours: h=32, 6 residual blocks; the paper gives no "
+                 "MNIST size): 88,130 params")
+    register("PixelFactorized", f"{_pix}:PixelFactorized", kind="model",
+             doc="the no-context baseline of PixelCNN: an independent learnt levels-way distribution per pixel")
+    register("GatedPixelCNN", f"{_pix}:GatedPixelCNN", kind="model",
+             doc="Gated PixelCNN (van den Oord et al. NeurIPS 2016), unconditional: vertical + horizontal stacks, "
+                 "tanh x sigmoid gates, no blind spot")
+    register("gated_pixelcnn_mnist", f"{_pix}:GatedPixelCNN", kind="model",
+             args=dict(levels=2, hidden=25, layers=6, out_hidden=64, binarize="sample"),
+             doc="Gated PixelCNN for stochastically binarised MNIST, sized like pixelcnn_mnist (ours: p=25, 6 gated "
+                 "layers): 86,494 params")
     register("ConvNeXt", _CONVNEXT, kind="backbone",
              doc="ConvNeXt (Liu et al. 2022): 7x7 depthwise + inverted-bottleneck MLP, layer scale")
     register("convnext_tiny", _CONVNEXT, kind="backbone", args=dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
@@ -314,13 +474,29 @@ def panconv_register_datasets(register):
     # --- wave4 H2: issue 20: SparK, OBoW ---
     # --- wave4 H3: issue 20: diffusion features ---
     # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    register("MNISTCaptions", "panconv_vision.datasets.captions:MNISTCaptions",
+             doc="MNIST with generated captions (digit + measured thickness, width, slant; 6 templates, 59 words), "
+                 "seeded web-like noise in the training split (wrong digit, dropped/replaced words, irrelevant)")
     # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    register("AttributeDigits", "panconv_vision.datasets.attributes:AttributeDigits",
+             doc="MNIST digits with seeded generated attributes (class, stroke thickness by erosion/dilation, slant by "
+                 "shear, optional scale); batches carry attributes (B, n_attr)")
     # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
     register("MultiTaskMNIST", "panconv_vision.datasets.multitask:MultiTaskMNIST",
              doc="multi-task MNIST: source tasks = per-task corruptions x label maps of MNIST, a target task with few "
                  "labels (id M); val/test = the target task")
     # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    register("WaveFields", "panconv_vision.datasets.wave:WaveFields",
+             doc="2-D acoustic wave fields from the seeded finite-difference solver (leapfrog, 2nd/4th-order "
+                 "Laplacian, CFL-checked, Dirichlet/Neumann/absorbing walls, Gaussian pulses, random velocity): "
+                 "(t-1, t) -> t+1..t+R")
     # --- wave4 H8: issue 22: survey representatives ---
+    register("MedicalShapes", "panconv_vision.datasets.medical_shapes:MedicalShapes",
+             doc="generated medical-like grey images: body, organ (class 1) and lesions (class 2) with texture, "
+                 "a bias field (intensity inhomogeneity) and noise, with masks (seeded)")
+    register("ShapeScenes", "panconv_vision.datasets.scenes:ShapeScenes",
+             doc="generated multi-object scenes: seeded coloured circles, squares and triangles with occlusion and "
+                 "ground-truth instance masks (object discovery)")
     # --- analysis tools (issue 21): the CUDA unlearnable wrapper ---
     register("Unlearnable", "panconv_vision.datasets.unlearnable:Unlearnable",
              doc="CUDA unlearnable data (Sadasivan et al. CVPR 2023): class-wise random 3x3 convolutions from a "
@@ -349,13 +525,40 @@ def panconv_register_datasets(register):
 @hookimpl
 def panconv_register_evaluators(register):
     # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
+    register("LinearProbe", "panconv_vision.evaluators.representation:LinearProbe",
+             doc="k-fold logistic-regression probe on predict()['features'] over the split -> probe_accuracy")
+    register("KNN", "panconv_vision.evaluators.representation:KNN",
+             doc="weighted k-NN (cosine, exp(s/T) votes), leave-one-out over the split -> knn_accuracy")
+    register("ImageRetrieval", "panconv_vision.evaluators.representation:ImageRetrieval",
+             doc="leave-one-out retrieval by cosine on predict()['features'], relevant = same label -> r1/r5/r10, map")
+    register("RotationAccuracy", "panconv_vision.evaluators.representation:RotationAccuracy",
+             doc="rotation-prediction accuracy (RotNet) overall, per class and per applied rotation")
     # --- wave4 H2: issue 20: SparK, OBoW ---
     # --- wave4 H3: issue 20: diffusion features ---
     # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    register("ZeroShotAccuracy", "panconv_vision.evaluators.zero_shot:ZeroShotAccuracy",
+             doc="top-k accuracy of the class scores in a dict prediction (key 'logits': ALIGN's zero-shot "
+                 "prompt-ensemble scores)")
     # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    register("AttributeRetrieval", "panconv_vision.evaluators.embedding_retrieval:AttributeRetrieval",
+             doc="Per-attribute retrieval in per-attribute embedding spaces (leave-one-out): <attr>_map, <attr>_r<K> "
+                 "and their means")
+    register("CompatibleRetrieval", "panconv_vision.evaluators.embedding_retrieval:CompatibleRetrieval",
+             doc="Backward-compatible retrieval (leave-one-out): new/new, new/old (new queries, old gallery) and "
+                 "old/old R@K and mAP")
     # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
     # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    register("WaveRollout", "panconv_vision.evaluators.wave:WaveRollout",
+             doc="relative L2 error of rolled-out wave fields per step (step 1, final, mean), and of the "
+                 "persistence baseline")
     # --- wave4 H8: issue 22: survey representatives ---
+    register("ObjectDiscovery", "panconv_vision.evaluators.segmentation:ObjectDiscovery",
+             doc="unsupervised instance segmentation: FG-ARI, ARI, FG-AMI, AMI (= scikit-learn's) of predicted slot "
+                 "masks, optionally next to a k-means (colour + position) baseline on the same images")
+    register("Dice", "panconv_vision.evaluators.segmentation:Dice",
+             doc="per-class Dice coefficient of predicted label maps (per image, then averaged)")
+    register("BitsPerDim", "panconv_vision.evaluators.likelihood:BitsPerDim",
+             doc="exact log-likelihood of a likelihood model: mean NLL per image (nats) and bits/dim = NLL/(D ln 2)")
     # --- selective scan and video (issue 19) ---
     register("Retrieval", "panconv_vision.evaluators.retrieval:Retrieval",
              doc="text <-> video retrieval over the split: R@1/5/10, median and mean rank both ways (cosine "
@@ -515,6 +718,21 @@ def panconv_add_commands(subparsers):
         p.add_argument(flag, type=kind, help=text)
     p.set_defaults(func=_tool("active_mtl"))
     # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    p = subparsers.add_parser("simq-nas", help="SimQ-NAS: NSGA-II search of sub-network + per-layer bit-widths "
+                                               "over a trained vision.SimQSuperNet; Pareto front JSON + plot")
+    p.add_argument("config", help="the YAML config the super-network was trained with")
+    p.add_argument("--checkpoint", help="a checkpoint or work dir of the trained super-network")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data-root", help="data root (default: data.root, else $PANCONV_DATA, ...)")
+    p.add_argument("-o", "--output", default="simq_nas_out", help="output directory (pareto.json, pareto.png)")
+    p.add_argument("--eval-size", type=int, default=1000, help="val images each genome is evaluated on")
+    p.add_argument("--initial", type=int, default=24, help="random genomes evaluated first")
+    p.add_argument("--iterations", type=int, default=3, help="predictor-fit / NSGA-II / evaluate rounds")
+    p.add_argument("--per-iteration", type=int, default=8, help="front genomes evaluated per round")
+    p.add_argument("--population", type=int, default=40)
+    p.add_argument("--generations", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_tool("simq_nas"))
     # --- wave4 H8: issue 22: survey representatives ---
 
 
