@@ -154,6 +154,10 @@ def panconv_register_models(register):
              doc="WaveCNN, channels 16/32/64, every 5x5 conv a rank-1 one-way (5x1 then 1x5) composition: 67,547 "
                  "params (4.85x fewer than wave_cnn_full)")
     # --- wave4 H8: issue 22: survey representatives ---
+    # --- wave4 H9: issue 19: VFIMamba ---
+    # --- wave4 H10: issue 19: HRVMamba ---
+    # --- wave4 H11: issue 19: LAMP ---
+    # --- wave4 H12: issue 19: Frozen in Time ---
     _su = f"{_M}.ssm_unet:SSMUNet"
     register("SSMUNet", _su, kind="model",
              doc="2-D state-space U-Net segmenter (VM-UNet-like): patch embedding, VSS blocks (VMamba SS2D on "
@@ -491,6 +495,10 @@ def panconv_register_datasets(register):
                  "Laplacian, CFL-checked, Dirichlet/Neumann/absorbing walls, Gaussian pulses, random velocity): "
                  "(t-1, t) -> t+1..t+R")
     # --- wave4 H8: issue 22: survey representatives ---
+    # --- wave4 H9: issue 19: VFIMamba ---
+    # --- wave4 H10: issue 19: HRVMamba ---
+    # --- wave4 H11: issue 19: LAMP ---
+    # --- wave4 H12: issue 19: Frozen in Time ---
     register("MedicalShapes", "panconv_vision.datasets.medical_shapes:MedicalShapes",
              doc="generated medical-like grey images: body, organ (class 1) and lesions (class 2) with texture, "
                  "a bias field (intensity inhomogeneity) and noise, with masks (seeded)")
@@ -552,6 +560,10 @@ def panconv_register_evaluators(register):
              doc="relative L2 error of rolled-out wave fields per step (step 1, final, mean), and of the "
                  "persistence baseline")
     # --- wave4 H8: issue 22: survey representatives ---
+    # --- wave4 H9: issue 19: VFIMamba ---
+    # --- wave4 H10: issue 19: HRVMamba ---
+    # --- wave4 H11: issue 19: LAMP ---
+    # --- wave4 H12: issue 19: Frozen in Time ---
     register("ObjectDiscovery", "panconv_vision.evaluators.segmentation:ObjectDiscovery",
              doc="unsupervised instance segmentation: FG-ARI, ARI, FG-AMI, AMI (= scikit-learn's) of predicted slot "
                  "masks, optionally next to a k-means (colour + position) baseline on the same images")
@@ -582,6 +594,10 @@ def panconv_register_kernels(register):
     # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
     # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
     # --- wave4 H8: issue 22: survey representatives ---
+    # --- wave4 H9: issue 19: VFIMamba ---
+    # --- wave4 H10: issue 19: HRVMamba ---
+    # --- wave4 H11: issue 19: LAMP ---
+    # --- wave4 H12: issue 19: Frozen in Time ---
     # --- selective scan and video (issue 19) ---
     register("selective_scan", "panconv_vision.kernels.selective_scan:selective_scan",
              doc="Mamba's S6 selective scan (selective_scan_fn's shapes; input-dependent delta, B, C): sequential "
@@ -606,6 +622,10 @@ def panconv_register_transforms(register):
     # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
     # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
     # --- wave4 H8: issue 22: survey representatives ---
+    # --- wave4 H9: issue 19: VFIMamba ---
+    # --- wave4 H10: issue 19: HRVMamba ---
+    # --- wave4 H11: issue 19: LAMP ---
+    # --- wave4 H12: issue 19: Frozen in Time ---
     register("Mixup", "panconv_vision.transforms:Mixup",
              doc="Mixup of a collated training batch into soft labels (Zhang et al. 2018); a batch transform")
     # --- large kernels and restoration (issue 18) ---
@@ -734,6 +754,10 @@ def panconv_add_commands(subparsers):
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_tool("simq_nas"))
     # --- wave4 H8: issue 22: survey representatives ---
+    # --- wave4 H9: issue 19: VFIMamba ---
+    # --- wave4 H10: issue 19: HRVMamba ---
+    # --- wave4 H11: issue 19: LAMP ---
+    # --- wave4 H12: issue 19: Frozen in Time ---
 
 
 def _tool(module: str):
