@@ -61,7 +61,26 @@ def test_the_wrapper_attacks_in_training_and_not_in_evaluation():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_a_train_mode_attack_uses_batch_statistics_and_restores_the_running_ones():
+    torch.manual_seed(0)
+    with_bn = {"backbone": {"type": "vision.MobileNetV1", "width_mult": 0.25}, "neck": {"type": "core.GlobalAvgPool"},
+               "head": {"type": "core.LinearClsHead"}}
+    model = AdversarialTraining(with_bn, epsilon=0.3, step_size=0.1, steps=3, mean=0.5, std=0.25,
+                                attack_mode="train", num_classes=3, in_channels=1).train()
+    batch = {"inputs": torch.randn(4, 1, 32, 32), "labels": torch.tensor([0, 1, 2, 0])}
+    inner = model.model
+    stats = {k: v.clone() for k, v in inner.state_dict().items() if "running" in k or "num_batches" in k}
+    assert stats
+    adv = model.adversarial(batch)
+    assert inner.training
+    assert all(torch.equal(inner.state_dict()[k], v) for k, v in stats.items())
+    with torch.no_grad():
+        assert inner.loss(inner({**batch, "inputs": adv}), batch)["loss"] > inner.loss(inner(batch), batch)["loss"]
+
+
 def test_the_wrapper_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="attack_mode must be 'eval' or 'train'"):
+        AdversarialTraining(CLASSIFIER, attack_mode="both", num_classes=3, in_channels=1)
     with pytest.raises(ValueError, match="norm must be 'linf' or 'l2'"):
         AdversarialTraining(CLASSIFIER, norm="l1", num_classes=3, in_channels=1)
     with pytest.raises(ValueError, match="std must be > 0"):

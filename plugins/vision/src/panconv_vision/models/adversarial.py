@@ -5,8 +5,9 @@ model whose ``loss`` is a classification loss on ``batch["labels"]``): in traini
 inputs are replaced by PGD adversarial examples against the current weights (random start in the
 ball, ``steps`` signed-gradient (L-inf) or normalised-gradient (L2) ascent steps of size ``step_size``
 on the model's own loss, projection onto the ball and onto the valid pixel range); evaluation sees the
-clean inputs. The attack runs with the model in eval mode (BatchNorm statistics are neither used from
-the batch nor updated by the attack's forwards) and leaves no gradient on the parameters.
+clean inputs. The attack runs with the model in eval mode (``attack_mode: eval``: running BatchNorm
+statistics) or in training mode (``train``: batch statistics, the running statistics restored afterwards);
+either way the attack's forwards change no state and leave no gradient on the parameters.
 
 The ball lives in pixel space: data sets that normalise (``vision.MNIST``: ``(x - 0.1307) / 0.3081``)
 give ``mean``/``std`` so ``epsilon`` is in [0, 1] pixel units, as papers state it (the CUDA paper,
@@ -24,6 +25,11 @@ from annotated_types import Ge, Gt
 from panconv import create_model
 
 __all__ = ["AdversarialTraining", "pgd_attack"]
+
+
+def _is_running_statistic(name: str) -> bool:
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf.startswith("running_") or leaf == "num_batches_tracked"
 
 
 def _per_sample_norm(x: torch.Tensor) -> torch.Tensor:
@@ -69,6 +75,9 @@ class AdversarialTraining(nn.Module):
         model: the wrapped model's config section (``{backbone, neck, head}`` or ``{type: ...}``).
         norm: ``linf`` or ``l2``; epsilon / step_size / steps: the PGD attack (pixel units).
         mean / std: the data set's input normalisation (per channel or one value), to attack in pixel space.
+        attack_mode: ``eval`` attacks the model in eval mode (running BatchNorm statistics); ``train`` with
+            batch statistics, as the training forward sees it (Madry et al.'s setting), restoring the running
+            statistics the attack's forwards moved.
         num_classes / in_channels: filled from the data set and passed to the wrapped model.
     """
 
@@ -77,10 +86,13 @@ class AdversarialTraining(nn.Module):
     def __init__(self, model: dict, norm: Literal["linf", "l2"] = "linf", epsilon: Annotated[float, Ge(0)] = 8 / 255,
                  step_size: Annotated[float, Gt(0)] = 2 / 255, steps: Annotated[int, Ge(1)] = 10,
                  mean: float | list[float] = 0.0, std: float | list[float] = 1.0, random_start: bool = True,
-                 num_classes: int | None = None, in_channels: int | None = None):
+                 attack_mode: Literal["eval", "train"] = "eval", num_classes: int | None = None,
+                 in_channels: int | None = None):
         super().__init__()
         if not isinstance(model, dict):
             raise ValueError(f"model must be a model config section (a mapping), got {type(model).__name__}")
+        if attack_mode not in ("eval", "train"):
+            raise ValueError(f"attack_mode must be 'eval' or 'train', got {attack_mode!r}")
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
         if epsilon < 0 or step_size <= 0 or steps < 1:
@@ -91,7 +103,7 @@ class AdversarialTraining(nn.Module):
         metadata = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if v is not None}
         self.model = create_model(model, metadata=metadata)
         self.norm, self.epsilon, self.step_size, self.steps = norm, float(epsilon), float(step_size), int(steps)
-        self.random_start = bool(random_start)
+        self.random_start, self.attack_mode = bool(random_start), attack_mode
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(-1), persistent=False)
         self.register_buffer("std", torch.tensor(stds), persistent=False)
 
@@ -105,12 +117,18 @@ class AdversarialTraining(nn.Module):
             losses = model.loss(model({**batch, "inputs": (x - mean) / std}), batch)
             return sum(v for k, v in losses.items() if "loss" in k)
 
-        model.eval()
+        saved = None
+        if self.attack_mode == "eval":
+            model.eval()
+        else:  # batch statistics, as the training forward uses; the running statistics are put back after
+            saved = {k: v.clone() for k, v in model.state_dict().items() if _is_running_statistic(k)}
         try:
             adv = pgd_attack(loss_fn, inputs * std + mean, self.epsilon, self.step_size, self.steps, self.norm,
                              self.random_start)
         finally:
             model.train(was_training)
+            if saved:
+                model.load_state_dict(saved, strict=False)
         return (adv - mean) / std
 
     def forward(self, batch: dict) -> Any:
