@@ -34,6 +34,28 @@ def test_example_splits_and_metadata(tmp_path):
     assert vb["held_items"].tolist() == [3, 4] and vb["seen_items"].tolist() == [0, 1, 2, 2, 3]
 
 
+def _pairs(data):
+    users = np.repeat(np.arange(data.n_users), np.diff(data.train_offsets))
+    return set(zip(users.tolist(), data.train_items.tolist()))
+
+
+def test_train_fraction_keeps_a_seeded_subset_of_the_training_interactions(tmp_path):
+    kwargs = RecSysData.example(tmp_path)
+    full = RecSysData(split="train", **kwargs)
+    half = RecSysData(split="train", train_fraction=0.5, **kwargs)
+    assert len(half) == 5 and half.metadata == full.metadata
+    assert _pairs(half) < _pairs(full)
+    assert _pairs(RecSysData(split="train", train_fraction=0.5, **kwargs)) == _pairs(half)  # seeded
+    assert _pairs(RecSysData(split="train", train_fraction=0.5, **{**kwargs, "seed": 7})) != _pairs(half)
+    negatives = half.sample_epoch(0)
+    assert {(u, p) for u, p, _ in negatives.tolist()} <= _pairs(half)  # positives from the subset only
+    assert not {(u, n) for u, _, n in negatives.tolist()} & _pairs(half)
+    # evaluation still excludes every training item, kept or not
+    test, test_sub = RecSysData(split="test", **kwargs), RecSysData(split="test", train_fraction=0.5, **kwargs)
+    assert test.collate(test.__getitems__([0, 1, 2]))["seen_items"].tolist() == \
+        test_sub.collate(test_sub.__getitems__([0, 1, 2]))["seen_items"].tolist()
+
+
 def test_val_requires_valid_file(tmp_path):
     kwargs = write(tmp_path, train="0 1 2\n", test="0 3\n")
     RecSysData(split="test", **kwargs)
@@ -64,6 +86,8 @@ def test_malformed_files(tmp_path, text, pattern):
     ({"sampling": "popularity"}, r"RecSysData: sampling must be 'user' or 'interaction', got 'popularity'"),
     ({"name": "../escape"}, r"RecSysData: name must be a folder name under <root>/recsys/, got '\.\./escape'"),
     ({"name": ""}, r"RecSysData: name must be a folder name"),
+    ({"train_fraction": 0.0}, r"RecSysData: train_fraction must be in \(0, 1\], got 0.0"),
+    ({"train_fraction": 1.5}, r"RecSysData: train_fraction must be in \(0, 1\], got 1.5"),
 ])
 def test_bad_constructor_arguments_raise_value_error(tmp_path, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

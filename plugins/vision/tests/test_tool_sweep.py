@@ -105,13 +105,52 @@ def test_min_steps_reaches_the_engine(tmp_path, monkeypatch):
     assert [r["epochs"] for r in json.loads((tmp_path / "out" / "sweep.json").read_text())["runs"]] == [20, 5]
 
 
+def test_the_subset_option_of_each_data_set(tmp_path, monkeypatch):
+    import panconv
+
+    cfg = panconv.load_config(write_config(tmp_path))
+    assert sweep.subset_option(cfg) == "limit"  # vision.MNIST
+
+    def interactions(root=None, split="train", train_fraction: float = 1.0):  # graph.RecSysData's option
+        pass
+
+    def neither(root=None, split="train"):
+        pass
+
+    for factory, expected in ((interactions, "train_fraction"), (neither, None)):
+        monkeypatch.setattr(sweep.panconv, "get_component", lambda kind, name, f=factory: f)
+        assert sweep.subset_option(cfg) == expected
+
+
+def test_train_fraction_reaches_the_engine(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(command, check):
+        calls.append(command)
+        work_dir = tmp_path / "out" / command[command.index("--work-dir") + 1].split("/")[-1]
+        if "--eval-only" in command:
+            (work_dir / "eval").mkdir(parents=True)
+            (work_dir / "eval" / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
+        else:
+            work_dir.mkdir(parents=True)
+            (work_dir / "epoch_1.pth").write_bytes(b"")
+
+    monkeypatch.setattr(sweep.subprocess, "run", fake_run)
+    monkeypatch.setattr(sweep, "subset_option", lambda cfg: "train_fraction")
+    args = argparse.Namespace(config=str(write_config(tmp_path)), data_root=None, output=str(tmp_path / "out"),
+                              fractions=2, min_fraction=0.1, metric="accuracy", overrides=[], min_steps=0)
+    assert sweep.main(args) == 0
+    assert [[c for c in call if c.startswith("--set=data.")] for call in calls[0::2]] == \
+        [["--set=data.train_fraction=0.1"], ["--set=data.train_fraction=1.0"]]
+
+
 def test_a_data_set_without_a_subset_option_is_refused(tmp_path, monkeypatch):
     config = write_config(tmp_path)
-    monkeypatch.setattr(sweep, "_accepts_limit", lambda cfg: False)
+    monkeypatch.setattr(sweep, "subset_option", lambda cfg: None)
     args = argparse.Namespace(config=str(config), data_root=None, output=str(tmp_path / "o"), fractions=2,
                               min_fraction=0.1, metric="accuracy", overrides=[],
                               min_steps=0)
-    with pytest.raises(SystemExit, match="no `limit` argument"):
+    with pytest.raises(SystemExit, match="no `limit` or `train_fraction` argument"):
         sweep.main(args)
 
 

@@ -250,6 +250,8 @@ class RecSysData(Dataset):
         sampling: ``"user"`` (the reference's uniform user then item) or ``"interaction"``.
         source / checksums / download: fetch missing files from ``<source>/<file>``;
             ``download=True`` uses the known source of ``name`` (gowalla).
+        train_fraction: keep this fraction of the training interactions (seeded; training split only),
+            for data-scaling studies (``panconv sweep``).
     """
 
     splits = ("train", "val", "test")
@@ -268,8 +270,11 @@ class RecSysData(Dataset):
     def __init__(self, root=None, split: str = "train", name: str = "gowalla",
                  seed: Annotated[int, Interval(ge=0, lt=2**32)] = 2020,
                  sampling: Literal["user", "interaction"] = "user", source: str | None = None,
-                 checksums: dict[str, str] | None = None, download: bool = False):
+                 checksums: dict[str, str] | None = None, download: bool = False,
+                 train_fraction: Annotated[float, Interval(gt=0, le=1)] = 1.0):
         super().__init__(root, split)
+        if not 0 < train_fraction <= 1:
+            raise ValueError(f"RecSysData: train_fraction must be in (0, 1], got {train_fraction}")
         if sampling not in ("user", "interaction"):
             raise ValueError(f"RecSysData: sampling must be 'user' or 'interaction', got {sampling!r}")
         if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
@@ -298,6 +303,9 @@ class RecSysData(Dataset):
         self.n_users = 1 + max(r.max_user for r in parsed.values())
         self.n_items = 1 + max(r.max_item for r in parsed.values())
         self.train_offsets, self.train_items = _csr_by_user(parsed["train"], self.n_users)
+        self.train_fraction = float(train_fraction)
+        if split == "train" and train_fraction < 1:
+            self._subsample_train()
         self.skipped = {"cold_users": 0, "empty_users": 0}
         if split == "train":
             self._init_train()
@@ -315,6 +323,19 @@ class RecSysData(Dataset):
             if fname == "valid.txt" and fname not in checksums:
                 continue  # optional file: only fetched when declared
             download_file(f"{source.rstrip('/')}/{fname}", dest, checksums.get(fname))
+
+    def _subsample_train(self) -> None:
+        """Keep ``round(train_fraction * n)`` training interactions, drawn uniformly under ``seed`` (a
+        data-scaling study: ``panconv sweep``). Only the training split changes: the graph and the BPR
+        triples come from the kept interactions; evaluation splits still exclude every training item."""
+        n = len(self.train_items)
+        keep = np.zeros(n, dtype=bool)
+        rng = np.random.default_rng((self.seed, 0x5B5E7))
+        keep[rng.choice(n, max(1, int(round(self.train_fraction * n))), replace=False)] = True
+        users = np.repeat(np.arange(self.n_users), np.diff(self.train_offsets))[keep]
+        self.train_items = self.train_items[keep]
+        self.train_offsets = np.zeros(self.n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=self.n_users), out=self.train_offsets[1:])
 
     # ---- training split: BPR triples
     def _init_train(self):

@@ -5,13 +5,13 @@ Era", ICCV 2017: performance grows linearly in the logarithm of the training-set
 of its training set, evaluates every run on the config's own test split (unchanged), fits
 ``metric = a + b log10(n)`` and writes ``sweep.json`` and ``sweep.png``.
 
-The training subset: the data set's ``limit`` argument (its first ``n`` samples), the only subset
-option the data sets offer today. The engine applies ``data.limit`` to every split, so each run's
-own validation/test numbers use limited splits; the sweep therefore re-evaluates every run's final
-checkpoint on the full test split (``core-run --eval-only``). ``--min-steps N`` raises ``train.epochs``
+The training subset: the data set's ``limit`` argument (its first ``n`` samples) or, for data sets
+without one, ``train_fraction`` (graph.RecSysData: a seeded fraction of the training interactions;
+evaluation splits unchanged). ``limit`` applies to every split, so each run's own validation/test
+numbers use limited splits; the sweep therefore re-evaluates every run's final checkpoint on the full
+test split (``core-run --eval-only``). ``--min-steps N`` raises ``train.epochs``
 for the small subsets so every run makes at least ``N`` optimiser steps (a schedule sized in steps,
-such as OneCycleLR's ``total_steps``, must then be overridden too). A train-only subset in the core
-(``data.subset: {train: n}``) would remove that second pass (see docs/analysis-tools.md).
+such as OneCycleLR's ``total_steps``, must then be overridden too).
 """
 
 from __future__ import annotations
@@ -58,12 +58,16 @@ def epochs_for(n: int, batch_size: int, epochs: int, min_steps: int) -> int:
     return max(epochs, -(-min_steps // per_epoch))
 
 
-def _accepts_limit(cfg) -> bool:
+def subset_option(cfg) -> str | None:
+    """How the config's data set takes a training subset: ``limit`` (its first ``n`` samples, every
+    split) or ``train_fraction`` (a seeded fraction of the training split only, e.g. graph.RecSysData's
+    interactions); None when it takes neither."""
     factory = panconv.get_component("dataset", cfg["data"]["type"])
     try:
-        return "limit" in inspect.signature(factory).parameters
+        parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):
-        return False
+        return None
+    return next((name for name in ("limit", "train_fraction") if name in parameters), None)
 
 
 def _core_run() -> list[str]:
@@ -90,9 +94,10 @@ def _checkpoint(work_dir: Path) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     cfg = panconv.load_config(args.config, args.overrides)
-    if not _accepts_limit(cfg):
-        raise SystemExit(f"panconv sweep: {cfg['data']['type']} has no `limit` argument to take a training subset "
-                         "with; a core data.subset option is needed (docs/analysis-tools.md)")
+    option = subset_option(cfg)
+    if option is None:
+        raise SystemExit(f"panconv sweep: {cfg['data']['type']} has no `limit` or `train_fraction` argument to take "
+                         "a training subset with (docs/analysis-tools.md)")
     train = _common.build_data(cfg, "train", args.data_root)
     full = len(train)
     out = Path(args.output)
@@ -105,8 +110,9 @@ def main(args: argparse.Namespace) -> int:
         work_dir = out / f"n{n}"
         epochs = epochs_for(n, int(cfg["data"].get("batch_size", 32)), int(cfg["train"].get("epochs", 1)),
                             args.min_steps)
-        subprocess.run(_core_run() + common + [f"--set=data.limit={n}", f"--set=train.epochs={epochs}",
-                                               "--work-dir", str(work_dir)], check=True)
+        subset = f"--set=data.limit={n}" if option == "limit" else f"--set=data.train_fraction={fraction!r}"
+        subprocess.run(_core_run() + common + [subset, f"--set=train.epochs={epochs}", "--work-dir", str(work_dir)],
+                       check=True)
         subprocess.run(_core_run() + common + ["--eval-only", "--resume", str(_checkpoint(work_dir)),
                                                "--work-dir", str(work_dir)], check=True)
         value = _metric(work_dir / "eval" / "metrics.json", args.metric)
