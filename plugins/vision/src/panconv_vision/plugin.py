@@ -22,7 +22,7 @@ def panconv_register_models(register):
     register("AdversarialTraining", f"{_M}.adversarial:AdversarialTraining", kind="model",
              doc="PGD adversarial training (Madry et al. 2018; L-inf or L2 ball in pixel space) of any classifier "
                  "config: training batches replaced by PGD examples, evaluation on clean inputs")
-    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
+    # --- issue 20: SSL common pieces + RotNet ---
     register("NetworkInNetwork", f"{_M}.rotnet:NetworkInNetwork", kind="backbone",
              doc="RotNet's Network-In-Network (Gidaris et al. 2018): conv blocks of one kxk + two 1x1 conv-BN-ReLU")
     register("RotNet", f"{_M}.rotnet:RotNet", kind="model",
@@ -38,7 +38,7 @@ def panconv_register_models(register):
     register("NINClassifier", f"{_M}.rotnet:NINClassifier", kind="model",
              doc="classifier (RotNet's non-linear 'mlp', 'conv' block or pooled linear) on NIN block k, frozen or "
                  "fine-tuned; loads a RotNet's blocks with run.init_from")
-    # --- wave4 H2: issue 20: SparK, OBoW ---
+    # --- issue 20: SparK, OBoW ---
     _sk = f"{_M}.spark:SparK"
     register("SparK", _sk, kind="model",
              doc="SparK (Tian et al. ICLR 2023): sparse masked image modelling of any hierarchical ConvNet "
@@ -70,7 +70,7 @@ def panconv_register_models(register):
              doc="OBoW full on ResNet-50 (official ResNet50_OBoW_full: conv4+conv5 BoW levels, 8192 words, "
                  "inv_delta 15, kappa 8, 2x160 crops + 5x96 patches): student 23.51M (25.56M with the 1k head, "
                  "paper 25.6M) + 29.38M BoW prediction head; set momentum_steps to the run's steps")
-    # --- wave4 H3: issue 20: diffusion features ---
+    # --- issue 20: diffusion features ---
     register("DDPM", f"{_M}.ddpm:DDPM", kind="model",
              doc="DDPM (Ho et al. 2020) with the ADM U-Net (Dhariwal & Nichol 2021): epsilon-prediction L_simple, "
                  "linear or cosine schedule, ancestral sampling; the U-Net under 'unet.'")
@@ -84,7 +84,7 @@ def panconv_register_models(register):
     register("DiffusionFeatures", f"{_M}.diffusion_features:DiffusionFeatures", kind="model",
              doc="diffusion features for classification (Mukhopadhyay et al. 2023): a frozen DDPM U-Net's block-b "
                  "activations at noise step t, the paper's linear / MLP / CNN / attention head on top")
-    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    # --- issue 20: ALIGN, image-text matching ---
     _al = f"{_M}.align:ALIGN"
     register("ALIGN", _al, kind="model",
              doc="ALIGN (Jia et al. ICML 2021): EfficientNet image tower (global pool, no head conv) + BERT text tower "
@@ -107,7 +107,7 @@ def panconv_register_models(register):
         register(f"itm_{text}", _itm, kind="model", args=dict(text=text),
                  doc=f"image-text matching with the {label} text encoder (the 2015 paper's text models, scaled to "
                      f"digits): {n} params with the 59-word MNISTCaptions vocabulary")
-    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    # --- issue 20: Conditional Cross Attention, BT2 ---
     _cca, _bt = f"{_M}.cca:", f"{_M}.bt2:"
     register("ConditionalCrossAttentionNet", _cca + "ConditionalCrossAttentionNet", kind="model",
              doc="Conditional Cross Attention (Song et al. ICCV 2023): a shared ViT whose condition (attribute) token "
@@ -126,14 +126,14 @@ def panconv_register_models(register):
     register("BT2", _bt + "BT2", kind="model",
              doc="BT^2 (Zhou et al. ICCV 2023): backward-compatible training with extra dimensions and learnable "
                  "orthogonal basis transformations (official ResNet_ortho head and TransferTrainer loss)")
-    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
+    # --- issue 22: wide-CNN kernels, active MTL ---
     register("MultiTaskNet", f"{_M}.multitask:MultiTaskNet", kind="model",
              doc="shared representation (MLP or small CNN, under encoder.) + a linear head per source task + the "
                  "target head (Wang et al. ICML 2023, Chen et al. 2022); `panconv active-mtl` runs the active sampling")
     register("WideCNN", f"{_M}.wide_cnn:WideCNN", kind="model",
              doc="deep hierarchical CNN of Cagnetta et al. (ICML 2023): filter size = stride s, depth L, input s^L, "
                  "sqrt(2)ReLU, NTK parametrisation; exact NTK/NNGP in `panconv wide-cnn`")
-    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    # --- issue 22: wave-simulator compression, SimQ-NAS ---
     _sq = f"{_M}.simq_nas:SimQSuperNet"
     register("SimQSuperNet", _sq, kind="model",
              doc="SimQ-NAS (Intel Labs 2023) super-network: OFA/MobileNet-V3-style elastic depth, expand ratio and "
@@ -153,11 +153,57 @@ def panconv_register_models(register):
              args=dict(channels=(16, 32, 64), kernel_size=5, factorization="one_way", rank=1),
              doc="WaveCNN, channels 16/32/64, every 5x5 conv a rank-1 one-way (5x1 then 1x5) composition: 67,547 "
                  "params (4.85x fewer than wave_cnn_full)")
-    # --- wave4 H8: issue 22: survey representatives ---
-    # --- wave4 H9: issue 19: VFIMamba ---
-    # --- wave4 H10: issue 19: HRVMamba ---
-    # --- wave4 H11: issue 19: LAMP ---
-    # --- wave4 H12: issue 19: Frozen in Time ---
+    # --- issue 19: VFIMamba ---
+    _vfi = f"{_M}.vfimamba:VFIMamba"
+    register("VFIMamba", _vfi, kind="model",
+             doc="VFIMamba (Zhang et al. NeurIPS 2024): frame interpolation; Mixed-SSM Blocks (two frames' tokens "
+                 "interleaved, 4-direction S6 scans) in the feature extractor, coarse-to-fine flow + refinement "
+                 "U-Net; block='conv' = equal-size plain-conv mixer")
+    register("vfimamba_s", _vfi, kind="model", args=dict(embed_dim=16, depths=(2, 2, 2, 3, 3)),
+             doc="VFIMamba-S (official config.py, F=16): 16,792,786 params = the official model's (counted on CPU)")
+    register("vfimamba", _vfi, kind="model", args=dict(embed_dim=32, depths=(2, 2, 2, 3, 3)),
+             doc="VFIMamba (official config.py, F=32): 66,070,921 params = the official model's (counted on CPU)")
+    register("vfimamba_s_conv", _vfi, kind="model", args=dict(embed_dim=16, depths=(2, 2, 2, 3, 3), block="conv"),
+             doc="VFIMamba-S with every SS2D replaced by a plain-conv inter-frame mixer of equal size (baseline): "
+                 "16,794,649 params")
+    # --- issue 19: HRVMamba ---
+    _hrv = f"{_M}.hrvmamba:HRVMamba"
+    register("HRVMamba", _hrv, kind="backbone",
+             doc="HRVMamba (Zhang et al.): DVSS blocks (multi-scale depthwise convs + deformable 2-D selective scan "
+                 "+ MLP) in HRNet parallel branches with multi-resolution fusion; block='basic' = plain HRNet")
+    for size, chans, s1, n in (("tiny", (16, 32, 64, 128), 32, "2.151M"), ("small", (32, 64, 128, 256), 64, "8.034M"),
+                               ("base", (80, 160, 320, 640), 64, "47.101M")):
+        paper = {"tiny": "2M", "small": "8M", "base": "47M"}[size]
+        register(f"hrvmamba_{size}", _hrv, kind="backbone", args=dict(channels=chans, stage1_channels=s1),
+                 doc=f"HRVMamba-{size[0].upper()} (paper's COCO pose table, 256x192): {n} params with the 17-keypoint "
+                     f"heat-map head and multiscale_output=False (paper {paper})")
+    register("HRSegHead", f"{_M}.hrvmamba:HRSegHead", kind="head",
+             doc="HRNetV2 dense head (all branches upsampled, concatenated, 1x1 conv-BN-ReLU, 1x1 classifier, "
+                 "upsampled to the input): segmentation on HRVMamba/HRNet branches")
+    # --- issue 19: LAMP ---
+    register("LAMP", f"{_M}.lamp:LAMP", kind="model",
+             doc="LAMP (Wu et al. CVPR 2024): the DDPM U-Net inflated to video (gated causal temporal convs, temporal "
+                 "attention, first-frame attention; zero-init: = the image model per frame), first-frame "
+                 "conditioning, shared-noise DDIM sampling; tunes the motion layers + query projections only. "
+                 "Scaled down: pixel-space 16x16 MNIST DDPM (299,937 params) + 92,905 motion params, no text")
+    # --- issue 19: Frozen in Time ---
+    _stt, _fit = f"{_M}.frozen_in_time:SpaceTimeTransformer", f"{_M}.frozen_in_time:FrozenInTime"
+    register("SpaceTimeTransformer", _stt, kind="backbone",
+             doc="Frozen in Time's space-time Transformer (Bain et al. 2021): divided space-time attention "
+                 "(temporal, then spatial), images as one-frame videos; (B, T, C, H, W) -> [CLS] embedding")
+    register("spacetime_vit_base_patch16_224", _stt, kind="backbone",
+             args=dict(img_size=224, patch_size=16, embed_dim=768, depth=12, heads=12, num_frames=4),
+             doc="Frozen in Time's video encoder, ViT-B/16 at 224^2, 4 frames, no head: 114,168,576 params = the "
+                 "official SpaceTimeTransformer's (the paper gives no count; ViT-B/16 85.8M + temporal attention)")
+    register("FrozenInTime", _fit, kind="model",
+             doc="Frozen in Time (Bain et al. ICCV 2021): space-time Transformer + BERT-style text encoder, "
+                 "normalised-softmax contrastive loss, image-to-clip frame curriculum (curriculum, curriculum_steps)")
+    register("frozen_in_time_base", _fit, kind="model",
+             args=dict(img_size=224, patch_size=16, embed_dim=768, depth=12, heads=12, num_frames=4, text_hidden=768,
+                       text_layers=6, text_heads=12, text_intermediate=3072, projection_dim=256),
+             doc="Frozen in Time, ViT-B/16 224^2 4 frames + DistilBERT-base-sized text encoder + 256-d projections: "
+                 "180,925,952 params (official FrozenInTime: 180,925,184; +768: the one-row token-type embedding)")
+    # --- issue 22: survey representatives ---
     _su = f"{_M}.ssm_unet:SSMUNet"
     register("SSMUNet", _su, kind="model",
              doc="2-D state-space U-Net segmenter (VM-UNet-like): patch embedding, VSS blocks (VMamba SS2D on "
@@ -474,31 +520,24 @@ def panconv_register_models(register):
 
 @hookimpl
 def panconv_register_datasets(register):
-    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
-    # --- wave4 H2: issue 20: SparK, OBoW ---
-    # --- wave4 H3: issue 20: diffusion features ---
-    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    # --- issue 20: ALIGN, image-text matching ---
     register("MNISTCaptions", "panconv_vision.datasets.captions:MNISTCaptions",
              doc="MNIST with generated captions (digit + measured thickness, width, slant; 6 templates, 59 words), "
                  "seeded web-like noise in the training split (wrong digit, dropped/replaced words, irrelevant)")
-    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    # --- issue 20: Conditional Cross Attention, BT2 ---
     register("AttributeDigits", "panconv_vision.datasets.attributes:AttributeDigits",
              doc="MNIST digits with seeded generated attributes (class, stroke thickness by erosion/dilation, slant by "
                  "shear, optional scale); batches carry attributes (B, n_attr)")
-    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
+    # --- issue 22: wide-CNN kernels, active MTL ---
     register("MultiTaskMNIST", "panconv_vision.datasets.multitask:MultiTaskMNIST",
              doc="multi-task MNIST: source tasks = per-task corruptions x label maps of MNIST, a target task with few "
                  "labels (id M); val/test = the target task")
-    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    # --- issue 22: wave-simulator compression, SimQ-NAS ---
     register("WaveFields", "panconv_vision.datasets.wave:WaveFields",
              doc="2-D acoustic wave fields from the seeded finite-difference solver (leapfrog, 2nd/4th-order "
                  "Laplacian, CFL-checked, Dirichlet/Neumann/absorbing walls, Gaussian pulses, random velocity): "
                  "(t-1, t) -> t+1..t+R")
-    # --- wave4 H8: issue 22: survey representatives ---
-    # --- wave4 H9: issue 19: VFIMamba ---
-    # --- wave4 H10: issue 19: HRVMamba ---
-    # --- wave4 H11: issue 19: LAMP ---
-    # --- wave4 H12: issue 19: Frozen in Time ---
+    # --- issue 22: survey representatives ---
     register("MedicalShapes", "panconv_vision.datasets.medical_shapes:MedicalShapes",
              doc="generated medical-like grey images: body, organ (class 1) and lesions (class 2) with texture, "
                  "a bias field (intensity inhomogeneity) and noise, with masks (seeded)")
@@ -532,7 +571,7 @@ def panconv_register_datasets(register):
 
 @hookimpl
 def panconv_register_evaluators(register):
-    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
+    # --- issue 20: SSL common pieces + RotNet ---
     register("LinearProbe", "panconv_vision.evaluators.representation:LinearProbe",
              doc="k-fold logistic-regression probe on predict()['features'] over the split -> probe_accuracy")
     register("KNN", "panconv_vision.evaluators.representation:KNN",
@@ -541,29 +580,26 @@ def panconv_register_evaluators(register):
              doc="leave-one-out retrieval by cosine on predict()['features'], relevant = same label -> r1/r5/r10, map")
     register("RotationAccuracy", "panconv_vision.evaluators.representation:RotationAccuracy",
              doc="rotation-prediction accuracy (RotNet) overall, per class and per applied rotation")
-    # --- wave4 H2: issue 20: SparK, OBoW ---
-    # --- wave4 H3: issue 20: diffusion features ---
-    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
+    # --- issue 20: ALIGN, image-text matching ---
     register("ZeroShotAccuracy", "panconv_vision.evaluators.zero_shot:ZeroShotAccuracy",
              doc="top-k accuracy of the class scores in a dict prediction (key 'logits': ALIGN's zero-shot "
                  "prompt-ensemble scores)")
-    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
+    # --- issue 20: Conditional Cross Attention, BT2 ---
     register("AttributeRetrieval", "panconv_vision.evaluators.embedding_retrieval:AttributeRetrieval",
              doc="Per-attribute retrieval in per-attribute embedding spaces (leave-one-out): <attr>_map, <attr>_r<K> "
                  "and their means")
     register("CompatibleRetrieval", "panconv_vision.evaluators.embedding_retrieval:CompatibleRetrieval",
              doc="Backward-compatible retrieval (leave-one-out): new/new, new/old (new queries, old gallery) and "
                  "old/old R@K and mAP")
-    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
-    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    # --- issue 22: wave-simulator compression, SimQ-NAS ---
     register("WaveRollout", "panconv_vision.evaluators.wave:WaveRollout",
              doc="relative L2 error of rolled-out wave fields per step (step 1, final, mean), and of the "
                  "persistence baseline")
-    # --- wave4 H8: issue 22: survey representatives ---
-    # --- wave4 H9: issue 19: VFIMamba ---
-    # --- wave4 H10: issue 19: HRVMamba ---
-    # --- wave4 H11: issue 19: LAMP ---
-    # --- wave4 H12: issue 19: Frozen in Time ---
+    # --- issue 19: LAMP ---
+    register("MotionDirection", "panconv_vision.evaluators.motion:MotionDirection",
+             doc="how generated clips follow a motion direction: mean cosine / nearest-of-8 accuracy / pixels along "
+                 "it, of the centre-of-mass displacement the model's predict gives (LAMP)")
+    # --- issue 22: survey representatives ---
     register("ObjectDiscovery", "panconv_vision.evaluators.segmentation:ObjectDiscovery",
              doc="unsupervised instance segmentation: FG-ARI, ARI, FG-AMI, AMI (= scikit-learn's) of predicted slot "
                  "masks, optionally next to a k-means (colour + position) baseline on the same images")
@@ -586,18 +622,6 @@ def panconv_register_evaluators(register):
 
 @hookimpl
 def panconv_register_kernels(register):
-    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
-    # --- wave4 H2: issue 20: SparK, OBoW ---
-    # --- wave4 H3: issue 20: diffusion features ---
-    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
-    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
-    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
-    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
-    # --- wave4 H8: issue 22: survey representatives ---
-    # --- wave4 H9: issue 19: VFIMamba ---
-    # --- wave4 H10: issue 19: HRVMamba ---
-    # --- wave4 H11: issue 19: LAMP ---
-    # --- wave4 H12: issue 19: Frozen in Time ---
     # --- selective scan and video (issue 19) ---
     register("selective_scan", "panconv_vision.kernels.selective_scan:selective_scan",
              doc="Mamba's S6 selective scan (selective_scan_fn's shapes; input-dependent delta, B, C): sequential "
@@ -614,18 +638,6 @@ def panconv_register_kernels(register):
 
 @hookimpl
 def panconv_register_transforms(register):
-    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
-    # --- wave4 H2: issue 20: SparK, OBoW ---
-    # --- wave4 H3: issue 20: diffusion features ---
-    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
-    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
-    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
-    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
-    # --- wave4 H8: issue 22: survey representatives ---
-    # --- wave4 H9: issue 19: VFIMamba ---
-    # --- wave4 H10: issue 19: HRVMamba ---
-    # --- wave4 H11: issue 19: LAMP ---
-    # --- wave4 H12: issue 19: Frozen in Time ---
     register("Mixup", "panconv_vision.transforms:Mixup",
              doc="Mixup of a collated training batch into soft labels (Zhang et al. 2018); a batch transform")
     # --- large kernels and restoration (issue 18) ---
@@ -703,12 +715,7 @@ def panconv_add_commands(subparsers):
                    help="an override passed to every run (repeatable)")
     for name in ("probe", "lrp", "filters", "profile", "unlearnable", "sweep"):
         tools[name].set_defaults(func=_tool(name))
-    # --- wave4 H1: issue 20: SSL common pieces + RotNet ---
-    # --- wave4 H2: issue 20: SparK, OBoW ---
-    # --- wave4 H3: issue 20: diffusion features ---
-    # --- wave4 H4: issue 20: ALIGN, image-text matching ---
-    # --- wave4 H5: issue 20: Conditional Cross Attention, BT2 ---
-    # --- wave4 H6: issue 22: wide-CNN kernels, active MTL ---
+    # --- issue 22: wide-CNN kernels, active MTL ---
     p = subparsers.add_parser("wide-cnn", help="exact NTK/NNGP of hierarchical CNNs: spectra, teacher-student "
                               "learning curves, empirical NTK vs width (Cagnetta et al. 2023)")
     p.add_argument("-o", "--output", default="wide_cnn_out", help="output directory (PNG figures + results.json)")
@@ -737,7 +744,7 @@ def panconv_add_commands(subparsers):
                              ("--sources", str, "comma-separated source tasks (default 8 corruptions x 3 label maps)")):
         p.add_argument(flag, type=kind, help=text)
     p.set_defaults(func=_tool("active_mtl"))
-    # --- wave4 H7: issue 22: wave-simulator compression, SimQ-NAS ---
+    # --- issue 22: wave-simulator compression, SimQ-NAS ---
     p = subparsers.add_parser("simq-nas", help="SimQ-NAS: NSGA-II search of sub-network + per-layer bit-widths "
                                                "over a trained vision.SimQSuperNet; Pareto front JSON + plot")
     p.add_argument("config", help="the YAML config the super-network was trained with")
@@ -753,11 +760,6 @@ def panconv_add_commands(subparsers):
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_tool("simq_nas"))
-    # --- wave4 H8: issue 22: survey representatives ---
-    # --- wave4 H9: issue 19: VFIMamba ---
-    # --- wave4 H10: issue 19: HRVMamba ---
-    # --- wave4 H11: issue 19: LAMP ---
-    # --- wave4 H12: issue 19: Frozen in Time ---
 
 
 def _tool(module: str):

@@ -115,8 +115,10 @@ class AttributeDigits(Dataset):
         return MNIST.check_prerequisites(root)
 
     def __init__(self, root=None, split: str = "train", file: str | None = None,
-                 thickness: tuple[int, ...] = (-1, 0, 1), slants: tuple[float, ...] = (-25.0, 0.0, 25.0),
-                 scales: tuple[float, ...] = (1.0,), size: Annotated[int, Ge(8)] = 28, channels: Literal[1, 3] = 1,
+                 thickness: tuple[Annotated[int, Interval(ge=-3, le=3)], ...] = (-1, 0, 1),
+                 slants: tuple[Annotated[float, Interval(ge=-60, le=60)], ...] = (-25.0, 0.0, 25.0),
+                 scales: tuple[Annotated[float, Interval(gt=0, le=4)], ...] = (1.0,),
+                 size: Annotated[int, Ge(8)] = 28, channels: Literal[1, 3] = 1,
                  limit: Annotated[int, Ge(1)] | None = None, eval_limit: Annotated[int, Ge(1)] | None = None,
                  seed: Annotated[int, Interval(ge=0, lt=2**31)] = 0):
         super().__init__(root, split)

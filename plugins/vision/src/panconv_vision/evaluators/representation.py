@@ -28,7 +28,7 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Interval
 
 from panconv.api import Evaluator
 
@@ -232,7 +232,8 @@ class _FeatureEvaluator(Evaluator):
 class LinearProbe(_FeatureEvaluator):
     """``probe_accuracy``: k-fold logistic regression on the split's features (see :func:`linear_probe`)."""
 
-    def __init__(self, folds: Annotated[int, Ge(2)] = 5, C: Annotated[float, Gt(0)] = 1.0, seed: int = 0,
+    def __init__(self, folds: Annotated[int, Ge(2)] = 5, C: Annotated[float, Gt(0)] = 1.0,
+                 seed: Annotated[int, Interval(ge=0, lt=2**32)] = 0,
                  standardize: bool = True, max_iter: Annotated[int, Ge(1)] = 500, tol: Annotated[float, Gt(0)] = 1e-5,
                  key: str = "features", label_key: str = "labels", prefix: str = ""):
         super().__init__(key, label_key, prefix)

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn as nn
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Interval
 
 from panconv import create_model
 
@@ -68,6 +68,10 @@ def pgd_attack(loss_fn, images: torch.Tensor, epsilon: float, step_size: float, 
     return x.detach()
 
 
+_Mean = Annotated[float, Interval(ge=-1e3, le=1e3)]
+_Std = Annotated[float, Gt(0)]
+
+
 class AdversarialTraining(nn.Module):
     """PGD adversarial training of the classifier ``model`` (a config ``model`` section).
 
@@ -85,9 +89,10 @@ class AdversarialTraining(nn.Module):
 
     def __init__(self, model: dict, norm: Literal["linf", "l2"] = "linf", epsilon: Annotated[float, Ge(0)] = 8 / 255,
                  step_size: Annotated[float, Gt(0)] = 2 / 255, steps: Annotated[int, Ge(1)] = 10,
-                 mean: float | list[float] = 0.0, std: float | list[float] = 1.0, random_start: bool = True,
-                 attack_mode: Literal["eval", "train"] = "eval", num_classes: int | None = None,
-                 in_channels: int | None = None):
+                 mean: _Mean | list[_Mean] = 0.0, std: _Std | list[_Std] = 1.0, random_start: bool = True,
+                 attack_mode: Literal["eval", "train"] = "eval",
+                 num_classes: Annotated[int, Ge(1)] | None = None,
+                 in_channels: Annotated[int, Ge(1)] | None = None):
         super().__init__()
         if not isinstance(model, dict):
             raise ValueError(f"model must be a model config section (a mapping), got {type(model).__name__}")

@@ -41,6 +41,8 @@ from panconv.api import Model, feature_info_of
 from .spark import build_encoder
 from .ssl import EMATeacher, cosine_momentum, multi_crop
 
+_Fraction = Annotated[float, Interval(gt=0, le=1)]  # an area fraction of the image
+
 
 class L2Normalize(nn.Module):
     def __init__(self, dim: int = 1):
@@ -189,10 +191,10 @@ class OBoW(Model):
                  momentum_steps: Annotated[int, Ge(1)] | None = None,
                  num_crops: Annotated[int, Ge(0)] = 2,
                  crop_size: Annotated[int, Ge(1)] = 160,
-                 crop_scale: tuple[float, float] = (0.08, 0.6),
+                 crop_scale: tuple[_Fraction, _Fraction] = (0.08, 0.6),
                  num_patches: Annotated[int, Ge(0)] = 5,
                  patch_size: Annotated[int, Ge(1)] = 96,
-                 patch_scale: tuple[float, float] = (0.067, 0.111),
+                 patch_scale: tuple[_Fraction, _Fraction] = (0.067, 0.111),
                  feature_norm: bool = False):
         super().__init__()
         if num_crops + num_patches == 0:
