@@ -135,3 +135,18 @@ def test_tabula_pdfs_ground_truth_from_ruling_lines(shared_data):
     # data.pdf page 1 is R's mtcars: 32 cars + a header row, 10 ruled columns (the row names are not ruled)
     assert (len(first["rows"]) - 1, len(first["cols"]) - 1) == (33, 10)
     assert sum(bool(c["text"]) for c in first["cells"]) >= 300
+
+
+def test_caches_never_go_into_a_read_only_data_folder(tmp_path, monkeypatch):
+    """A shared data folder marked read-only (r-x) is respected even by root: caches go to the default root."""
+    import panconv_documents.datasets as datasets
+
+    shared, home = tmp_path / "shared", tmp_path / "home"
+    shared.mkdir()
+    monkeypatch.setattr(datasets, "DEFAULT_ROOT", home)
+    assert datasets.cache_dir(shared, "tabula", "v1") == shared / "documents" / "tabula" / "v1"
+    shared.chmod(0o555)
+    try:
+        assert datasets.cache_dir(shared, "tabula", "v1") == home / "documents" / "tabula" / "v1"
+    finally:
+        shared.chmod(0o755)

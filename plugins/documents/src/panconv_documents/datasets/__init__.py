@@ -9,16 +9,19 @@ for in both places, data root first.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 DEFAULT_ROOT = Path("~/.cache/panconv").expanduser()
 
 
 def _writable(directory: Path) -> bool:
+    """Whether ``directory`` (or its nearest existing parent) may be written: the process may, and the
+    folder is not marked read-only (no owner write bit: a shared data folder, respected even by root)."""
     existing = directory
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    return os.access(existing, os.W_OK)
+    return os.access(existing, os.W_OK) and bool(existing.stat().st_mode & stat.S_IWUSR)
 
 
 def cache_dir(root: Path, *parts: str) -> Path:
