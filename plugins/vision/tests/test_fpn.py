@@ -24,6 +24,10 @@ def test_fpn_sizes_itself_from_feature_info(name):
     cls = panconv.get_component("backbone", name)
     backbone = cls(**cls.example_config()).eval()
     n_maps = sum(not is_token_output(f) for f in backbone.feature_info)
+    if n_maps == 0:  # a class-token-only encoder (Frozen in Time's SpaceTimeTransformer): a clear refusal
+        with pytest.raises(ValueError, match="leaves no input among 0 features"):
+            FPN(backbone.feature_info, out_channels=16, num_outs=1)
+        return
     fpn = FPN(backbone.feature_info, out_channels=16, num_outs=n_maps + 1).eval()
     x = backbone.example_inputs(2)
     feats = backbone(x)
