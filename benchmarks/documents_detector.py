@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from collections import OrderedDict
 
 import torch
+from _timing import time_call
 
 import panconv
 
@@ -72,19 +72,8 @@ def torchvision_peer(ours, num_classes: int, height: int, width: int):
                     box_score_thresh=roi.score_thr, box_nms_thresh=roi.nms_iou, box_detections_per_img=roi.max_per_img)
 
 
-def median_time(fn, warmup: int, iters: int, device: str) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_time(fn, args) -> float:
+    return time_call(fn, iters=args.iters, warmup=args.warmup, cuda=args.device == "cuda")
 
 
 def main() -> None:
@@ -150,16 +139,12 @@ def main() -> None:
         peer.zero_grad(set_to_none=True)
 
     rows = [
-        ("inference: Mask R-CNN (torchvision)", median_time(infer_peer, args.warmup, args.iters, args.device)),
-        ("inference: Mask R-CNN (ours)", median_time(lambda: infer_ours(one_stage), args.warmup, args.iters,
-                                                     args.device)),
-        ("inference: Cascade Mask R-CNN (ours)", median_time(lambda: infer_ours(cascade), args.warmup, args.iters,
-                                                             args.device)),
-        ("train step: Mask R-CNN (torchvision)", median_time(train_peer, args.warmup, args.iters, args.device)),
-        ("train step: Mask R-CNN (ours)", median_time(lambda: train_ours(one_stage), args.warmup, args.iters,
-                                                      args.device)),
-        ("train step: Cascade Mask R-CNN (ours)", median_time(lambda: train_ours(cascade), args.warmup, args.iters,
-                                                              args.device)),
+        ("inference: Mask R-CNN (torchvision)", median_time(infer_peer, args)),
+        ("inference: Mask R-CNN (ours)", median_time(lambda: infer_ours(one_stage), args)),
+        ("inference: Cascade Mask R-CNN (ours)", median_time(lambda: infer_ours(cascade), args)),
+        ("train step: Mask R-CNN (torchvision)", median_time(train_peer, args)),
+        ("train step: Mask R-CNN (ours)", median_time(lambda: train_ours(one_stage), args)),
+        ("train step: Cascade Mask R-CNN (ours)", median_time(lambda: train_ours(cascade), args)),
     ]
     print(f"{name} ({args.size}), pages {w}x{h} at {args.dpi} dpi, batch 1, device {args.device}, "
           f"threads {args.threads}, median of {args.iters}")

@@ -21,10 +21,10 @@ longer than ``--direct-limit`` seconds (its time grows 4x per doubling).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import time_call
 
 from panconv_sequence.kernels.fftconv import fftconv_reference
 
@@ -32,16 +32,6 @@ try:
     from fft_conv_pytorch import fft_conv
 except ImportError:  # benchmark-only, optional
     fft_conv = None
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up (FFT plans, allocator)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def measure(u: torch.Tensor, k: torch.Tensor, repeats: int, with_direct: bool) -> dict:
@@ -57,7 +47,7 @@ def measure(u: torch.Tensor, k: torch.Tensor, repeats: int, with_direct: bool) -
     reference = methods["fft"]()
     times, diff = {}, 0.0
     for name, fn in methods.items():
-        times[name] = best_time(fn, 1 if name == "direct" and length >= 16384 else repeats)
+        times[name] = time_call(fn, iters=1 if name == "direct" and length >= 16384 else repeats, reduce="min")
         diff = max(diff, (fn() - reference).abs().max().item())
     return {"times": times, "diff": diff}
 

@@ -14,36 +14,10 @@ native depthwise conv at 31x31 in fp16/bf16). ``--impl triton`` forces the Trito
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-
-
-def timed(fn, warmup: int, iters: int, device: str) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def peak(fn, device: str) -> int:
-    if device != "cuda":
-        return 0
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated()
+from _timing import peak_cuda_memory, time_call
 
 
 def main() -> None:
@@ -97,8 +71,9 @@ def bench_one(k: int, args, dtype, ours_fn, dispatch) -> None:
     def peer_fb():
         F.conv2d(xg, wg, bg, padding=k // 2, groups=c).sum().backward()
 
-    t = [timed(f, args.warmup, args.iters, dev) for f in (ours_fwd, peer_fwd, ours_fb, peer_fb)]
-    mem = peak(ours_fb, dev), peak(peer_fb, dev)
+    t = [time_call(f, iters=args.iters, warmup=args.warmup, cuda=dev == "cuda")
+         for f in (ours_fwd, peer_fwd, ours_fb, peer_fb)]
+    mem = peak_cuda_memory(ours_fb), peak_cuda_memory(peer_fb)
     mem_ratio = f"{mem[0] / mem[1]:9.2f}" if mem[1] else f"{'-':>9}"
     name = impl.name if impl is not None else "reference"
     print(f"{k:>3} {name:>12} {t[0] * 1e3:12.2f} {t[1] * 1e3:12.2f} {t[0] / t[1]:9.2f} {t[2] * 1e3:12.2f} "

@@ -22,9 +22,9 @@ the same function), best of ``--repeats``:
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from _timing import time_call
 
 from panconv_vision.kernels.selective_scan import (
     selective_scan_parallel,
@@ -36,20 +36,6 @@ try:
     from mambapy.mamba import MambaBlock
 except ImportError:  # benchmark peer, optional (the vision [test] extra installs it)
     MambaBlock = None
-
-
-def best_time(fn, repeats: int, cuda: bool = False) -> float:
-    fn()  # warm-up (allocator, Triton compilation)
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def make_inputs(batch: int, dim: int, n_state: int, length: int, device: str, seed: int = 0):
@@ -101,7 +87,7 @@ def cpu_table(args) -> None:
                             fn(*inputs)
                 else:
                     run = _fwd_bwd(fn, inputs)
-                times[name] = best_time(run, args.repeats)
+                times[name] = time_call(run, iters=args.repeats, reduce="min")
             cells = " ".join(f"{times[m] * 1e3:14.2f}" if m in times else f"{'-':>14}" for m in methods)
             seq = f"{times['sequential'] / times['parallel']:8.2f}" if "sequential" in times else f"{'-':>8}"
             mp = f"{times['mambapy'] / times['parallel']:12.2f}" if "mambapy" in times else f"{'-':>12}"
@@ -145,7 +131,7 @@ def gpu_table(args) -> None:
                 else:
                     run = _fwd_bwd(fn, inputs)
                 torch.cuda.reset_peak_memory_stats()
-                times[name] = best_time(run, args.repeats, cuda=True)
+                times[name] = time_call(run, iters=args.repeats, cuda=True, reduce="min")
                 memory[name] = torch.cuda.max_memory_allocated() / 2**20
             cells = " ".join(f"{times[m] * 1e3:14.3f}" if m in times else f"{'-':>14}" for m in methods)
             ratio = f"{times['mamba-ssm'] / times['triton']:12.2f}" if "mamba-ssm" in times else f"{'-':>12}"
