@@ -50,6 +50,7 @@ from annotated_types import Ge, Interval
 from panconv.api import Dataset
 
 from .digits import MNIST, MNIST_MEAN, MNIST_STD
+from .vocabulary import SPECIAL_TOKENS, Vocabulary
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 THICKNESS = ("thin", "regular", "thick")
@@ -67,37 +68,21 @@ IRRELEVANT = ("click here to enlarge", "free shipping on all orders", "image may
               "sunset over the ocean", "my cat sleeping on the sofa", "logo", "stock photo of a business meeting",
               "thumbnail", "untitled")
 NOISE_KINDS = ("wrong_digit", "drop", "replace", "irrelevant")
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
-VOCAB = SPECIAL_TOKENS + tuple(sorted({w for text in (*TEMPLATES, *PROMPTS, *IRRELEVANT, *DIGIT_WORDS, *THICKNESS,
-                                                      *WIDTH, *SLANT)
-                                       for w in text.replace("{d}", "").replace("{t}", "").replace("{w}", "")
-                                       .replace("{s}", "").split()}))
-TOKEN_ID = {w: i for i, w in enumerate(VOCAB)}
-PAD, BOS, EOS = 0, 1, 2
+_VOCABULARY = Vocabulary(w for text in (*TEMPLATES, *PROMPTS, *IRRELEVANT, *DIGIT_WORDS, *THICKNESS, *WIDTH, *SLANT)
+                         for w in text.replace("{d}", "").replace("{t}", "").replace("{w}", "")
+                         .replace("{s}", "").split())
+VOCAB = _VOCABULARY.tokens
+TOKEN_ID = _VOCABULARY.token_id
 MAX_CAPTION_LENGTH = 16
 WORD_IDS = tuple(range(len(SPECIAL_TOKENS), len(VOCAB)))
 
 
 def tokenize(text: str, length: int = MAX_CAPTION_LENGTH) -> torch.Tensor:
     """``<bos> words <eos>`` as vocabulary ids padded with ``<pad>`` (ValueError for an unknown word or overflow)."""
-    words = text.split()
-    unknown = [w for w in words if w not in TOKEN_ID]
-    if unknown:
-        raise ValueError(f"tokenize: unknown word(s) {unknown} in '{text}'")
-    ids = [BOS, *(TOKEN_ID[w] for w in words), EOS]
-    if len(ids) > length:
-        raise ValueError(f"tokenize: '{text}' needs {len(ids)} tokens, more than {length}")
-    return torch.tensor(ids + [PAD] * (length - len(ids)))
+    return _VOCABULARY.tokenize(text, length)
 
 
-def detokenize(ids) -> str:
-    words = []
-    for i in (int(x) for x in ids):
-        if i == EOS:
-            break
-        if i not in (PAD, BOS):
-            words.append(VOCAB[i])
-    return " ".join(words)
+detokenize = _VOCABULARY.detokenize
 
 
 def measure(images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -49,6 +49,8 @@ from annotated_types import Ge, Gt, Interval
 from panconv.api import Dataset
 from panconv.errors import DataError
 
+from .vocabulary import BOS, EOS, PAD, Vocabulary
+
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 #: the opencv-doc videos and whether their header's frame count is honest (strict decoding)
 OPENCV_VIDEOS = {"vtest.avi": True, "Megamind.avi": True, "tree.avi": False}
@@ -239,11 +241,9 @@ def write_test_video(path: Path, frames: int = 40, side: int = 32, fps: float = 
 DIRECTIONS = ("right", "up and to the right", "up", "up and to the left", "left", "down and to the left", "down",
               "down and to the right")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
-VOCAB = SPECIAL_TOKENS + tuple(sorted({w for text in ("the digit moves and to", *DIRECTIONS, *DIGIT_WORDS)
-                                       for w in text.split()}))
-TOKEN_ID = {w: i for i, w in enumerate(VOCAB)}
-PAD, BOS, EOS = 0, 1, 2
+_VOCABULARY = Vocabulary(w for text in ("the digit moves and to", *DIRECTIONS, *DIGIT_WORDS) for w in text.split())
+VOCAB = _VOCABULARY.tokens
+TOKEN_ID = _VOCABULARY.token_id
 
 
 def caption_of(digits: list[int], directions: list[int]) -> str:
@@ -251,22 +251,8 @@ def caption_of(digits: list[int], directions: list[int]) -> str:
     return " and ".join(f"the digit {DIGIT_WORDS[d]} moves {DIRECTIONS[k]}" for d, k in zip(digits, directions))
 
 
-def tokenize(text: str, length: int) -> torch.Tensor:
-    """``<bos> words <eos>`` as vocabulary ids, padded with ``<pad>`` to ``length`` (ValueError if too long)."""
-    ids = [BOS, *(TOKEN_ID[w] for w in text.split()), EOS]
-    if len(ids) > length:
-        raise ValueError(f"tokenize: '{text}' needs {len(ids)} tokens, more than {length}")
-    return torch.tensor(ids + [PAD] * (length - len(ids)))
-
-
-def detokenize(ids) -> str:
-    words = []
-    for i in (int(x) for x in ids):
-        if i == EOS:
-            break
-        if i not in (PAD, BOS):
-            words.append(VOCAB[i])
-    return " ".join(words)
+tokenize = _VOCABULARY.tokenize  # (text, length) -> ids; ValueError for an unknown word or overflow
+detokenize = _VOCABULARY.detokenize
 
 
 class MovingMNIST(Dataset):
@@ -375,5 +361,5 @@ class MovingMNIST(Dataset):
         return {**MNIST.broken_example(tmp_dir), "length": 4, "frames": 3, "size": 32, "speed_max": 2.0}
 
 
-__all__ = ["DIRECTIONS", "MovingMNIST", "OPENCV_VIDEOS", "VOCAB", "VideoTriplets", "caption_of", "detokenize",
-           "read_video", "sample_clips", "tokenize", "write_test_video"]
+__all__ = ["BOS", "DIRECTIONS", "EOS", "PAD", "MovingMNIST", "OPENCV_VIDEOS", "VOCAB", "VideoTriplets", "caption_of",
+           "detokenize", "read_video", "sample_clips", "tokenize", "write_test_video"]
