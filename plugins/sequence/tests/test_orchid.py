@@ -1,7 +1,6 @@
-"""Orchid: the conditioning networks' shift invariance (the paper's defining property), both designs.
-
-The official Orchid code is not released (github.com/Karami-m/orchid holds experiment notes
-only), so there is no parity test; the identities below are what the paper defines.
+"""Orchid, the paper-form block (``block: paper``): the conditioning networks' shift invariance (the paper's
+defining property), both designs. Parity of the official-form block (the default) with the official standalone
+code is in test_orchid_parity.py.
 """
 
 from __future__ import annotations

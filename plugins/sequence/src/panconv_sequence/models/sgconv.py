@@ -58,43 +58,80 @@ class SGConvMixer(nn.Module):
     ``decay_max``: per-feature decay factors (weights ``decay**(S-1-i)`` before normalisation).
     ``channels``: kernels per feature ("heads"); ``bidirectional``: a second set of kernels on
     the future. ``interpolation``: how sub-kernels are upsampled (``linear``, the official default,
-    or ``nearest``).
+    or ``nearest``). ``postact="glu"``: the output map is ``Linear(C*d, 2d)`` + GLU (the official
+    ``postact: glu`` of its LRA configs); default: ``Linear(C*d, d)`` (``gconv_standalone.py``'s default).
+    ``init_scale``: the official ``init_scale`` (Path-X config: 1): every scale is upsampled
+    ``2**init_scale`` times more and the default number of scales drops by ``init_scale``.
+    ``power_decay``: the official ``learnable`` modes: no per-scale weights; the concatenated kernel is
+    multiplied by ``(t+1)**-decay`` with a per-feature ``decay`` drawn in ``[decay_min, decay_max]``,
+    a trained parameter (``"learnable"``) or a frozen one (``"fixed"``, the LRA-Image config).
+    ``kernel_init``: ``"randn"`` (the official ``cat_randn``) or ``"cos"`` (``cat_cos``: feature ``h``'s
+    sub-kernels start as ``cos(linspace(0, 2πh, kernel_dim))``, features shuffled).
     """
 
     def __init__(self, d_model: int, l_max: int = 1024, kernel_dim: int = 64, n_scales: int | None = None,
                  decay_min: float = 2.0, decay_max: float = 2.0, channels: int = 1, bidirectional: bool = False,
-                 interpolation: str = "linear", dropout: float = 0.0):
+                 interpolation: str = "linear", dropout: float = 0.0, postact: str | None = None,
+                 init_scale: int = 0, power_decay: str | None = None, kernel_init: str = "randn"):
         super().__init__()
+        if init_scale < 0:
+            raise ValueError(f"init_scale must be >= 0, got {init_scale}")
+        if power_decay not in (None, "learnable", "fixed"):
+            raise ValueError(f"power_decay must be None, 'learnable' or 'fixed', got {power_decay!r}")
+        if kernel_init not in ("randn", "cos"):
+            raise ValueError(f"kernel_init must be 'randn' or 'cos', got {kernel_init!r}")
+        if postact not in (None, "glu"):
+            raise ValueError(f"postact must be None or 'glu', got {postact!r}")
         if interpolation not in ("linear", "nearest"):
             raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
         if n_scales is None:
-            n_scales = 1 + max(0, math.ceil(math.log2(l_max / kernel_dim)))
+            n_scales = 1 + max(0, math.ceil(math.log2(l_max / kernel_dim))) - init_scale
         if n_scales < 1:
             raise ValueError(f"n_scales must be >= 1, got {n_scales}")
         self.d_model, self.kernel_dim, self.n_scales = d_model, kernel_dim, n_scales
         self.channels, self.bidirectional, self.interpolation = channels, bidirectional, interpolation
         kernel_channels = channels * (2 if bidirectional else 1)
-        self.kernel_list = nn.ParameterList(nn.Parameter(torch.randn(kernel_channels, d_model, kernel_dim))
+        self.init_scale, self.power_decay = init_scale, power_decay
+        self.kernel_list = nn.ParameterList(nn.Parameter(self._init_kernel(kernel_init, kernel_channels, d_model,
+                                                                           kernel_dim))
                                             for _ in range(n_scales))
         self.D = nn.Parameter(torch.randn(channels, d_model))
-        self.register_buffer("multiplier", torch.linspace(decay_min, decay_max, d_model).view(1, -1, 1))
+        if power_decay is None:
+            self.register_buffer("multiplier", torch.linspace(decay_min, decay_max, d_model).view(1, -1, 1))
+        else:
+            self.register_buffer("multiplier", torch.tensor(1.0))
+            self.decay = nn.Parameter(torch.rand(d_model) * (decay_max - decay_min) + decay_min,
+                                      requires_grad=power_decay == "learnable")
         self.dropout = nn.Dropout(dropout)
-        self.output_linear = nn.Linear(channels * d_model, d_model)
+        self.postact = postact  # "glu": the official ``postact: glu`` (every LRA config): Linear(C*d, 2d) + GLU
+        self.output_linear = nn.Linear(channels * d_model, d_model * (2 if postact == "glu" else 1))
         with torch.no_grad():  # the official layer fixes the kernel norm at its first forward (i.e. at init)
             self.register_buffer("kernel_norm", self.raw_kernel().norm(dim=-1, keepdim=True))
 
+    @staticmethod
+    def _init_kernel(kind: str, channels: int, d_model: int, kernel_dim: int) -> torch.Tensor:
+        if kind == "randn":
+            return torch.randn(channels, d_model, kernel_dim)
+        waves = torch.stack([torch.cos(torch.linspace(0, 2 * h * math.pi, kernel_dim)) for h in range(d_model)])
+        return waves[torch.randperm(d_model)].expand(channels, -1, -1).clone()
+
     @property
     def kernel_length(self) -> int:
-        """Positions the concatenated kernel covers: ``kernel_dim * 2**(n_scales - 1)``."""
-        return self.kernel_dim * 2 ** (self.n_scales - 1)
+        """Positions the concatenated kernel covers: ``kernel_dim * 2**(n_scales - 1 + init_scale)``."""
+        return self.kernel_dim * 2 ** (self.n_scales - 1 + self.init_scale)
 
     def raw_kernel(self) -> torch.Tensor:
         """The unnormalised multi-scale kernel ``(C, d_model, kernel_length)`` (C doubled when bidirectional)."""
         parts = []
         for i, sub in enumerate(self.kernel_list):
-            up = F.interpolate(sub, scale_factor=2 ** max(0, i - 1), mode=self.interpolation)
+            up = F.interpolate(sub, scale_factor=2 ** (max(0, i - 1) + self.init_scale), mode=self.interpolation)
             parts.append(up * self.multiplier ** (self.n_scales - i - 1))
-        return torch.cat(parts, dim=-1)
+        k = torch.cat(parts, dim=-1)
+        if self.power_decay is not None:  # (t+1)**-decay per feature
+            # log(t+1) in the default float dtype (float32), as the official layer computes it, whatever k's dtype
+            log_t = torch.log(torch.arange(k.shape[-1], device=k.device) + 1)
+            k = k * torch.exp(-self.decay.view(1, -1, 1) * log_t.view(1, 1, -1))
+        return k
 
     def kernel(self, length: int) -> torch.Tensor:
         """The normalised kernel cut or zero-padded to ``length``: ``(C, d_model, length)``."""
@@ -112,7 +149,8 @@ class SGConvMixer(nn.Module):
         u_c = u if c == 1 else u.unsqueeze(1).expand(-1, c, -1, -1).reshape(u.shape[0], c * d, length)
         y = fftconv_reference(u_c, k.reshape(c * d, -1), self.D.reshape(c * d), bidirectional=self.bidirectional)
         y = self.dropout(F.gelu(y))  # (N, C*d, L)
-        return self.output_linear(y.transpose(1, 2))
+        y = self.output_linear(y.transpose(1, 2))
+        return F.glu(y, dim=-1) if self.postact == "glu" else y
 
     def load_official_state_dict(self, state: dict) -> None:
         """Load an official ``GConv`` (``cat_randn``, transposed, no ``ln``) state dict."""
@@ -137,18 +175,24 @@ class SGConv(SequenceBackbone):
                  n_scales: Annotated[int, Ge(1)] | None = None, decay_min: Annotated[float, Gt(0)] = 2.0,
                  decay_max: Annotated[float, Gt(0)] = 2.0, channels: Annotated[int, Ge(1)] = 1,
                  bidirectional: bool = True, interpolation: Literal["linear", "nearest"] = "linear",
-                 kernel_lr_mult: Annotated[float, Ge(0)] = 0.1,
+                 kernel_lr_mult: Annotated[float, Ge(0)] = 0.1, postact: Literal["glu"] | None = None,
+                 init_scale: Annotated[int, Ge(0)] = 0, power_decay: Literal["learnable", "fixed"] | None = None,
+                 kernel_init: Literal["randn", "cos"] = "randn",
                  mlp_ratio: Annotated[float, Ge(0)] = 0.0, dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
                  norm: Literal["layer", "rms"] = "layer"):
         self.mixer_args = dict(l_max=l_max, kernel_dim=kernel_dim, n_scales=n_scales, decay_min=decay_min,
                                decay_max=decay_max, channels=channels, bidirectional=bidirectional,
-                               interpolation=interpolation, dropout=dropout)
+                               interpolation=interpolation, dropout=dropout, postact=postact,
+                               init_scale=init_scale, power_decay=power_decay, kernel_init=kernel_init)
         self.kernel_lr_mult = kernel_lr_mult
         super().__init__(d_model, n_layers, vocab_size, in_channels, mlp_ratio, dropout, norm)
 
     def param_groups(self) -> dict[str, dict]:
         """The official rule: the sub-kernels train at their own (lower) learning rate (kernel ``_optim`` lr 1e-3)."""
-        return {"kernel_list": {"lr_mult": self.kernel_lr_mult, "decay_mult": 1.0}}
+        groups = {"kernel_list": {"lr_mult": self.kernel_lr_mult, "decay_mult": 1.0}}
+        if self.mixer_args["power_decay"] == "learnable":  # the official learnable decay trains at the kernels' lr
+            groups["mixer.decay"] = {"lr_mult": self.kernel_lr_mult, "decay_mult": 1.0}
+        return groups
 
     def make_mixer(self, layer: int) -> nn.Module:
         return SGConvMixer(self.d_model, **self.mixer_args)
