@@ -215,6 +215,17 @@ def panconv_register_models(register):
              args=dict(dims=(22, 44, 88), depths=(1, 1, 1), block="conv", patch=4),
              doc="the plain CNN U-Net twin of ssm_unet_shapes (3x3 conv blocks, same skeleton): 326,439 params "
                  "with 3 classes, 1 channel (+0.9 %)")
+    _vmu = f"{_M}.ssm_unet:VMUNet"
+    register("VMUNet", _vmu, kind="model",
+             doc="VM-UNet (Ruan, Li & Xiang 2024) in the released layout: VSS blocks (SS2D, no MLP), Swin patch "
+                 "merging, asymmetric decoder (bottleneck stage, skips added before patch expanding); forward "
+                 "parity with JCruan519/VM-UNet on shared weights (tests/test_ssm_unet_parity.py)")
+    register("vmunet", _vmu, kind="model",
+             args=dict(dims=(96, 192, 384, 768), depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2, 1), patch=4,
+                       d_state=16, ssm_ratio=2.0, drop_path_rate=0.2),
+             doc="VM-UNet, the paper's size (widths 96-768, encoder 2-2-2-2, decoder 2-2-2-1, d_state 16): "
+                 "27,427,561 params with the 1-class ISIC head and 3-channel input (= the official code; "
+                 "27,427,761 with the 9-class Synapse head)")
     _sa = f"{_M}.slot_attention:SlotAttentionAE"
     register("SlotAttentionAE", _sa, kind="model",
              doc="Slot Attention autoencoder (Locatello et al. 2020): CNN encoder + position embedding, iterative "
@@ -759,6 +770,16 @@ def panconv_add_commands(subparsers):
     p.add_argument("--population", type=int, default=40)
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latency", choices=("proxy", "measured"), default="proxy",
+                   help="latency objective: the exact bit-operations proxy (default) or measured latency through a "
+                        "predictor fitted on timed sub-networks")
+    p.add_argument("--latency-samples", type=int, default=120,
+                   help="random sub-networks timed to fit the latency predictor (a quarter held out to score it)")
+    p.add_argument("--latency-batch", type=int, default=32, help="images per timed forward")
+    p.add_argument("--latency-repeats", type=int, default=7, help="timed runs per sub-network (the median is kept)")
+    p.add_argument("--latency-threads", type=int, help="torch threads while searching and timing (default: as is)")
+    p.add_argument("--latency-clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: elapsed time; cpu: the process's CPU time (robust to other processes' load)")
     p.set_defaults(func=_tool("simq_nas"))
 
 

@@ -34,11 +34,21 @@ This file (small, for MNIST; the paper searches OFA MobileNet-V3, ViT and BERT s
   ``bit_ops`` = sum of MACs x weight bits x activation bits (the BOPs latency proxy of mixed-precision
   search; the paper measures latency on Intel Xeon CPUs with real INT8 kernels, which CPU PyTorch lacks
   for INT4). Accuracy is predicted by a ridge regression on the one-hot genome (:class:`RidgePredictor`).
+* Measured latency (the paper's objective, on this machine): :meth:`SimQSuperNet.measure_latency` times
+  the sub-network as the genome runs it (``run``: fake quantisation where a layer has 8 or 4 bits, plain
+  float where it has 32) on a fixed CPU batch, median of repeats after warm-up. A
+  :class:`LatencyPredictor` (ridge regression on :meth:`SimQSuperNet.latency_features`: active layers,
+  point-wise and depthwise MACs, activation volume, fake-quantised layers and the elements they quantise)
+  is fitted on measured sub-networks and replaces the bit-operations proxy in the search. Fake quantisation
+  *adds* work in PyTorch (observe, quantise, dequantise), so on this simulation a quantised layer is slower,
+  not faster, than a float one: the measured objective says what the simulated network costs here, not
+  what an INT8/INT4 kernel would cost.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -50,7 +60,8 @@ from torch import nn
 
 from panconv.api import Model
 
-__all__ = ["BITS", "Genome", "RidgePredictor", "SimQSuperNet", "fake_quantize", "nsga2", "pareto_mask"]
+__all__ = ["BITS", "Genome", "LatencyPredictor", "RidgePredictor", "SimQSuperNet", "fake_quantize", "nsga2",
+           "pareto_mask", "r2_score", "spearman"]
 
 #: bit-width choices of a layer (32: left in floating point)
 BITS = (32, 8, 4)
@@ -335,6 +346,67 @@ class SimQSuperNet(Model):
                 "macs": float(sum(e[1] for e in entries)),
                 "bit_ops": float(sum(e[1] * e[2] * e[3] for e in entries))}
 
+    #: the columns of :meth:`latency_features`
+    LATENCY_FEATURES = ("layers", "pointwise_macs", "depthwise_macs", "activations", "quantised_layers",
+                        "quantised_activations", "quantised_weights")
+
+    def latency_features(self, genome: Genome, input_size: int = 28) -> np.ndarray:
+        """Per-image work of ``run(x, genome)`` (see ``LATENCY_FEATURES``): convolution/linear layers run,
+        MACs of the dense (stem, 1x1, classifier) and of the depthwise layers, elements of the layers' inputs,
+        layers with fewer than 32 bits, and the activation and weight elements those layers fake-quantise."""
+        bits, side = genome.bits, math.ceil(input_size / 2)
+        # (macs, depthwise?, input elements, weight elements, bits) per layer run
+        rows = [(self.stem.weight.numel() * side * side, False, self.in_channels * input_size ** 2,
+                 self.stem.weight.numel(), bits[0])]
+        for s, b, flat in self.active_layers(genome):
+            block = self.stages[s][b]
+            k, hidden = genome.kernels[flat], block.cin * genome.expands[flat]
+            out_side = math.ceil(side / block.stride)
+            i = 1 + 3 * flat
+            rows += [(block.cin * hidden * side ** 2, False, block.cin * side ** 2, block.cin * hidden, bits[i]),
+                     (hidden * k * k * out_side ** 2, True, hidden * side ** 2, hidden * k * k, bits[i + 1]),
+                     (hidden * block.cout * out_side ** 2, False, hidden * out_side ** 2, hidden * block.cout,
+                      bits[i + 2])]
+            side = out_side
+        rows.append((self.classifier.weight.numel(), False, self.classifier.in_features,
+                     self.classifier.weight.numel(), bits[-1]))
+        q = [r for r in rows if r[4] < 32]
+        return np.array([len(rows), sum(r[0] for r in rows if not r[1]), sum(r[0] for r in rows if r[1]),
+                         sum(r[2] for r in rows), len(q), sum(r[2] for r in q), sum(r[3] for r in q)],
+                        dtype=np.float64)
+
+    @torch.no_grad()
+    def measure_latency(self, genome: Genome, input_size: int = 28, batch_size: int = 32, repeats: int = 7,
+                        warmup: int = 2, clock: str = "wall") -> float:
+        """Time (ms, median of ``repeats`` after ``warmup`` runs) of ``run`` on a fixed random batch: the
+        sub-network with its quantisation policy as evaluated (fake-quantised layers where the genome has 8 or 4
+        bits, float ones at 32), on this process's threads and device.
+
+        ``clock="wall"``: elapsed time (``time.perf_counter``; on a loaded machine it includes the time other
+        processes hold the cores); ``"cpu"``: this process's CPU time (``time.process_time``; the latency the
+        same threads would have on otherwise idle cores; CPU device only)."""
+        if repeats < 1 or warmup < 0 or batch_size < 1 or clock not in ("wall", "cpu"):
+            raise ValueError(f"measure_latency: repeats >= 1, warmup >= 0, batch_size >= 1, clock 'wall' or "
+                             f"'cpu', got {repeats}, {warmup}, {batch_size}, {clock!r}")
+        timer = time.perf_counter if clock == "wall" else time.process_time
+        was = self.training
+        self.eval()
+        device = self.stem.weight.device
+        x = torch.randn(batch_size, self.in_channels, input_size, input_size,
+                        generator=torch.Generator().manual_seed(0)).to(device)
+        times = []
+        for i in range(warmup + repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = timer()
+            self.run(x, genome)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times.append(timer() - start)
+        self.train(was)
+        return float(np.median(times) * 1e3)
+
     @torch.no_grad()
     def accuracy(self, genome: Genome, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
         """Top-1 accuracy of the quantised sub-network (activations observed per evaluated batch)."""
@@ -399,6 +471,63 @@ class RidgePredictor:
         if self.coef is None:
             raise RuntimeError("RidgePredictor.predict before fit")
         return one_hot(vectors, self.choices) @ self.coef + self.mean
+
+
+class LatencyPredictor:
+    """Latency (ms) as a ridge regression on :meth:`SimQSuperNet.latency_features` (standardised, intercept
+    unpenalised): a linear cost model of the measured sub-networks, lightly trained as the paper's predictors."""
+
+    def __init__(self, alpha: float = 1e-3):
+        if alpha < 0:
+            raise ValueError(f"LatencyPredictor: alpha must be >= 0, got {alpha}")
+        self.alpha = alpha
+        self.coef: np.ndarray | None = None
+
+    def fit(self, features: np.ndarray, latency_ms: np.ndarray) -> LatencyPredictor:
+        x = np.asarray(features, dtype=np.float64)
+        y = np.asarray(latency_ms, dtype=np.float64)
+        if x.ndim != 2 or len(x) != len(y) or len(y) < 2:
+            raise ValueError(f"LatencyPredictor.fit: expected features (N, F) and N >= 2 latencies, got "
+                             f"{x.shape} and {y.shape}")
+        self.mu, self.sd = x.mean(0), x.std(0)
+        self.sd[self.sd == 0] = 1.0
+        z = (x - self.mu) / self.sd
+        self.intercept = float(y.mean())
+        self.coef = np.linalg.solve(z.T @ z + self.alpha * len(y) * np.eye(z.shape[1]), z.T @ (y - y.mean()))
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        if self.coef is None:
+            raise RuntimeError("LatencyPredictor.predict before fit")
+        return (np.asarray(features, dtype=np.float64) - self.mu) / self.sd @ self.coef + self.intercept
+
+
+def r2_score(y: np.ndarray, prediction: np.ndarray) -> float:
+    """Coefficient of determination ``1 - SS_res / SS_tot``."""
+    y, prediction = np.asarray(y, dtype=np.float64), np.asarray(prediction, dtype=np.float64)
+    total = ((y - y.mean()) ** 2).sum()
+    return float(1 - ((y - prediction) ** 2).sum() / total) if total > 0 else float("nan")
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks 1..N, tied values sharing their average rank."""
+    v = np.asarray(v, dtype=np.float64)
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(1, len(v) + 1)
+    for value in np.unique(v[np.diff(np.sort(v), prepend=np.nan) == 0]):
+        ranks[v == value] = ranks[v == value].mean()
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties), ``nan`` under 3 points."""
+    if len(a) < 3:
+        return float("nan")
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def pareto_mask(objectives: np.ndarray) -> np.ndarray:

@@ -18,6 +18,25 @@ receptive fields instead of a global scan).
 
 The loss is cross-entropy + soft Dice over the foreground classes (VM-UNet's BceDice loss for several
 classes); ``predict`` gives ``masks`` (``(B, S, S)`` argmax labels) scored by ``vision.Dice``.
+
+:class:`VMUNet` is the released VM-UNet layout itself (JCruan519/VM-UNet ``models/vmunet``; Ruan, Li & Xiang 2024),
+where it differs from the skeleton above:
+
+    blocks:           ``x + SS2D(LN(x))`` only (no MLP); drop-path rates rise linearly over the encoder's blocks
+                      and fall over the decoder's
+    patch merging:    Swin's: the 2x2 neighbours concatenated (order (0,0), (1,0), (0,1), (1,1)), LayerNorm(4C),
+                      a bias-free linear map to ``dims[i+1]``
+    decoder stage j:  (deepest first) ``depths_decoder[j]`` blocks; stage 0 works on the bottleneck itself; stage
+                      j > 0 first adds the *input* of encoder stage ``n - j`` (the merged features at the current
+                      resolution; the patch embedding's output is never used as a skip), then patch expanding
+                      (bias-free linear to 4x the next width, pixel-shuffled 2x2, LayerNorm) and its blocks
+    head:             bias-free linear to ``patch^2 x dims[0] / patch``, pixel-shuffled ``patch x patch``, LayerNorm,
+                      1x1 conv to ``num_classes`` logits
+    input:            a 1-channel image is repeated to 3 channels when ``in_channels == 3`` (as the release does)
+
+``vision.vmunet`` is the paper's size (dims 96-768, encoder depths 2-2-2-2, decoder 2-2-2-1, d_state 16: 27,427,561
+parameters with the one-class ISIC head, = the official code). With ``num_classes == 1`` the loss is the release's
+BceDice (BCE on the sigmoid + per-image soft Dice, weights 1 and 1) and ``predict`` thresholds the sigmoid at 0.5.
 """
 
 from __future__ import annotations
@@ -33,7 +52,7 @@ from torch import nn
 from panconv.api import Model
 from panconv_vision.models.vmamba_blocks import SS2D
 
-from .layers import drop_path
+from .layers import drop_path, drop_path_rates
 
 
 class ConvMixer(nn.Module):
@@ -170,4 +189,131 @@ class SSMUNet(Model):
         return {"num_classes": 3, "dims": [8, 16], "depths": [1, 1], "d_state": 4, "mlp_ratio": 1.0}
 
 
-__all__ = ["SSMUNet", "soft_dice_loss"]
+class PatchMerging(nn.Module):
+    """Swin/VM-UNet patch merging, channels-last: the 2x2 neighbours concatenated, LayerNorm, bias-free linear."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        return self.reduction(self.norm(x))
+
+
+class PatchExpanding(nn.Module):
+    """VM-UNet patch expanding, channels-last: bias-free linear to ``scale^2 * out_dim``, each pixel's vector laid
+    out as a ``scale x scale`` block of ``out_dim`` channels (row, column, channel order), LayerNorm."""
+
+    def __init__(self, dim: int, out_dim: int, scale: int):
+        super().__init__()
+        self.scale, self.out_dim = scale, out_dim
+        self.expand = nn.Linear(dim, scale * scale * out_dim, bias=False)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w, _ = x.shape
+        s = self.scale
+        x = self.expand(x).view(n, h, w, s, s, self.out_dim).permute(0, 1, 3, 2, 4, 5)
+        return self.norm(x.reshape(n, h * s, w * s, self.out_dim))
+
+
+class VMUNet(SSMUNet):
+    """The released VM-UNet (see the module docstring): shares :class:`SSMUNet`'s loss, prediction and checks for
+    ``num_classes >= 2``; ``num_classes == 1`` is the binary (ISIC) form with the release's BceDice loss."""
+
+    metadata_inputs = ("num_classes", "in_channels")
+
+    def __init__(self, num_classes: Annotated[int, Ge(1)] = 1, in_channels: Annotated[int, Ge(1)] = 3,
+                 dims: Annotated[Sequence[Annotated[int, Ge(1)]], Len(1)] = (96, 192, 384, 768),
+                 depths: Annotated[Sequence[Annotated[int, Ge(0)]], Len(1)] = (2, 2, 2, 2),
+                 depths_decoder: Annotated[Sequence[Annotated[int, Ge(0)]], Len(1)] = (2, 2, 2, 1),
+                 patch: Annotated[int, Ge(1)] = 4, d_state: Annotated[int, Ge(1)] = 16,
+                 ssm_ratio: Annotated[float, Gt(0)] = 2.0,
+                 drop_path_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.2,
+                 dice_weight: Annotated[float, Ge(0)] = 1.0):
+        Model.__init__(self)   # not SSMUNet.__init__: VM-UNet builds its own modules
+        dims, depths, depths_decoder = (tuple(int(d) for d in v) for v in (dims, depths, depths_decoder))
+        if not dims or not (len(dims) == len(depths) == len(depths_decoder)) or min(dims) < 1 \
+                or min(depths + depths_decoder) < 0:
+            raise ValueError(f"VMUNet: dims, depths and depths_decoder must be non-empty lists of the same length "
+                             f"(dims >= 1, depths >= 0), got {dims}, {depths}, {depths_decoder}")
+        if num_classes < 1 or in_channels < 1 or patch < 1 or dims[0] % patch:
+            raise ValueError(f"VMUNet: num_classes >= 1, in_channels >= 1, patch >= 1 dividing dims[0], got "
+                             f"{num_classes}, {in_channels}, {patch}, dims[0] = {dims[0]}")
+        self.num_classes, self.in_channels, self.patch, self.dice_weight = num_classes, in_channels, patch, dice_weight
+        self.multiple = patch * 2 ** (len(dims) - 1)
+        self.stem = nn.Conv2d(in_channels, dims[0], patch, stride=patch)
+        self.stem_norm = nn.LayerNorm(dims[0])
+
+        def stage(dim: int, rates: list[float]) -> nn.Sequential:
+            return nn.Sequential(*[Block(dim, "vss", d_state, ssm_ratio, 0.0, r) for r in rates])
+
+        enc_rates = drop_path_rates(depths, drop_path_rate)
+        dec_flat = [r for rates in drop_path_rates(depths_decoder, drop_path_rate) for r in rates][::-1]
+        dec_rates, start = [], 0
+        for d in depths_decoder:
+            dec_rates.append(dec_flat[start:start + d])
+            start += d
+        n = len(dims)
+        self.encoder = nn.ModuleList(stage(d, r) for d, r in zip(dims, enc_rates))
+        self.down = nn.ModuleList(PatchMerging(dims[i], dims[i + 1]) for i in range(n - 1))
+        # decoder stage j works at dims[n - 1 - j]; up[j - 1] brings stage j - 1's output there
+        self.up = nn.ModuleList(PatchExpanding(dims[n - j], dims[n - 1 - j], 2) for j in range(1, n))
+        self.decoder = nn.ModuleList(stage(dims[n - 1 - j], r) for j, r in enumerate(dec_rates))
+        self.head_up = PatchExpanding(dims[0], dims[0] // patch, patch)
+        self.head = nn.Conv2d(dims[0] // patch, num_classes, 1)
+        for m in self.modules():   # the release's init: linear maps truncated N(0, 0.02), zero bias; convs as built
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, S, S)`` -> ``(B, num_classes, S, S)`` logits (a 1-channel image is repeated to 3 channels when
+        the network takes 3, as the release does)."""
+        if images.dim() == 4 and images.shape[1] == 1 and self.in_channels == 3:
+            images = images.repeat(1, 3, 1, 1)
+        if images.dim() != 4 or images.shape[1] != self.in_channels or images.shape[-1] % self.multiple \
+                or images.shape[-2] % self.multiple:
+            raise ValueError(f"VMUNet: expected (B, {self.in_channels}, H, W) with H and W divisible by "
+                             f"{self.multiple}, got {tuple(images.shape)}")
+        x = self.stem_norm(self.stem(images).permute(0, 2, 3, 1))
+        skips = []
+        for i, stage in enumerate(self.encoder):
+            skips.append(x)
+            x = stage(x)
+            if i < len(self.down):
+                x = self.down[i](x)
+        n = len(self.encoder)
+        for j, stage in enumerate(self.decoder):
+            if j > 0:
+                x = self.up[j - 1](x + skips[n - j])
+            x = stage(x)
+        return self.head(self.head_up(x).permute(0, 3, 1, 2))
+
+    def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        if self.num_classes > 1:
+            return super().loss(outputs, batch)
+        target = batch["masks"].to(outputs.dtype)
+        probs = outputs[:, 0].sigmoid()
+        losses = {"loss_bce": F.binary_cross_entropy_with_logits(outputs[:, 0], target)}
+        if self.dice_weight > 0:
+            p, g = probs.flatten(1), target.flatten(1)
+            dice = (2 * (p * g).sum(1) + 1) / (p.sum(1) + g.sum(1) + 1)
+            losses["loss_dice"] = self.dice_weight * (1 - dice.mean())
+        return losses
+
+    def predict(self, outputs: torch.Tensor, batch: dict | None = None) -> dict:
+        if self.num_classes > 1:
+            return super().predict(outputs, batch)
+        return {"masks": (outputs[:, 0] > 0).long()}
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"num_classes": 3, "in_channels": 1, "dims": [8, 16], "depths": [1, 1], "depths_decoder": [1, 1],
+                "d_state": 4}
+
+
+__all__ = ["SSMUNet", "VMUNet", "soft_dice_loss"]
