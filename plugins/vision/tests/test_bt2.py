@@ -253,3 +253,119 @@ def test_builds_on_the_meta_device_with_a_real_old_model():
                            influence_weight=1.0)
     assert model.encoder.features[0].weight.is_meta and bct.fc.weight.is_meta
     assert not next(model._old.parameters()).is_meta and model.pseudo_classifier.shape == (3, 6)
+
+
+# --------------------------------------------------------------------------- ResNet-50 (the official ImageNet sizes)
+
+FIXTURE_R50 = Path(__file__).parent / "fixtures" / "bt2_resnet50_parity.pt"
+R50_EMB, R50_ADD, R50_CLASSES = 16, 4, 10     # small embeddings and classes; the trunk is the whole ResNet-50
+
+
+def _r50_old_config() -> dict:
+    return {"type": "vision.EmbeddingNet", "num_classes": R50_CLASSES, "in_channels": 3, "img_size": 32,
+            "arch": "resnet50", "embed_dim": R50_EMB}
+
+
+def _seeded(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Values for every parameter and buffer in state-dict order that keep a 50-layer net's activations O(1):
+    convs / linears N(0, 1 / fan_in), BatchNorm weight U(0.5, 1.5), bias and mean N(0, 0.1), var U(0.5, 1.5);
+    orthogonal maps: N(0, 1) generators on an identity base (so they stay orthogonal)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith("num_batches_tracked") or name.startswith("pseudo") or t.dtype != torch.float32:
+                continue
+            if name.endswith(("running_var", "bn1.weight", "bn2.weight", "bn3.weight", "1.weight")) and t.dim() == 1:
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif t.dim() == 1:
+                t.copy_(0.1 * torch.randn(t.shape, generator=g))
+            elif name.endswith("base"):          # the orthogonal parametrisation's base: the identity
+                t.copy_(torch.eye(t.shape[0]))
+            elif name.endswith("original"):
+                t.copy_(torch.randn(t.shape, generator=g))
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5)
+    return model.eval()
+
+
+def _r50_models():
+    old = _seeded(EmbeddingNet(num_classes=R50_CLASSES, in_channels=3, img_size=32, arch="resnet50",
+                               embed_dim=R50_EMB), 0)
+    new = _seeded(BT2(num_classes=R50_CLASSES, in_channels=3, img_size=32, arch="resnet50", embed_dim=R50_EMB,
+                      to_add=R50_ADD, C=C, old_model=_r50_old_config()), 1)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    return old, new, x
+
+
+def _to_official(official: torch.nn.Module, ours: torch.nn.Module, skip: tuple[str, ...] = ()) -> None:
+    """Load our state into the official module in order (official keys in ``skip`` keep their values)."""
+    theirs = {k: v for k, v in official.state_dict().items() if k not in skip}
+    values = [v for k, v in ours.state_dict().items() if not k.startswith("pseudo")]
+    assert len(theirs) == len(values)
+    official.load_state_dict({**official.state_dict(), **{k: v.reshape(t.shape) for (k, t), v in
+                                                           zip(theirs.items(), values)}})
+
+
+def _record_resnet50(root: str) -> None:
+    resnet = _load(Path(root) / "models" / "resnet.py", "bt2_official_resnet")
+    old, new, x = _r50_models()
+    official_old = resnet.ResNet50(num_classes=R50_CLASSES, embedding_dim=R50_EMB)
+    official_new = resnet.ResNet50_ortho(num_classes=R50_CLASSES, embedding_dim=R50_EMB, embedding_dim_old=R50_EMB,
+                                         to_add_dim=R50_ADD, C=C)
+    counts = {"old": sum(p.numel() for p in official_old.parameters()),
+              "new": sum(p.numel() for p in official_new.parameters()),
+              "new_inner_fc": official_new.resnet.fc.weight.numel()}
+    _to_official(official_old, old)
+    _to_official(official_new, new, skip=("resnet.fc.weight",))
+    with torch.no_grad():
+        logits, feature = official_old.eval()(x)
+        outputs = official_new.eval()(x)
+    torch.save({"old": [logits, feature.flatten(1)], "new": [o.reshape(2, -1) for o in outputs], "counts": counts,
+                "source": "YifeiZhou02/BT-2 models/resnet.py ResNet50, ResNet50_ortho (ml-fct ResNet)"}, FIXTURE_R50)
+
+
+def test_resnet50_parity_with_the_official_code(single_thread):
+    """Our ``arch="resnet50"`` models = the official ``ResNet50`` (old / independent) and ``ResNet50_ortho``
+    (BT^2) forwards on shared weights (the whole trunk, last block giving the embedding), <= 1e-5."""
+    if os.environ.get("PANCONV_RECORD_BT2"):
+        _record_resnet50(os.environ["PANCONV_RECORD_BT2"])
+    rec = torch.load(FIXTURE_R50)
+    old, new, x = _r50_models()
+    with torch.no_grad():
+        out = old(x)
+        torch.testing.assert_close([out["logits"], out["embedding"]], rec["old"], atol=1e-5, rtol=1e-5)
+        got = list(new.transform(new.embedding(new.encoder(x))))
+        torch.testing.assert_close(got, rec["new"], atol=1e-5, rtol=1e-5)
+        for m in (new.transform.ortholinear_p, new.transform.ortholinear_old2):     # non-trivial, orthogonal
+            torch.testing.assert_close(m.weight @ m.weight.T, torch.eye(m.weight.shape[0]), atol=1e-5, rtol=0)
+            assert (m.weight - torch.eye(m.weight.shape[0])).abs().max() > 0.1
+    # parameter counts at the fixture's sizes: the official modules' (BT^2: less the unused inner resnet.fc)
+    assert sum(p.numel() for p in old.parameters()) == rec["counts"]["old"]
+    assert sum(p.numel() for p in new.parameters()) == rec["counts"]["new"] - rec["counts"]["new_inner_fc"]
+
+
+def test_registered_resnet50_sizes_are_the_official_imagenet_ones():
+    # official configs/imagenet_backbone_old.yaml (ResNet50, embedding 128, 1000-way fc) and
+    # configs/imagenet_transfer.yaml (ResNet50_ortho, 128 + 128, to_add_dim 32, C 2), counted with the official
+    # models/resnet.py: 22,911,552 and 23,561,408 (of which 256,000 the unused inner resnet.fc we leave out)
+    import panconv
+
+    with torch.device("meta"):
+        old = panconv.create_model("vision.embedding_resnet50")
+        new = panconv.create_model("vision.bt2_resnet50")
+    assert sum(p.numel() for p in old.parameters()) == 22_911_552
+    assert sum(p.numel() for p in new.parameters()) == 23_561_408 - 256_000
+    assert new.encoder.out_dim == 256 and new.transform.to_add == 32 and new.transform.C == 2.0
+    assert isinstance(new.embedding, torch.nn.Identity) and new.pseudo_classifier.shape == (1000, 128)
+    # the trunk is torchvision's ResNet-50 but for the last block (2048 -> 128 / 256 with a projection shortcut)
+    import torchvision
+
+    tv = sum(p.numel() for n, p in torchvision.models.resnet50().named_parameters()
+             if not n.startswith(("fc.", "layer4.2.")))
+    last = sum(p.numel() for p in old.encoder.layer4[2].parameters())
+    assert sum(p.numel() for p in old.encoder.parameters()) == tv + last
+    assert last == 2048 * 512 + 2 * 512 + 512 * 512 * 9 + 2 * 512 + 512 * 128 + 2 * 128 + 2048 * 128 + 2 * 128
+    with pytest.raises(ValueError, match="depths"):
+        from panconv_vision.models.bt2 import ResNetEncoder
+
+        ResNetEncoder(3, 16, depths=(1, 1, 1, 1))

@@ -135,7 +135,8 @@ def test_bad_inputs_are_rejected():
 
 
 def test_registered_size():
-    assert sorted(panconv.list_models("vision.obow_*")) == ["vision.obow_resnet50"]
+    assert sorted(panconv.list_models("vision.obow_*")) == ["vision.obow_resnet18", "vision.obow_resnet18_vanilla",
+                                                            "vision.obow_resnet50"]
     with torch.device("meta"):
         model = panconv.create_model("vision.obow_resnet50")
     student = num_parameters(model.backbone)
@@ -296,3 +297,90 @@ def test_feature_norm_is_a_layernorm_on_the_pooled_feature():
                                                                        model.feature_norm.bias, 1e-6))
     assert torch.equal(model(x)["features"], model.student_features(x))
     assert _tiny().feature_norm is None
+
+
+# --------------------------------------------------------------------------- ResNet-18 (the ImageNet-20% study)
+
+OBOW_OFFICIAL = Path(os.environ.get("PANCONV_OBOW_OFFICIAL", "/tmp/obow_official"))
+
+
+def test_registered_resnet18_sizes_are_the_official_configs():
+    # official config/ImageNet20/ResNet18_OBoW_{full,vanilla}.yaml; counts = the official OBoW modules'
+    # (feature_extractor, bow_predictor; test below), without its 513,000-param monitoring linear classifier
+    for name, levels, channels, head, views in (("obow_resnet18", (2, 3), [256, 512], 1_840_130, (2, 5)),
+                                                ("obow_resnet18_vanilla", (3,), [512], 1_051_137, (1, 0))):
+        with torch.device("meta"):
+            model = panconv.create_model(f"vision.{name}")
+        student = num_parameters(model.backbone)
+        assert student == 11_176_512 and student + 512 * 1000 + 1000 == 11_689_512   # torchvision resnet18
+        assert num_parameters(model.predictor) == head
+        assert model.bow_levels == levels and [b.embedding.shape[1] for b in model.bow] == channels
+        assert [b.embedding.shape[0] for b in model.bow] == [8192] * len(levels)
+        assert (model.views[0], model.views[3]) == views
+        assert model.bow[0].inv_delta == 10.0 and model.predictor.scale.shape == (len(levels),)
+
+
+def _load_in_order(target: nn.Module, source: dict) -> None:
+    theirs = target.state_dict()
+    assert len(theirs) == len(source)
+    assert all(v.shape == w.shape for v, w in zip(theirs.values(), source.values()))
+    target.load_state_dict(dict(zip(theirs, source.values())))
+
+
+def test_resnet_trunk_is_torchvision_resnet_without_pool_and_fc():
+    import torchvision
+
+    from panconv_vision.models.obow import ResNetTrunk
+
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18(weights=None).eval()
+    fill_(ref)
+    trunk = ResNetTrunk("resnet18").eval()
+    _load_in_order(trunk, {k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")})
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = trunk(x)
+        y = ref.maxpool(ref.relu(ref.bn1(ref.conv1(x))))
+        expected = []
+        for layer in (ref.layer1, ref.layer2, ref.layer3, ref.layer4):
+            y = layer(y)
+            expected.append(y)
+        torch.testing.assert_close(maps, expected, atol=1e-5, rtol=1e-5)
+        pooled = trunk(x)[-1].mean((2, 3))
+        torch.testing.assert_close(ref.fc(pooled), ref(x), atol=1e-5, rtol=1e-5)
+    assert [f.channels for f in trunk.feature_info] == [64, 128, 256, 512]
+    assert [f.reduction for f in trunk.feature_info] == [4, 8, 16, 32]
+    assert [f.channels for f in ResNetTrunk("resnet50").feature_info] == [256, 512, 1024, 2048]
+    gray = ResNetTrunk("resnet18", in_channels=1, out_indices=(1,))
+    assert len(gray.stages) == 2 and [m.shape for m in gray(torch.randn(1, 1, 32, 32))] == [(1, 128, 4, 4)]
+    with pytest.raises(ValueError, match="arch"):
+        ResNetTrunk("resnet19")
+
+
+@pytest.mark.skipif(not (OBOW_OFFICIAL / "obow" / "builder_obow.py").is_file(),
+                    reason=f"official valeoai/obow checkout not at {OBOW_OFFICIAL} (set PANCONV_OBOW_OFFICIAL)")
+def test_resnet18_obow_equals_the_official_modules(single_thread):
+    sys.path.insert(0, str(OBOW_OFFICIAL))
+    try:
+        from obow.builder_obow import OBoW as OfficialOBoW
+        from obow.feature_extractor import FeatureExtractor
+    finally:
+        sys.path.remove(str(OBOW_OFFICIAL))
+    for name, keys in (("obow_resnet18", ["block3", "block4"]), ("obow_resnet18_vanilla", ["block4"])):
+        extractor, channels = FeatureExtractor("resnet18", {"global_pooling": True})
+        official = OfficialOBoW(extractor, channels, keys,
+                                [dict(num_words=8192, num_channels={"block3": 256, "block4": 512}[k], inv_delta=10)
+                                 for k in keys], dict(kappa=5), num_classes=1000)
+        torch.manual_seed(0)
+        ours = panconv.create_model(f"vision.{name}")
+        assert num_parameters(official.feature_extractor) == num_parameters(ours.backbone)
+        assert num_parameters(official.bow_predictor) == num_parameters(ours.predictor)
+        assert num_parameters(official) - num_parameters(official.linear_classifier) \
+            == num_parameters(ours.backbone) * 2 + num_parameters(ours.predictor)      # student + teacher
+    fill_(ours.backbone)
+    _load_in_order(official.feature_extractor, ours.backbone.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        theirs = official.feature_extractor.eval()(x, ["block1", "block2", "block3", "block4", "GlobalPooling"])
+        torch.testing.assert_close(ours.backbone.eval()(x), theirs[:4], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours.eval().student_features(x), theirs[4].flatten(1), atol=1e-5, rtol=1e-5)

@@ -225,3 +225,28 @@ def test_rotnet_learns_rotations_of_real_digits(single_thread, tmp_path):
     accuracy = float((held_out.argmax(-1) == torch.arange(4)).float().mean())
     assert accuracy > 0.6, accuracy                       # chance: 0.25
     assert np.isfinite(accuracy)
+
+
+def test_linear_probe_head_is_a_linear_map_of_rotnet_pooled_block_features():
+    # the few-label study's probe (head="linear") = one linear layer on exactly the features RotNet.predict
+    # gives the evaluators (block map average-pooled to feature_pool x feature_pool, flattened)
+    torch.manual_seed(0)
+    rotnet = RotNet(in_channels=1, num_blocks=4, channels=(16, 12, 8), feature_block=2, feature_pool=3).eval()
+    probe = NINClassifier(num_classes=10, in_channels=1, block=2, head="linear", probe_pool=3, img_size=28,
+                          channels=(16, 12, 8))
+    backbone = {k: v for k, v in rotnet.state_dict().items() if k.startswith("backbone.blocks.0")
+                or k.startswith("backbone.blocks.1")}
+    probe.load_state_dict({**probe.state_dict(), **backbone})
+    linear = probe.head[-1]
+    assert linear.in_features == 16 * 3 * 3
+    torch.nn.init.normal_(linear.weight)
+    torch.nn.init.normal_(linear.bias)
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        features = rotnet.predict(rotnet({"inputs": x}))["features"]
+        torch.testing.assert_close(probe.eval()({"inputs": x}), features @ linear.weight.T + linear.bias)
+    whole = NINClassifier(num_classes=10, in_channels=1, block=2, head="linear", probe_pool=0, img_size=28,
+                          channels=(16, 12, 8))
+    assert whole.head[-1].in_features == 16 * 7 * 7 and whole({"inputs": x}).shape == (5, 10)
+    with pytest.raises(ValueError, match="probe_pool"):
+        NINClassifier(num_classes=10, head="linear", probe_pool=-1)

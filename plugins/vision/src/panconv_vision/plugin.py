@@ -70,6 +70,19 @@ def panconv_register_models(register):
              doc="OBoW full on ResNet-50 (official ResNet50_OBoW_full: conv4+conv5 BoW levels, 8192 words, "
                  "inv_delta 15, kappa 8, 2x160 crops + 5x96 patches): student 23.51M (25.56M with the 1k head, "
                  "paper 25.6M) + 29.38M BoW prediction head; set momentum_steps to the run's steps")
+    register("ResNetTrunk", f"{_M}.obow:ResNetTrunk", kind="backbone",
+             doc="OBoW's official feature extractor: a torchvision ResNet (18/34/50/101/152) without pooling and fc, "
+                 "the maps of its four blocks; resnet18: 11,176,512 params (11.69M with the 1k head)")
+    for name, levels, crops, patches, what, head in (
+            ("obow_resnet18", (2, 3), 2, 5, "full (conv4+conv5 BoW levels, 2x160 crops + 5x96 patches)",
+             "1,840,130"),
+            ("obow_resnet18_vanilla", (3,), 1, 0, "vanilla (conv5 BoW level only, one 160 crop)", "1,051,137")):
+        register(name, _ob, kind="model",
+                 args=dict(backbone=dict(type="vision.ResNetTrunk", arch="resnet18"), bow_levels=levels,
+                           num_words=8192, inv_delta=10.0, kappa=5.0, num_crops=crops, num_patches=patches),
+                 doc=f"OBoW {what} on ResNet-18, the official config/ImageNet20/ResNet18_OBoW_*.yaml (8192 words, "
+                     f"inv_delta 10, kappa 5): student 11,176,512 params (11.69M with the 1k head) + {head} BoW "
+                     f"prediction head = the official OBoW's (less its 513,000-param monitoring classifier)")
     # --- issue 20: diffusion features ---
     register("DDPM", f"{_M}.ddpm:DDPM", kind="model",
              doc="DDPM (Ho et al. 2020) with the ADM U-Net (Dhariwal & Nichol 2021): epsilon-prediction L_simple, "
@@ -126,6 +139,17 @@ def panconv_register_models(register):
     register("BT2", _bt + "BT2", kind="model",
              doc="BT^2 (Zhou et al. ICCV 2023): backward-compatible training with extra dimensions and learnable "
                  "orthogonal basis transformations (official ResNet_ortho head and TransferTrainer loss)")
+    _r50 = dict(num_classes=1000, in_channels=3, img_size=224, arch="resnet50", embed_dim=128)
+    register("embedding_resnet50", _bt + "EmbeddingNet", kind="model", args=_r50,
+             doc="BT^2's old / independent / BCT model at the official ImageNet size (configs/imagenet_backbone_"
+                 "old.yaml: ResNet50, 128-d normalised embedding, 1000-way classifier): 22,911,552 params = the "
+                 "official ResNet50's")
+    register("bt2_resnet50", _bt + "BT2", kind="model",
+             args=dict(_r50, to_add=32, C=2.0, old_model=dict(type="vision.embedding_resnet50")),
+             doc="BT^2 on ResNet-50 at the official ImageNet size (configs/imagenet_transfer.yaml: ResNet50_ortho, "
+                 "128-d new + 128-d old, 32 extra dims, C 2): 23,305,408 params = the official ResNet50_ortho's "
+                 "less its unused 256,000-param inner fc; old_model defaults to a seeded embedding_resnet50 (set "
+                 "it to the old run's work dir)")
     # --- issue 22: wide-CNN kernels, active MTL ---
     register("MultiTaskNet", f"{_M}.multitask:MultiTaskNet", kind="model",
              doc="shared representation (MLP or small CNN, under encoder.) + a linear head per source task + the "

@@ -101,8 +101,13 @@ class MNIST(_DigitImages):
     if present; else the copy inside the installed ``mnist`` package. ``size``: side length
     (28 native; 32 resizes bilinearly). ``channels``: 1, or 3 to replicate the gray channel.
     ``shift``: random translation of up to ``shift`` pixels (training split only; per-epoch
-    seeded). ``limit``: keep the first ``limit`` samples. Mixup is a batch transform in the config
-    (``data.transforms: [{type: vision.Mixup, splits: [train]}]``), not a data-set option.
+    seeded). ``limit``: keep the first ``limit`` samples (of every split). Mixup is a batch transform in the
+    config (``data.transforms: [{type: vision.Mixup, splits: [train]}]``), not a data-set option.
+
+    Few-label training (the ``train`` split only; ``val`` and ``test`` stay whole): ``train_per_class``
+    keeps the first ``train_per_class`` digits of each class (in file order; a class with fewer keeps all
+    it has), ``train_limit`` the first ``train_limit`` digits. Both select from the whole training split,
+    before ``limit`` (which still applies to every split).
     """
 
     splits = ("train", "val", "test")
@@ -117,10 +122,19 @@ class MNIST(_DigitImages):
 
     def __init__(self, root=None, split: str = "train", file: str | None = None, size: Annotated[int, Ge(1)] = 28,
                  channels: Literal[1, 3] = 1, normalize: bool = True, shift: Annotated[int, Ge(0)] = 0,
-                 limit: Annotated[int, Ge(1)] | None = None, seed: Annotated[int, Interval(ge=0, lt=2**32)] = 0):
+                 limit: Annotated[int, Ge(1)] | None = None, seed: Annotated[int, Interval(ge=0, lt=2**32)] = 0,
+                 train_per_class: Annotated[int, Ge(1)] | None = None,
+                 train_limit: Annotated[int, Ge(1)] | None = None):
         super().__init__(root, split)
+        for name, value in (("train_per_class", train_per_class), ("train_limit", train_limit)):
+            if value is not None and value < 1:
+                raise ValueError(f"MNIST: {name} must be >= 1 (or null), got {value}")
         self.file = self._locate(file)
         images, labels = self._load(self.file, self.splits.index(split))
+        if split == "train":
+            keep = train_subset(labels, train_per_class, train_limit)
+            if keep is not None:
+                images, labels = images[keep], labels[keep]
         self._setup(images, labels, size, channels, normalize, limit)
         self.shift = shift if split == "train" else 0
         self.seed, self.epoch = seed, 0
@@ -275,6 +289,21 @@ class OpenCVDigits(_DigitImages):
         path = Path(tmp_dir) / "digits.png"
         path.write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
         return {"file": str(path)}
+
+
+def train_subset(labels: torch.Tensor, per_class: int | None = None, limit: int | None = None) -> torch.Tensor | None:
+    """Indices (in file order) of the first ``per_class`` samples of each class, then the first ``limit`` of
+    those; ``None`` when neither is set (keep everything)."""
+    if per_class is None and limit is None:
+        return None
+    index = torch.arange(len(labels))
+    if per_class is not None:
+        rank = torch.zeros(len(labels), dtype=torch.long)      # position of each sample within its class
+        for c in labels.unique():
+            members = index[labels == c]
+            rank[members] = torch.arange(len(members))
+        index = index[rank < per_class]
+    return index if limit is None else index[:limit]
 
 
 def _center_of_mass_28(cells: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,13 @@ config dict (random weights, seeded: for tests). A sequence of upgrades is a cha
 previous one's work dir as its ``old_model`` (examples/vision_bt2_*.yaml; README: the table).
 
 Encoders (``arch``): ``cnn`` (conv-BN-ReLU stages with max pooling, ``width`` channels doubling per stage:
-AlexNet/VGG-like at digit scale) or ``vit`` (the ViT of :mod:`panconv_vision.models.cca`, class token).
+AlexNet/VGG-like at digit scale), ``vit`` (the ViT of :mod:`panconv_vision.models.cca`, class token) or
+``resnet50``: the official code's ResNet-50 (``models/resnet.py``, from apple/ml-fct; :class:`ResNetEncoder`)
+whose last bottleneck outputs the embedding itself (``embed_dim``, or ``embed_dim + d_old`` for BT^2) through
+a projection shortcut, average-pooled; there is then no separate embedding layer (``width`` and ``stages``
+are unused). Registered at the official ImageNet sizes (``configs/imagenet_*.yaml``: 128-d old and new
+embeddings, 32 extra dimensions): ``embedding_resnet50`` (the old / independent / BCT model, official
+``ResNet50``) and ``bt2_resnet50`` (official ``ResNet50_ortho``); counts in plugin.py, tests/test_bt2.py.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from panconv.api import Model
 
 from .cca import ViTTrunk
 
-__all__ = ["BT2", "BasisTransformation", "ConvEncoder", "EmbeddingNet", "ViTEncoder", "bt2_loss",
+__all__ = ["BT2", "BasisTransformation", "ConvEncoder", "EmbeddingNet", "ResNetEncoder", "ViTEncoder", "bt2_loss",
            "pseudo_classifier"]
 
 
@@ -81,12 +87,85 @@ class ViTEncoder(nn.Module):
         return self.norm(self.trunk(x)[:, 0])
 
 
-def _encoder(arch: str, in_channels: int, width: int, stages: int, img_size: int) -> nn.Module:
+class Bottleneck(nn.Module):
+    """ResNet bottleneck (1x1, 3x3 (stride), 1x1, BN after each, ReLU; projection ``downsample`` shortcut);
+    ``out_dim`` may differ from ``4 * planes`` (the official embedding block) and ``nonlin=False`` drops the
+    final ReLU (official ``last_nonlin``). Submodules in the official order."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 nonlin: bool = True, out_dim: int | None = None):
+        super().__init__()
+        out_dim = 4 * planes if out_dim is None else out_dim
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_dim, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_dim)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.nonlin = nonlin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out) if self.nonlin else out
+
+
+def _projection(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+
+class ResNetEncoder(nn.Module):
+    """The official BT^2 / ml-fct ResNet-50 trunk: 7x7/2 conv-BN-ReLU, 3x3/2 max pool, bottleneck stages
+    ``depths`` (64/128/256/512 planes), the last block of the last stage giving ``out_dim`` channels (a
+    projection shortcut when ``out_dim != 2048``; ReLU unless ``last_nonlin=False``), global average pooling.
+    ``forward(x) -> (N, out_dim)``. Needs at least two blocks per stage (the official ResNet-50: 3/4/6/3)."""
+
+    def __init__(self, in_channels: int, out_dim: int, depths: tuple[int, ...] = (3, 4, 6, 3),
+                 last_nonlin: bool = True):
+        super().__init__()
+        if len(depths) != 4 or min(depths) < 2:
+            raise ValueError(f"ResNetEncoder: depths must be 4 stages of >= 2 blocks, got {tuple(depths)}")
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        inplanes = 64
+        for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), depths)):
+            stride, last = (1 if i == 0 else 2), (out_dim if i == 3 else 4 * planes)
+            blocks = [Bottleneck(inplanes, planes, stride,
+                                 _projection(inplanes, 4 * planes, stride) if stride != 1 or inplanes != 4 * planes
+                                 else None)]
+            blocks += [Bottleneck(4 * planes, planes) for _ in range(depth - 2)]
+            blocks.append(Bottleneck(4 * planes, planes, 1, _projection(4 * planes, last, 1) if last != 4 * planes
+                                     else None, nonlin=last_nonlin or i < 3, out_dim=last))
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            inplanes = 4 * planes
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return x.mean((2, 3))
+
+
+def _encoder(arch: str, in_channels: int, width: int, stages: int, img_size: int, out_dim: int = 0) -> nn.Module:
     if arch == "cnn":
         return ConvEncoder(in_channels, width, stages)
     if arch == "vit":
         return ViTEncoder(in_channels, width, stages, img_size)
-    raise ValueError(f"arch must be 'cnn' or 'vit', got {arch!r}")
+    if arch == "resnet50":
+        return ResNetEncoder(in_channels, out_dim)
+    raise ValueError(f"arch must be 'cnn', 'vit' or 'resnet50', got {arch!r}")
+
+
+def _embedding_layer(encoder: nn.Module, arch: str, dim: int) -> nn.Module:
+    """The linear map from the encoder's feature to the embedding; none for the ResNet-50 (its last block
+    gives the embedding, as the official code)."""
+    return nn.Identity() if arch == "resnet50" else nn.Linear(encoder.out_dim, dim)
 
 
 def _frozen_model(spec: str | dict | None, role: str) -> nn.Module | None:
@@ -202,7 +281,7 @@ class EmbeddingNet(_Compatible):
     """
 
     def __init__(self, num_classes: Annotated[int, Ge(2)] = 10, in_channels: Annotated[int, Ge(1)] = 1,
-                 img_size: Annotated[int, Ge(4)] = 28, arch: Literal["cnn", "vit"] = "cnn",
+                 img_size: Annotated[int, Ge(4)] = 28, arch: Literal["cnn", "vit", "resnet50"] = "cnn",
                  width: Annotated[int, Ge(1)] = 16, stages: Annotated[int, Ge(1)] = 3,
                  embed_dim: Annotated[int, Ge(1)] = 32, old_model: str | dict | None = None,
                  influence_weight: Annotated[float, Ge(0)] = 0.0,
@@ -215,8 +294,8 @@ class EmbeddingNet(_Compatible):
         _check("EmbeddingNet", num_classes=num_classes - 1, width=width, stages=stages, embed_dim=embed_dim,
                lambda_influence=influence_weight)
         self.num_classes, self.in_channels, self.img_size = num_classes, in_channels, img_size
-        self.encoder = _encoder(arch, in_channels, width, stages, img_size)
-        self.embedding = nn.Linear(self.encoder.out_dim, embed_dim)
+        self.encoder = _encoder(arch, in_channels, width, stages, img_size, embed_dim)
+        self.embedding = _embedding_layer(self.encoder, arch, embed_dim)
         self.fc = nn.Linear(embed_dim, num_classes, bias=False)
         self.influence_weight, self.label_smoothing = influence_weight, label_smoothing
         self._setup_old(old_model)
@@ -312,7 +391,7 @@ class BT2(_Compatible):
     """
 
     def __init__(self, num_classes: Annotated[int, Ge(2)] = 10, in_channels: Annotated[int, Ge(1)] = 1,
-                 img_size: Annotated[int, Ge(4)] = 28, arch: Literal["cnn", "vit"] = "cnn",
+                 img_size: Annotated[int, Ge(4)] = 28, arch: Literal["cnn", "vit", "resnet50"] = "cnn",
                  width: Annotated[int, Ge(1)] = 16, stages: Annotated[int, Ge(1)] = 3,
                  embed_dim: Annotated[int, Ge(1)] = 32, to_add: Annotated[int, Ge(1)] = 8,
                  C: Annotated[float, Gt(0)] = 2.0, old_model: str | dict | None = None,
@@ -333,8 +412,8 @@ class BT2(_Compatible):
         self.num_classes, self.in_channels, self.img_size = num_classes, in_channels, img_size
         self._setup_old(old_model, new_model)
         d_old = self._old_dim()
-        self.encoder = _encoder(arch, in_channels, width, stages, img_size)
-        self.embedding = nn.Linear(self.encoder.out_dim, embed_dim + d_old)
+        self.encoder = _encoder(arch, in_channels, width, stages, img_size, embed_dim + d_old)
+        self.embedding = _embedding_layer(self.encoder, arch, embed_dim + d_old)
         self.transform = BasisTransformation(embed_dim, d_old, to_add, num_classes, C)
         self.lambdas, self.label_smoothing = (lambda_1, lambda_2, lambda_3), label_smoothing
 

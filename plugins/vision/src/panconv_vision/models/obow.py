@@ -24,6 +24,11 @@ One training step (paper Sec. 3, official ``obow/builder_obow.py``):
 The student (the network that is kept) sits under the prefix ``backbone.`` (so ``run.init_from: PATH``
 fine-tunes it as it is); the teacher under ``teacher.module.``. A train-mode forward moves the teacher,
 the vocabularies and the distance average (declared in ``running_buffers``), as the official forward does.
+
+:class:`ResNetTrunk` is the official feature extractor (``obow/feature_extractor.py`` ``ResNet``): a
+torchvision ResNet (``resnet18`` for the paper's ImageNet-20% study, ``resnet50`` for full ImageNet) cut
+into stem, block1..block4, without its pooling and fc; the registered ``obow_resnet18`` and
+``obow_resnet18_vanilla`` are the official ``config/ImageNet20/ResNet18_OBoW_{full,vanilla}.yaml``.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt, Interval, MinLen
 from torch import nn
 
-from panconv.api import Model, feature_info_of
+from panconv.api import Backbone, FeatureInfo, Model, feature_info_of
 
+from .layers import check_out_indices
 from .spark import build_encoder
 from .ssl import EMATeacher, cosine_momentum, multi_crop
 
@@ -51,6 +57,56 @@ class L2Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, p=2, dim=self.dim)
+
+
+class ResNetTrunk(Backbone):
+    """The official OBoW feature extractor: torchvision's ``arch`` without average pooling and fc, returning
+    the maps of its four blocks (``feature_info``: reductions 4/8/16/32; block3/block4 are the "conv4"/"conv5"
+    BoW levels of the paper). Weights initialised as torchvision's (He normal); ``in_channels != 3`` replaces
+    the stem convolution (same shape rule). Keys: ``stem.{0,1}`` = torchvision's ``conv1``/``bn1``,
+    ``stages.i`` = ``layer{i+1}`` (same order as torchvision's state dict)."""
+
+    metadata_inputs = ("in_channels",)
+    paper_head = {"neck": {"type": "core.GlobalAvgPool"}, "head": {"type": "core.LinearClsHead", "num_classes": 1000}}
+
+    def __init__(self, arch: Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"] = "resnet18",
+                 in_channels: Annotated[int, Ge(1)] = 3, out_indices: tuple[int, ...] | None = None):
+        super().__init__()
+        import torchvision
+
+        if arch not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+            raise ValueError(f"ResNetTrunk: arch must be resnet18/34/50/101/152, got {arch!r}")
+        if in_channels < 1:
+            raise ValueError(f"ResNetTrunk: in_channels must be >= 1, got {in_channels}")
+        self.out_indices = check_out_indices(out_indices, 4)
+        net = getattr(torchvision.models, arch)(weights=None)
+        conv1 = net.conv1
+        if in_channels != 3:
+            conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.in_channels = in_channels
+        self.stem = nn.Sequential(conv1, net.bn1, net.relu, net.maxpool)
+        layers = (net.layer1, net.layer2, net.layer3, net.layer4)
+        self.stages = nn.ModuleList(layers[:max(self.out_indices) + 1])   # stages past the last output: not built
+        dims = [layer[-1].conv3.out_channels if hasattr(layer[-1], "conv3") else layer[-1].conv2.out_channels
+                for layer in layers]
+        self.feature_info = [FeatureInfo(dims[i], 4 * 2 ** i, f"stages.{i}") for i in self.out_indices]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        out = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                out.append(x)
+        return out
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"arch": "resnet18", "out_indices": (2, 3)}
+
+    def example_inputs(self, batch_size: int = 2) -> torch.Tensor:
+        return torch.randn(batch_size, self.in_channels, 64, 64)
 
 
 class BoWExtractor(nn.Module):
@@ -305,4 +361,4 @@ class OBoW(Model):
         return out
 
 
-__all__ = ["BoWExtractor", "BoWPredictor", "L2Normalize", "OBoW", "bow_perplexity"]
+__all__ = ["BoWExtractor", "BoWPredictor", "L2Normalize", "OBoW", "ResNetTrunk", "bow_perplexity"]

@@ -21,7 +21,9 @@ the features of each conv block to measure what it learned.
   ``mlp`` (official ``MultLayer``: three fully connected layers, ``min(20 * classes, 2048)`` hidden units,
   BatchNorm + ReLU, on the flattened map; the paper's "non-linear classifier", Table 1), ``conv``
   (official ``NIN_ConvBlock3``: a third NIN block + global pooling + linear; Table 2's "conv. classifier")
-  or ``pool_linear`` (global average pooling + linear: the supervised NIN's own classifier).
+  ``pool_linear`` (global average pooling + linear: the supervised NIN's own classifier) or ``linear`` (a
+  linear probe: the map average-pooled to ``probe_pool`` x ``probe_pool``, flattened, one linear layer; the
+  README's few-label study).
 
 Parameter counts (3-channel input; CIFAR-10's 32x32 in the paper, but the NIN's count does not depend on
 the resolution), with the 4-way rotation classifier: 3/4/5 blocks 1,004,484 / 1,411,140 / 1,817,796, equal
@@ -179,21 +181,25 @@ class NINClassifier(Model):
     """A classifier on the map of NIN block ``block`` (see the module docstring). Encoder under ``backbone.``.
 
     ``img_size`` sizes the ``mlp`` head (it flattens the map). ``freeze_backbone``: the blocks get no
-    gradient and stay in eval mode (BatchNorm statistics frozen), as in the paper's probes.
+    gradient and stay in eval mode (BatchNorm statistics frozen), as in the paper's probes. ``probe_pool``:
+    the side the ``linear`` head average-pools the map to (0: the whole map, flattened).
     """
 
     metadata_inputs = ("num_classes", "in_channels")
 
     def __init__(self, num_classes: Annotated[int, Ge(2)], in_channels: Annotated[int, Ge(1)] = 3,
-                 block: Annotated[int, Ge(1)] = 2, head: Literal["mlp", "conv", "pool_linear"] = "mlp",
+                 block: Annotated[int, Ge(1)] = 2, head: Literal["mlp", "conv", "pool_linear", "linear"] = "mlp",
                  freeze_backbone: bool = True, img_size: Annotated[int, Ge(1)] = 32,
-                 channels: Sequence[Annotated[int, Ge(1)]] = (192, 160, 96), pool_after_block3: bool = False):
+                 channels: Sequence[Annotated[int, Ge(1)]] = (192, 160, 96), pool_after_block3: bool = False,
+                 probe_pool: Annotated[int, Ge(0)] = 3):
         super().__init__()
         if num_classes < 2 or block < 1 or img_size < 1:
             raise ValueError(f"NINClassifier: num_classes >= 2, block >= 1, img_size >= 1 (got {num_classes}, "
                              f"{block}, {img_size})")
-        if head not in ("mlp", "conv", "pool_linear"):
-            raise ValueError(f"NINClassifier: head must be 'mlp', 'conv' or 'pool_linear', got {head!r}")
+        if head not in ("mlp", "conv", "pool_linear", "linear"):
+            raise ValueError(f"NINClassifier: head must be 'mlp', 'conv', 'pool_linear' or 'linear', got {head!r}")
+        if probe_pool < 0:
+            raise ValueError(f"NINClassifier: probe_pool must be >= 0 (0: the whole map), got {probe_pool}")
         self.backbone = NetworkInNetwork(in_channels, max(block, 3), channels, pool_after_block3)
         self.backbone.blocks = self.backbone.blocks[:block]                # keep blocks 1..block
         self.backbone.feature_info = self.backbone.feature_info[:block]
@@ -210,6 +216,10 @@ class NINClassifier(Model):
             self.head = nn.Sequential(nin_block(info.channels, (c, c, c), 3, None), nn.AdaptiveAvgPool2d(1),
                                       nn.Flatten(), nn.Linear(c, num_classes))
             _classifier_init(self.head)
+        elif head == "linear":
+            pool, n = (nn.AdaptiveAvgPool2d(probe_pool), probe_pool) if probe_pool > 0 else (nn.Identity(), side)
+            self.head = nn.Sequential(pool, nn.Flatten(), nn.Linear(info.channels * n * n, num_classes))
+            nn.init.zeros_(self.head[-1].bias)
         else:
             self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(info.channels, num_classes))
             nn.init.zeros_(self.head[-1].bias)
