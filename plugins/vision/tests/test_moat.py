@@ -1,6 +1,6 @@
 """MOAT: parameter counts against the official model zoo's table, the block's defining structure,
-relative embeddings and unshifted window attention. (timm has no MOAT and the official code is TF2:
-the structure follows google-research/deeplab2's moat.py / moat_blocks.py / moat_attention.py.)"""
+relative embeddings and unshifted window attention. (timm has no MOAT; forward parity with the official
+TF2 code is in test_moat_parity.py.)"""
 
 import pytest
 import torch

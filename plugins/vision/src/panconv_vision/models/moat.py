@@ -10,6 +10,14 @@ the whole map (global attention); for dense tasks non-overlapping windows *witho
 ``window_size``. The network: a two-conv stem (3x3/2 -> BN -> GELU -> 3x3), two stages of MBConv blocks
 (with squeeze-excite), two stages of MOAT blocks; strides 4, 8, 16, 32.
 
+Strided layers pad as TensorFlow's ``"SAME"`` (the official code; forward parity on shared weights in
+``tests/test_moat_parity.py``): the stride-2 stem conv and depthwise convs pad ``max((ceil(n/2)-1)*2 + k - n, 0)``
+with the smaller half first (an even map: no pad before, one after; torch's ``padding=1`` would shift every window
+by a pixel), and the strided shortcut's average pool pads the same way, excluding the padding from the mean.
+The relative position bias is recomputed from its parameter at every forward. (The official TF2 code derives it
+once, when Keras builds the attention layer, eagerly under ``init_scope``, so weights assigned after building, such
+as the checkpoint ``get_model`` loads, never reach it; the parity fixture re-runs its ``build`` after assigning.)
+
 Outputs: the four stage maps. Classifier: ``MOAT -> vision.PoolNorm (eps 1e-5) -> core.LinearClsHead``
 (global average pool, LayerNorm, 1x1 logits conv == linear), as the official code.
 
@@ -34,6 +42,53 @@ from panconv.api import FeatureInfo
 
 from .attention import MBConv, window_partition, window_reverse
 from .layers import HierarchicalBackbone, check_out_indices, drop_path
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's ``"SAME"`` padding of one axis: ``(before, after)``, output ``ceil(size / stride)``."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class SameConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow's ``"SAME"`` padding (computed from the input size at each call)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "padding": 0})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (top, bottom), (left, right) = (same_padding(n, k, s) for n, k, s in
+                                        zip(x.shape[-2:], self.kernel_size, self.stride))
+        return super().forward(F.pad(x, (left, right, top, bottom)))
+
+
+class SameAvgPool2d(nn.Module):
+    """TensorFlow's ``AveragePooling2D(padding="same")``: ``"SAME"`` padding, padded entries not counted."""
+
+    def __init__(self, kernel_size: int, stride: int):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (top, bottom), (left, right) = (same_padding(n, self.kernel_size, self.stride) for n in x.shape[-2:])
+        if not (top or bottom or left or right):
+            return F.avg_pool2d(x, self.kernel_size, self.stride)
+        pad = (left, right, top, bottom)
+        count = F.avg_pool2d(F.pad(x.new_ones(1, 1, *x.shape[-2:]), pad), self.kernel_size, self.stride)
+        return F.avg_pool2d(F.pad(x, pad), self.kernel_size, self.stride) / count
+
+
+class MOATMBConv(MBConv):
+    """:class:`~panconv_vision.models.attention.MBConv` whose strided depthwise conv and shortcut pool pad as
+    TensorFlow's ``"SAME"`` (the official MOAT); the same parameters and state-dict keys."""
+
+    def __init__(self, in_dim: int, out_dim: int, expansion: float = 4.0, stride: int = 1, se_ratio: float = 0.25,
+                 drop_path_rate: float = 0.0, pool_size: int = 2):
+        super().__init__(in_dim, out_dim, expansion, stride, se_ratio, drop_path_rate, pool_size)
+        if stride > 1:
+            hidden = self.dwconv.in_channels
+            self.dwconv = SameConv2d(hidden, hidden, 3, stride=stride, groups=hidden, bias=False)
+            self.pool = SameAvgPool2d(pool_size, stride)
 
 
 class RelativeAttention2d(nn.Module):
@@ -78,8 +133,8 @@ class MOATBlock(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, stride: int, head_dim: int, position_size: int,
                  window_size: int | None, expansion: float = 4.0, drop_path_rate: float = 0.0, pool_size: int = 2):
         super().__init__()
-        self.mbconv = MBConv(in_dim, out_dim, expansion, stride, se_ratio=0.0, drop_path_rate=drop_path_rate,
-                             pool_size=pool_size)
+        self.mbconv = MOATMBConv(in_dim, out_dim, expansion, stride, se_ratio=0.0, drop_path_rate=drop_path_rate,
+                                 pool_size=pool_size)
         self.norm = nn.LayerNorm(out_dim, eps=1e-5)
         self.attn = RelativeAttention2d(out_dim, head_dim, position_size)
         self.window_size = window_size
@@ -133,7 +188,7 @@ class MOAT(HierarchicalBackbone):
             raise ValueError(f"MOAT: block_types must be 'mbconv' or 'moat', got {tuple(block_types)}")
         out_indices = check_out_indices(out_indices, n)
         self.out_indices, self.in_channels = tuple(out_indices), in_channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_dim, 3, stride=2, padding=1),
+        self.stem = nn.Sequential(SameConv2d(in_channels, stem_dim, 3, stride=2),
                                   nn.BatchNorm2d(stem_dim, eps=1e-3), nn.GELU(),
                                   nn.Conv2d(stem_dim, stem_dim, 3, padding=1))
         total, index, prev = sum(depths), 0, stem_dim
@@ -143,7 +198,7 @@ class MOAT(HierarchicalBackbone):
             for j in range(depths[i]):
                 stride, rate = 2 if j == 0 else 1, drop_path_rate * index / total
                 if block_types[i] == "mbconv":
-                    blocks.append(MBConv(prev, dims[i], expansion, stride, se_ratio, rate, pool_size))
+                    blocks.append(MOATMBConv(prev, dims[i], expansion, stride, se_ratio, rate, pool_size))
                 else:
                     blocks.append(MOATBlock(prev, dims[i], stride, head_dim, position_sizes[i], window_size,
                                             expansion, rate, pool_size))

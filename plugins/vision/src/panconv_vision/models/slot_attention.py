@@ -10,6 +10,11 @@
               2019) + position embedding -> ``upsamples`` stride-2 5x5 transposed convs -> 5x5 -> 3x3 to
               RGB + alpha; the alphas are a softmax over the slots; image = sum_k alpha_k * rgb_k.
 
+Padding and normalisation follow the official TensorFlow code (google-research ``slot_attention/model.py``;
+forward parity on shared weights, ``tests/test_slot_attention_parity.py``): LayerNorm eps 1e-3 (Keras' default) and
+``'SAME'`` transposed convolutions (:class:`SameConvTranspose2d`: a stride-2 5x5 layer puts tap ``k`` of input ``i``
+at ``2i + k - 1``, one pixel later than torch's ``padding=2, output_padding=1``).
+
 Trained on the mean squared reconstruction error alone. ``predict`` gives ``masks``: the slot with the
 largest alpha at each pixel (``(B, H, W)``), which ``vision.ObjectDiscovery`` scores by FG-ARI/AMI against
 ground-truth instances. In train mode the initial slots are drawn from the global generator; in eval mode
@@ -49,6 +54,25 @@ class SoftPositionEmbed(nn.Module):
         return x + self.proj(position_grid(x.shape[1], x.shape[2], x.device))
 
 
+#: Keras' LayerNormalization default, which the official code uses everywhere
+LN_EPS = 1e-3
+
+
+class SameConvTranspose2d(nn.ConvTranspose2d):
+    """A transposed convolution with TensorFlow's ``padding="SAME"``: output size ``stride * input``, the
+    ``max(k - stride, 0)`` padding of the matching forward convolution split with the smaller half first."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
+        total = max(kernel_size - stride, 0)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=total // 2,
+                         output_padding=0 if total else stride - kernel_size)
+        self.crop = total % 2
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        y = super().forward(x)
+        return y[..., :y.shape[-2] - self.crop, :y.shape[-1] - self.crop] if self.crop else y
+
+
 class SlotAttention(nn.Module):
     """Algorithm 1 of the paper: ``inputs (B, N, D_in)`` -> ``slots (B, K, D)`` and ``attn (B, N, K)``."""
 
@@ -61,7 +85,8 @@ class SlotAttention(nn.Module):
         self.slots_log_sigma = nn.Parameter(torch.empty(1, 1, dim))
         nn.init.xavier_uniform_(self.slots_mu)
         nn.init.xavier_uniform_(self.slots_log_sigma)
-        self.norm_inputs, self.norm_slots, self.norm_mlp = nn.LayerNorm(input_dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm_inputs = nn.LayerNorm(input_dim, eps=LN_EPS)
+        self.norm_slots, self.norm_mlp = nn.LayerNorm(dim, eps=LN_EPS), nn.LayerNorm(dim, eps=LN_EPS)
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_k = nn.Linear(input_dim, dim, bias=False)
         self.to_v = nn.Linear(input_dim, dim, bias=False)
@@ -110,17 +135,16 @@ class SlotAttentionAE(Model):
         self.encoder = nn.Sequential(*[m for i in range(4) for m in (
             nn.Conv2d(in_channels if i == 0 else hidden, hidden, 5, padding=2), nn.ReLU())])
         self.encoder_pos = SoftPositionEmbed(hidden)
-        self.encoder_norm = nn.LayerNorm(hidden)
+        self.encoder_norm = nn.LayerNorm(hidden, eps=LN_EPS)
         self.encoder_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
         self.slot_attention = SlotAttention(num_slots, slot_dim, hidden, iters, mlp_hidden, eps)
         self.decoder_pos = SoftPositionEmbed(slot_dim)
         layers: list[nn.Module] = []
         channels = slot_dim
         for _ in range(upsamples):
-            layers += [nn.ConvTranspose2d(channels, hidden, 5, stride=2, padding=2, output_padding=1), nn.ReLU()]
+            layers += [SameConvTranspose2d(channels, hidden, 5, stride=2), nn.ReLU()]
             channels = hidden
-        layers += [nn.ConvTranspose2d(channels, hidden, 5, padding=2), nn.ReLU(),
-                   nn.ConvTranspose2d(hidden, in_channels + 1, 3, padding=1)]
+        layers += [SameConvTranspose2d(channels, hidden, 5), nn.ReLU(), SameConvTranspose2d(hidden, in_channels + 1, 3)]
         self.decoder = nn.Sequential(*layers)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -170,4 +194,4 @@ class SlotAttentionAE(Model):
                 "broadcast": 4, "upsamples": 1}
 
 
-__all__ = ["SlotAttention", "SlotAttentionAE", "SoftPositionEmbed", "position_grid"]
+__all__ = ["SameConvTranspose2d", "SlotAttention", "SlotAttentionAE", "SoftPositionEmbed", "position_grid"]
