@@ -13,13 +13,25 @@ logit and is redistributed layer by layer down to the input pixels:
   - the z+ rule: alpha-beta with ``alpha = 1, beta = 0``;
 
 * normalisation: every ``BatchNorm`` that directly follows a convolution or linear layer is folded
-  into it first (the deployed network is the same function); any other normalisation layer gets the
-  epsilon rule on its affine map;
-* pooling: average pooling (modules, and ``mean`` over spatial axes inside a forward, e.g. a global
-  average pool neck) redistributes in proportion to the inputs (the epsilon rule on a parameter-free
-  linear map); max pooling passes the relevance to the winner (its gradient);
-* element-wise activations (ReLU and friends), dropout, flattening pass the relevance through;
-* a sum of two tensors (a residual connection) splits the relevance in proportion to the addends.
+  into it first (the deployed network is the same function); a BatchNorm left over gets the epsilon
+  rule on its (eval-mode) affine map; LayerNorm, GroupNorm and InstanceNorm get the LN-rule (Ali et
+  al. 2022, "XAI for Transformers: Better Explanations through Conservative Propagation"): the
+  standard deviation is held constant, which leaves a linear map, and that map gets the epsilon rule;
+* attention: the AH-rule (Ali et al. 2022): attention weights are constants (softmax outputs are
+  detached; ``F.scaled_dot_product_attention`` is ``A v`` with ``A`` fixed), so relevance reaches the
+  values only, through the epsilon rule of ``v -> A v``; queries and keys get none;
+* pooling: average pooling (modules, and ``mean``/``sum`` inside a forward, e.g. a global average
+  pool neck) redistributes in proportion to the inputs (the epsilon rule on a parameter-free linear
+  map), as do functional ``interpolate`` and ``fold``; max pooling passes the relevance to the winner
+  (its gradient);
+* element-wise activations: ReLU and friends, dropout, flattening pass the relevance through as their
+  gradient; GELU, SiLU, Hardswish and Mish (``x * gate(x)``) pass it unchanged (``R_in = R_out``, the
+  gate held constant: what the gradient does for ReLU; our choice, it keeps conservation exact);
+* a sum of two tensors (a residual connection) splits the relevance in proportion to the addends; a
+  constant addend (a bias, a position embedding) keeps its share; a product with a constant (layer
+  scale, ``attention @ v``, ``x / c``) is the epsilon rule of that linear map;
+* maps without a rule (gates: a product of two input-dependent tensors, ``sigmoid``, ``tanh``;
+  complex-valued maps) pass the gradient and are reported in ``Explanation.unsupported``.
 
 Conservation: with ``bias=False`` (biases are not credited any relevance), z+ and alpha-beta hand
 on exactly the relevance they receive, layer by layer (``sum_i R_i = sum_j R_j``), and so does the
@@ -28,8 +40,9 @@ With ``bias=True`` (zennit's and captum's convention) the biases keep their shar
 
 Implementation: every rule is an ``autograd.Function`` wrapped around the layer's output by a
 forward hook, whose backward returns the rule's input relevance instead of the gradient; a
-``TorchFunctionMode`` does the same for functional ``mean``/``add``. Relevance then flows through
-the unchanged network by ``torch.autograd`` (branches and all).
+``TorchFunctionMode`` does the same for what happens in functions (``_FunctionalRules``). Parameters are
+constants during the explanation (``requires_grad`` off), so "input-dependent" means "requires grad".
+Relevance then flows through the unchanged network by ``torch.autograd`` (branches and all).
 
 SR maps: the saliency-prediction step turns the relevance map into a saliency map: positive
 relevance summed over channels, Gaussian-smoothed and scaled to [0, 1] (our reading of the paper's
@@ -53,14 +66,31 @@ from torch.overrides import TorchFunctionMode
 from . import _common
 
 LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
+#: normalisation with fixed statistics (eval-mode BatchNorm not folded): the epsilon rule on its affine map
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+#: normalisation with per-sample statistics: the LN-rule on their functional form (``F.layer_norm`` ...)
+SAMPLE_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
              nn.AdaptiveAvgPool3d)
 #: layers whose gradient is the right relevance flow (element-wise gates, winner-take-all, reshapes)
 PASS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten,
         nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)
+#: ``x * gate(x)`` activations: relevance passes through unchanged (``R_in = R_out``), as for ReLU
+GATED = (nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.Softmax)
 #: non-linear maps without an LRP rule here (the relevance passes as their gradient: not conserved)
-NONLINEAR = (nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.Hardswish, nn.Mish, nn.MultiheadAttention)
+NONLINEAR = (nn.Sigmoid, nn.Tanh, nn.MultiheadAttention)
+GATED_FUNCTIONS = (F.gelu, F.silu, F.hardswish, F.mish)
+SOFTMAX_FUNCTIONS = (F.softmax, torch.softmax, torch.Tensor.softmax)
+#: maps linear in each tensor argument: with one input-dependent argument, the epsilon rule of that linear map
+PRODUCTS = (torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.matmul,
+            torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__, torch.bmm, torch.Tensor.bmm,
+            torch.einsum)
+DIVISIONS = (torch.div, torch.Tensor.div, torch.Tensor.__truediv__)
+#: parameter-free linear maps called as functions (resampling, pooling, overlap-add): the epsilon rule of the map
+LINEAR_FUNCTIONS = (F.interpolate, F.fold, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
+                    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)
+ADDS = (torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__)
+SUBS = (torch.sub, torch.Tensor.sub, torch.Tensor.__sub__, torch.Tensor.__rsub__)
 RULES = ("epsilon", "alphabeta", "zplus")
 
 
@@ -78,9 +108,15 @@ class Rule:
     epsilon: float = 1e-6
     alpha: float = 1.0
     bias: bool = True
+    #: the LN-rule (normalisation statistics held constant); False: the gradient through them (for comparison)
+    ln_rule: bool = True
+    #: the AH-rule (attention weights held constant); False: the gradient through them (for comparison)
+    ah_rule: bool = True
     #: per explained layer: (name, relevance in at the output, relevance handed to the input)
     trace: list = field(default_factory=list)
     recomputing: bool = False
+    #: maps without a rule that relevance reached (filled during the backward pass)
+    unsupported_seen: set = field(default_factory=set)
 
     def __post_init__(self):
         if self.name not in RULES:
@@ -147,8 +183,102 @@ class _Relevance(torch.autograd.Function):
             return ctx.rule_backward(x, relevance), None, None
 
 
+class _Shares(torch.autograd.Function):
+    """Identity on ``y``; backward: the rule's relevance for each of the inputs ``xs`` (a tuple)."""
+
+    @staticmethod
+    def forward(ctx, y, backward, *xs):
+        ctx.save_for_backward(*xs)
+        ctx.rule_backward = backward
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, relevance):
+        with torch.enable_grad():
+            return (None, None, *ctx.rule_backward(ctx.saved_tensors, relevance))
+
+
+class _Watch(torch.autograd.Function):
+    """Identity (forward and backward) that notes when relevance reaches a map without an LRP rule."""
+
+    @staticmethod
+    def forward(ctx, y, note):
+        ctx.note = note
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, relevance):
+        ctx.note()
+        return relevance, None
+
+
+def _shares(fn, xs, relevance, eps):
+    """``x_k * d fn / d x_k^T (R / stab(fn(xs)))`` for each ``x_k``: the epsilon rule of a map linear in each."""
+    xs = [x.detach().requires_grad_(True) for x in xs]
+    z = fn(*xs)
+    grads = torch.autograd.grad(z, xs, relevance / stabilize(z.detach(), eps), allow_unused=True)
+    return tuple(torch.zeros_like(x) if g is None else x.detach() * g for x, g in zip(xs, grads))
+
+
+def _frozen_norm(x0: torch.Tensor, dims: tuple[int, ...], eps: float):
+    """``t -> (t - mean(t)) / std(x0)``: the normalisation with its standard deviation held constant (LN-rule)."""
+    std = torch.sqrt(x0.detach().var(dims, unbiased=False, keepdim=True) + eps)
+    return lambda t: (t - t.mean(dims, keepdim=True)) / std
+
+
+def _affine(y, weight, bias, channel_axis):
+    shape = [1] * y.dim()
+    if weight is not None:
+        shape[channel_axis:channel_axis + weight.dim()] = weight.shape
+        y = y * weight.detach().reshape(shape)
+    if bias is not None:
+        shape[channel_axis:channel_axis + bias.dim()] = bias.shape
+        y = y + bias.detach().reshape(shape)
+    return y
+
+
+def _bind(func, args, kwargs) -> dict:
+    import inspect
+
+    bound = inspect.signature(func).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _attention_weights(q, k, mask=None, is_causal=False, scale=None):
+    """``softmax(q k^T * scale + mask)`` as ``F.scaled_dot_product_attention`` forms it, as a constant."""
+    q, k = q.detach(), k.detach()
+    if k.shape[-3] != q.shape[-3] and q.dim() > 3:  # grouped-query attention: heads share keys
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+    scores = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    if is_causal:
+        keep = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~keep, float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return scores.softmax(-1)
+
+
 class _FunctionalRules(TorchFunctionMode):
-    """``mean`` over trailing axes and ``a + b`` of two tensors inside a forward: proportional rules."""
+    """Rules for what a forward does with functions rather than modules:
+
+    * ``mean``/``sum`` (pooling) and ``a + b``, ``a - b`` (residuals; a constant addend is a bias): the
+      epsilon rule of the linear map, i.e. relevance split in proportion to the contributions;
+    * products ``x * c``, ``x @ W``, ``einsum``, ``x / c`` with one input-dependent factor, and
+      parameter-free linear functions (``interpolate``, ``fold``, functional average pooling): the epsilon
+      rule of that linear map (layer scales, ``attention @ v``, resampled inputs);
+    * ``F.layer_norm`` / ``F.group_norm`` / ``F.instance_norm``: the LN-rule (Ali et al. 2022): the
+      standard deviation is a constant, the centring and the affine map are linear; the epsilon rule of
+      that linear map;
+    * softmax and ``F.scaled_dot_product_attention``: the AH-rule (Ali et al. 2022): attention weights are
+      constants; relevance flows to the values only (``out = A v``: the epsilon rule of ``v -> A v``),
+      none to queries and keys;
+    * ``F.gelu``, ``F.silu``, ``F.hardswish``, ``F.mish`` (``x * gate(x)``): relevance passes through
+      unchanged, the gate taken as a constant, as the gradient does for ReLU;
+    * a product or quotient of two input-dependent tensors (a gate), ``sigmoid``, ``tanh``, complex-valued
+      (Fourier-domain) maps: no rule; the
+      gradient passes and, when relevance actually reaches it, the map is reported as unsupported.
+    """
 
     def __init__(self, rule: Rule):
         super().__init__()
@@ -159,23 +289,108 @@ class _FunctionalRules(TorchFunctionMode):
         out = func(*args, **kwargs)
         if not torch.is_grad_enabled() or not isinstance(out, torch.Tensor) or not out.requires_grad:
             return out
-        eps = self.rule.epsilon
-        if func in (torch.mean, torch.Tensor.mean) and isinstance(args[0], torch.Tensor):
+        rule, eps = self.rule, self.rule.epsilon
+        if out.is_complex() or any(isinstance(a, torch.Tensor) and a.is_complex() for a in args):
+            return self._watch(out, "complex-valued (Fourier) map")
+        if func in SOFTMAX_FUNCTIONS:
+            return out.detach() if rule.ah_rule else self._watch(out, "softmax")
+        if func is F.scaled_dot_product_attention:
+            return self._attention(out, args, kwargs) if rule.ah_rule else self._watch(out, "attention")
+        if func in (F.layer_norm, F.group_norm, F.instance_norm):
+            return self._normalization(func, out, args, kwargs)
+        if func in GATED_FUNCTIONS:
+            return _Relevance.apply(args[0], out.detach(), lambda x_, r: r)
+        if func in (torch.sigmoid, torch.Tensor.sigmoid, torch.tanh, torch.Tensor.tanh, F.sigmoid, F.tanh):
+            return self._watch(out, func.__name__)
+        if func in (torch.mean, torch.Tensor.mean, torch.sum, torch.Tensor.sum) and isinstance(args[0], torch.Tensor):
             x = args[0]
             fn = (lambda inp: func(inp, *args[1:], **kwargs))  # noqa: E731
-            return _Relevance.apply(x, out.detach(), lambda x_, r: self._traced("mean", _norm_rule(fn, x_, r, eps), r))
-        if func in (torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__) and len(args) == 2 \
-                and all(isinstance(a, torch.Tensor) for a in args) and args[0].shape == args[1].shape \
-                and not kwargs:
-            a, b = args
-            # (the mode is off inside __torch_function__: these ops are not intercepted again)
-            stacked = torch.stack([a, b])
-            return _Relevance.apply(stacked, out.detach(), lambda s, r: _norm_rule(lambda t: t[0] + t[1], s, r, eps))
+            return _Relevance.apply(x, out.detach(),
+                                    lambda x_, r: self._traced(func.__name__, _norm_rule(fn, x_, r, eps), r))
+        tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+        if func in LINEAR_FUNCTIONS and tensors == [0]:
+            return self._linear_in(func, out, args, kwargs, tensors, func.__name__)
+        if func in PRODUCTS or func in DIVISIONS:
+            if len(tensors) != 1 or (func in DIVISIONS and tensors != [0]):
+                return self._watch(out, "product of input-dependent tensors")
+            return self._linear_in(func, out, args, kwargs, tensors, "product")
+        if func in ADDS or func in SUBS:
+            if kwargs or len(args) != 2:
+                return out
+            if len(tensors) == 1:  # x + c: c is a bias (keeps its share when rule.bias)
+                if not rule.bias:
+                    c = args[1 - tensors[0]]
+                    args = list(args)
+                    args[1 - tensors[0]] = torch.zeros_like(c) if isinstance(c, torch.Tensor) else 0
+                return self._linear_in(func, out, args, kwargs, tensors, "add")
+            return _Shares.apply(out.detach(),
+                                 lambda xs, r: self._traced_shares("add", _shares(func, xs, r, eps), r), *args)
         return out
+
+    def _linear_in(self, func, out, args, kwargs, tensors, name):
+        (i,) = tensors
+        args = list(args)
+
+        def fn(t):
+            return func(*args[:i], t, *args[i + 1:], **kwargs)
+
+        return _Relevance.apply(args[i], out.detach(),
+                                lambda x_, r: self._traced(name, _norm_rule(fn, x_, r, self.rule.epsilon), r))
+
+    def _attention(self, out, args, kwargs):
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        p = {**dict(zip(names, args)), **kwargs}
+        weights = _attention_weights(p["query"], p["key"], p.get("attn_mask"), p.get("is_causal", False),
+                                     p.get("scale"))
+        v = p["value"]
+
+        def fn(t):
+            if t.dim() > 3 and t.shape[-3] != weights.shape[-3]:
+                t = t.repeat_interleave(weights.shape[-3] // t.shape[-3], dim=-3)
+            return weights @ t
+
+        return _Relevance.apply(v, out.detach(),
+                                lambda x_, r: self._traced("attention", _norm_rule(fn, x_, r, self.rule.epsilon), r))
+
+    def _normalization(self, func, out, args, kwargs):
+        p = _bind(func, args, kwargs)
+        x = p["input"]
+        weight, bias = p.get("weight"), p.get("bias")
+        if not self.rule.bias:
+            bias = None
+        if func is F.instance_norm and not p["use_input_stats"]:  # running statistics: an affine map
+            def fn(t):
+                return func(t, p["running_mean"], p["running_var"], p["weight"], bias, False, 0.0, p["eps"])
+        elif not self.rule.ln_rule:  # the plain gradient through the statistics (not conservative)
+            def fn(t):
+                return func(**{**p, "input": t, "bias": bias})
+        elif func is F.layer_norm:
+            dims = tuple(range(-len(p["normalized_shape"]), 0))
+            norm = _frozen_norm(x, dims, p["eps"])
+
+            def fn(t):
+                return _affine(norm(t), weight, bias, t.dim() - len(dims))
+        else:
+            groups = p["num_groups"] if func is F.group_norm else x.shape[1]
+            grouped = x.reshape(x.shape[0], groups, -1)
+            norm = _frozen_norm(grouped, (-1,), p["eps"])
+
+            def fn(t):
+                return _affine(norm(t.reshape(grouped.shape)).reshape(t.shape), weight, bias, 1)
+
+        return _Relevance.apply(x, out.detach(),
+                                lambda x_, r: self._traced(func.__name__, _norm_rule(fn, x_, r, self.rule.epsilon), r))
+
+    def _watch(self, out, name):
+        return _Watch.apply(out, lambda: self.rule.unsupported_seen.add(name))
 
     def _traced(self, name, r_in, r_out):
         self.rule.trace.append((name, float(r_out.sum()), float(r_in.sum())))
         return r_in
+
+    def _traced_shares(self, name, r_ins, r_out):
+        self.rule.trace.append((name, float(r_out.sum()), float(sum(r.sum() for r in r_ins))))
+        return r_ins
 
 
 # ---- canonisation: BatchNorm folded into the layer before it ----------------------------------------
@@ -247,11 +462,16 @@ def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | int | None = N
         forward=model_forward, fold: bool = True, **rule_args) -> Explanation:
     """LRP relevance of ``x`` for the ``target`` logit (default: the predicted class) of ``model``."""
     rule = rule if isinstance(rule, Rule) else Rule(rule, **rule_args)
-    rule.trace = []
+    rule.trace, rule.unsupported_seen = [], set()
     model = model.eval()
     folded: list[str] = []
     if fold:
         model, folded = fold_batchnorm(model, forward, x[:1])
+    # parameters are constants of the explanation: only input-dependent tensors require grad in the forward,
+    # which is how the functional rules tell a bias from a residual and a layer scale from a gate
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
     hooks, unsupported = [], set()
     for name, module in model.named_modules():
         if list(module.children()):
@@ -261,6 +481,8 @@ def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | int | None = N
         elif isinstance(module, AVG_POOLS):
             hooks.append(module.register_forward_hook(
                 _hook(name, lambda m, x_, r: _norm_rule(m, x_, r, rule.epsilon), rule)))
+        elif isinstance(module, (*SAMPLE_NORMS, *GATED, nn.ParameterList, nn.ParameterDict)):
+            continue  # rules on their functional form (_FunctionalRules)
         elif isinstance(module, NONLINEAR) or (list(module.parameters(recurse=False)) and not isinstance(module, PASS)):
             unsupported.add(type(module).__name__)
     inp = x.detach().clone().requires_grad_(True)
@@ -276,7 +498,10 @@ def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | int | None = N
     finally:
         for h in hooks:
             h.remove()
-    return Explanation(relevance.detach(), logits.detach(), target, list(rule.trace), folded, sorted(unsupported))
+        for p in frozen:
+            p.requires_grad_(True)
+    return Explanation(relevance.detach(), logits.detach(), target, list(rule.trace), folded,
+                       sorted(unsupported | rule.unsupported_seen))
 
 
 def _hook(name: str, backward, rule: Rule):
