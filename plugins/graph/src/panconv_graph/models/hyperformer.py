@@ -13,8 +13,10 @@ A query is a token sequence ``[e, r, MASK, q1, v1, ...]`` (``graph.KGFacts``). T
    query entity goes through the same encoder; the ``MASK`` outputs, averaged, are the entity
    context ``c_e``; each prompt is also scored (its answer is the query entity: the neighbour loss).
 4. **Relation-qualifier aggregator**: every qualifier pair is composed (``compose``: DistMult
-   ``k * v`` as the released run script, or TransE ``k + v``), missing pairs are the
-   ``(NO_QUAL_KEY, NO_QUAL_VALUE)`` pair; the mean over the ``max_qualifiers`` slots is ``c_q``.
+   ``k * v`` as the released run script, or TransE ``k + v``) and ``c_q`` is the mean over the pairs
+   the statement has; a statement without qualifiers gets the ``(NO_QUAL_KEY, NO_QUAL_VALUE)`` pair.
+   (The code fills its ``rel_neighbor_num`` slots by drawing the statement's pairs again at random,
+   whose expectation is this mean; it uses the "no qualifier" pair only when there is none.)
 5. **Convolution-based bidirectional interaction** over (entity, relation), (entity, qualifier),
    (relation, qualifier): each pair is concatenated, its features permuted into ``n_perm``
    chequer-board images (``2 * kernel_w x kernel_h``), circularly padded and convolved with one
@@ -25,8 +27,10 @@ A query is a token sequence ``[e, r, MASK, q1, v1, ...]`` (``graph.KGFacts``). T
    ``(x_r + c_q') / 2``; its ``MASK`` output gives the *mixed logits*.
 7. **Encoder layers**: pre-LayerNorm self-attention, then a mixture-of-experts feed-forward
    (``n_experts`` ReLU MLPs, top-``top_k`` softmax gate, pre-LayerNorm residual, as FastMoE's
-   ``FMoETransformerMLP`` used by the code) or a dense GELU feed-forward (``n_experts: 0``); a final
-   LayerNorm.
+   ``FMoETransformerMLP`` used by the code; ``moe_gate: logits`` weights the experts by the raw top-k
+   gate logits instead, which is what FastMoE 0.2.0, the version the code's README pins, does: its
+   ``NaiveGate`` computes the softmax and returns the logits, fixed in FastMoE 1.0) or a dense GELU
+   feed-forward (``n_experts: 0``); a final LayerNorm.
 
 Loss (label-smoothed cross-entropy over entities): ``triple + mixed + 0.5 * neighbours``; scores
 ``triple logits + mixed logits``. Differences from the released code, all stated: logits are over
@@ -34,7 +38,10 @@ entities only (the code scores the whole vocabulary and keeps the entity slice f
 chequer permutations are drawn from ``perm_seed`` and saved as a buffer (the code draws them from
 the global numpy state at every construction); the MoE is a dense loop over experts (FastMoE is a
 CUDA extension); the qualifier-free "relation neighbour" loss is not used (the code disables it
-when the interaction module is on, as in its run script).
+when the interaction module is on, as in its run script); padding is masked in every pass (the code
+masks it in the triple pass only, so its mixed pass attends to the padding of statements with fewer
+qualifiers than slots). On statements without padding the forward equals the code's on shared weights
+(``tests/test_hyperformer_parity.py``).
 
 ``use_qualifiers: false`` is the ablation: the qualifier tokens are masked out of both passes and
 every qualifier slot is the "no qualifier" pair, the data and its filtered evaluation unchanged.
@@ -59,13 +66,15 @@ from ..datasets.kg import MASK, NO_QUAL_KEY, NO_QUAL_VALUE, PAD, SPECIALS, vocab
 class MoEFeedForward(nn.Module):
     """Mixture-of-experts feed-forward with a pre-LayerNorm residual (FastMoE ``FMoETransformerMLP``
     with ``pre_lnorm``): ``x + dropout(sum_{i in top-k} g_i * expert_i(LN(x)))``, ``g`` the softmax of
-    the gate's top-k logits, each expert ``Linear -> ReLU -> dropout -> Linear``. Every expert runs on
+    the gate's top-k logits (``gate="logits"``: the top-k logits themselves, as FastMoE 0.2.0), each expert
+    ``Linear -> ReLU -> dropout -> Linear``. Every expert runs on
     every token (a dense loop; weights of unselected experts are zero), so outputs equal the routed
     computation and every expert gets a (possibly zero) gradient."""
 
-    def __init__(self, dim: int, hidden: int, n_experts: int, top_k: int, dropout: float):
+    def __init__(self, dim: int, hidden: int, n_experts: int, top_k: int, dropout: float,
+                 gate: Literal["softmax", "logits"] = "softmax"):
         super().__init__()
-        self.top_k = top_k
+        self.top_k, self.gate_mode = top_k, gate
         self.norm = nn.LayerNorm(dim)
         self.gate = nn.Linear(dim, n_experts)
         self.w1 = nn.Parameter(torch.empty(n_experts, dim, hidden))
@@ -78,10 +87,12 @@ class MoEFeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def gate_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., n_experts)`` routing weights: softmax over the top-k gate logits, zero elsewhere."""
+        """``(..., n_experts)`` routing weights: softmax over the top-k gate logits (or those logits), zero
+        elsewhere."""
         logits = self.gate(x)
         top, index = logits.topk(self.top_k, dim=-1)
-        return torch.zeros_like(logits).scatter(-1, index, F.softmax(top, dim=-1))
+        return torch.zeros_like(logits).scatter(-1, index, F.softmax(top, dim=-1) if self.gate_mode == "softmax"
+                                                else top)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(x)
@@ -109,12 +120,12 @@ class EncoderLayer(nn.Module):
     """Pre-LayerNorm self-attention with residual, then the (MoE) feed-forward block."""
 
     def __init__(self, dim: int, n_heads: int, ffn_dim: int, n_experts: int, top_k: int, dropout: float,
-                 attention_dropout: float):
+                 attention_dropout: float, moe_gate: Literal["softmax", "logits"] = "softmax"):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.attention = nn.MultiheadAttention(dim, n_heads, dropout=attention_dropout, batch_first=True)
         # the code gives each expert intermediate_size // top_k hidden units
-        self.ffn = (MoEFeedForward(dim, max(1, ffn_dim // top_k), n_experts, top_k, dropout) if n_experts
+        self.ffn = (MoEFeedForward(dim, max(1, ffn_dim // top_k), n_experts, top_k, dropout, moe_gate) if n_experts
                     else DenseFeedForward(dim, ffn_dim, dropout))
 
     def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
@@ -126,10 +137,11 @@ class EncoderLayer(nn.Module):
 class MoETransformerEncoder(nn.Module):
     """``n_layers`` encoder layers and a final LayerNorm."""
 
-    def __init__(self, dim, n_layers, n_heads, ffn_dim, n_experts, top_k, dropout, attention_dropout):
+    def __init__(self, dim, n_layers, n_heads, ffn_dim, n_experts, top_k, dropout, attention_dropout,
+                 moe_gate="softmax"):
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(dim, n_heads, ffn_dim, n_experts, top_k, dropout, attention_dropout)
-                                    for _ in range(n_layers))
+        self.layers = nn.ModuleList(EncoderLayer(dim, n_heads, ffn_dim, n_experts, top_k, dropout, attention_dropout,
+                                                 moe_gate) for _ in range(n_layers))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None = None) -> torch.Tensor:
@@ -220,6 +232,7 @@ class HyperFormer(Model):
                  n_layers: Annotated[int, Ge(1)] = 2, n_heads: Annotated[int, Ge(1)] = 2,
                  ffn_dim: Annotated[int, Ge(1)] = 256,
                  n_experts: Annotated[int, Ge(0)] = 4, top_k: Annotated[int, Ge(1)] = 2,
+                 moe_gate: Literal["softmax", "logits"] = "softmax",
                  n_perm: Annotated[int, Ge(1)] = 1, conv_channels: Annotated[int, Ge(1)] = 8,
                  conv_kernel: Annotated[int, Ge(1)] = 3,
                  input_dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.5,
@@ -250,6 +263,8 @@ class HyperFormer(Model):
             raise ValueError(f"HyperFormer: dim ({dim}) must be a multiple of n_heads ({n_heads})")
         if n_experts and top_k > n_experts:
             raise ValueError(f"HyperFormer: top_k ({top_k}) must be <= n_experts ({n_experts})")
+        if moe_gate not in ("softmax", "logits"):
+            raise ValueError(f"HyperFormer: moe_gate must be 'softmax' or 'logits', got {moe_gate!r}")
         if compose not in ("distmult", "transe"):
             raise ValueError(f"HyperFormer: compose must be 'distmult' or 'transe', got {compose!r}")
         for key, p in (("input_dropout", input_dropout), ("context_dropout", context_dropout),
@@ -270,7 +285,7 @@ class HyperFormer(Model):
         self.context_dropout = nn.Dropout(context_dropout)
         self.qual_dropout = nn.Dropout(qual_dropout)
         self.encoder = MoETransformerEncoder(self.dim, n_layers, n_heads, ffn_dim, n_experts, top_k,
-                                             hidden_dropout, attention_dropout)
+                                             hidden_dropout, attention_dropout, moe_gate)
         self.interaction = ChequerConvInteraction(self.dim, kernel_h, n_perm, conv_channels, conv_kernel,
                                                   conv_dropout, perm_seed)
         self.fuse = GatedFusion(self.dim)
@@ -296,19 +311,18 @@ class HyperFormer(Model):
         return h @ self.embedding[SPECIALS:SPECIALS + self.n_entities].t()
 
     def _qualifier_context(self, table: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
-        """Relation-qualifier aggregator: mean of composed (key, value) pairs over the qualifier slots."""
+        """Relation-qualifier aggregator: mean of the composed (key, value) pairs the statement has; the
+        composed ``(NO_QUAL_KEY, NO_QUAL_VALUE)`` pair for a statement without any (or qualifiers unused)."""
+        compose = (lambda k, v: k * v) if self.compose == "distmult" else (lambda k, v: k + v)
         b = seq.shape[0]
-        slots = max(self.max_qualifiers, 1)
+        none = compose(table[NO_QUAL_KEY], table[NO_QUAL_VALUE]).expand(b, -1)
         pairs = seq[:, 3:3 + 2 * self.max_qualifiers].reshape(b, -1, 2)
-        keys = torch.full((b, slots), NO_QUAL_KEY, dtype=seq.dtype, device=seq.device)
-        values = torch.full((b, slots), NO_QUAL_VALUE, dtype=seq.dtype, device=seq.device)
-        if self.use_qualifiers and pairs.shape[1]:
-            present = pairs[..., 0] != PAD
-            keys[:, :pairs.shape[1]] = torch.where(present, pairs[..., 0], keys[:, :pairs.shape[1]])
-            values[:, :pairs.shape[1]] = torch.where(present, pairs[..., 1], values[:, :pairs.shape[1]])
-        k, v = table[keys], table[values]
-        composed = k * v if self.compose == "distmult" else k + v
-        return composed.mean(1)
+        if not self.use_qualifiers or not pairs.shape[1]:
+            return none
+        present = (pairs[..., 0] != PAD).unsqueeze(-1)  # (B, slots, 1)
+        composed = compose(table[pairs[..., 0]], table[pairs[..., 1]]) * present
+        count = present.sum(1)
+        return torch.where(count > 0, composed.sum(1) / count.clamp(min=1), none)
 
     # ---- Model protocol
     def forward(self, batch: dict) -> dict:
@@ -344,9 +358,11 @@ class HyperFormer(Model):
         losses = {"loss_triple": ce(outputs["triple"], labels)}
         if "mixed" in outputs:
             losses["loss_mixed"] = ce(outputs["mixed"], labels)
+            # each prompt [t, r^-1, MASK] of the query entity e has e as its answer (the code's ``neighbors_label``)
             n = outputs["neighbors"]
+            query_entity = batch["seq"][:, 0] - SPECIALS
             losses["loss_neighbors"] = self.neighbor_weight * ce(
-                n.reshape(-1, n.shape[-1]), labels.repeat_interleave(n.shape[1]))
+                n.reshape(-1, n.shape[-1]), query_entity.repeat_interleave(n.shape[1]))
         return losses
 
     def predict(self, outputs: dict, batch: dict | None = None) -> torch.Tensor:
