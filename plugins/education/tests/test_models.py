@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from panconv_education.evaluators.kt_metrics import exact_auc
-from panconv_education.models.cakt import CAKT, same_skill_history
+from panconv_education.models.cakt import CAKT, ResidualBlock3d, conv3d_over_frames, same_skill_history
 from panconv_education.models.dkt import DKT
 from panconv_education.models.dkvmn import DKVMN
 from panconv_education.models.layers import example_batch, interaction_tokens
@@ -160,6 +160,33 @@ def test_cakt_clips_are_time_decayed_same_skill_frames():
     expected = torch.stack([embedded[0, 2] * math.exp(-2 * 0.3), embedded[0, 3] * math.exp(-1 * 0.3),
                             embedded[0, 4]])
     torch.testing.assert_close(clips[4], expected)
+
+
+@pytest.mark.parametrize("in_ch,out_ch,kernel,frames,bias",
+                         [(1, 4, 3, 4, False), (4, 8, 3, 4, True), (3, 2, 3, 2, False), (2, 3, 3, 5, True),
+                          (4, 1, 1, 4, False)])
+def test_cakt_conv3d_over_frames_equals_conv3d(in_ch, out_ch, kernel, frames, bias):
+    """The banded 2D form computes Conv3d's sums: outputs and every gradient equal nn.Conv3d's."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias).double()
+    x = torch.randn(6, in_ch, frames, 5, 5, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(6, out_ch, frames, 5, 5, dtype=torch.float64)
+    ours = conv3d_over_frames(x, conv)
+    ours_grads = torch.autograd.grad(ours, [x, *conv.parameters()], grad_out)
+    reference = conv(x)
+    reference_grads = torch.autograd.grad(reference, [x, *conv.parameters()], grad_out)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-12)
+    for a, b in zip(ours_grads, reference_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_cakt_residual_block_equals_its_conv3d_form():
+    """The residual block (fast 2D form) equals the same block written with its nn.Conv3d modules."""
+    torch.manual_seed(1)
+    block = ResidualBlock3d(2, 4, 4).double().train()
+    x = torch.randn(8, 2, 4, 6, 6, dtype=torch.float64)
+    expected = block.relu(block.se(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))) + block.downsample(x))
+    torch.testing.assert_close(block(x), expected, rtol=0, atol=1e-12)
 
 
 def test_cakt_decay_is_learned():

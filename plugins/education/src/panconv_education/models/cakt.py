@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
+import torch.nn.functional as F
 from annotated_types import Ge
 from torch import nn
 
@@ -50,6 +51,31 @@ def same_skill_history(skills: torch.Tensor, k: int) -> torch.Tensor:
     return torch.stack(chain[::-1], dim=-1)
 
 
+def frame_banded_weight(weight: torch.Tensor, frames: int) -> torch.Tensor:
+    """The weight of a ``Conv3d`` (``(C_out, C_in, k_d, k_h, k_w)``, padding ``k_d // 2`` along the frames,
+    stride 1) as a ``Conv2d`` weight over ``frames`` stacked frames: ``(C_out * frames, C_in * frames, k_h, k_w)``,
+    block-banded: output frame ``d`` reads input frame ``d + j - k_d // 2`` with the kernel slice ``j``."""
+    out_ch, in_ch, depth = weight.shape[:3]
+    blocks = weight.new_zeros(out_ch, frames, in_ch, frames, *weight.shape[3:])
+    for d in range(frames):
+        for j in range(depth):
+            s = d + j - depth // 2
+            if 0 <= s < frames:
+                blocks[:, d, :, s] = weight[:, :, j]
+    return blocks.reshape(out_ch * frames, in_ch * frames, *weight.shape[3:])
+
+
+def conv3d_over_frames(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
+    """``conv(x)`` for ``x`` of shape ``(N, C, k, H, W)`` with few frames ``k``, computed as one 2D convolution
+    over the ``C * k`` stacked frames (:func:`frame_banded_weight`): the same sums (equal up to float
+    rounding), 2-3x faster than ``Conv3d`` on CPU at CAKT's sizes (1-8 channels, k = 4, 15 x 15)."""
+    n, c, frames, h, w = x.shape
+    weight = frame_banded_weight(conv.weight, frames)
+    y = F.conv2d(x.reshape(n, c * frames, h, w), weight, conv.bias.repeat_interleave(frames)
+                 if conv.bias is not None else None, padding=conv.padding[1:])
+    return y.view(n, conv.out_channels, frames, *y.shape[2:])
+
+
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation over the frame axis: each frame's mean, an MLP ``k -> k/2 -> k``, a sigmoid
     gate per frame (shared across channels, as the release)."""
@@ -65,7 +91,8 @@ class SqueezeExcite(nn.Module):
 
 
 class ResidualBlock3d(nn.Module):
-    """``relu(SE(bn(conv(relu(bn(conv(x)))))) + shortcut(x))`` with 3x3x3 convolutions."""
+    """``relu(SE(bn(conv(relu(bn(conv(x)))))) + shortcut(x))`` with 3x3x3 convolutions (``nn.Conv3d`` weights,
+    computed by :func:`conv3d_over_frames`)."""
 
     def __init__(self, in_channels: int, channels: int, frames: int):
         super().__init__()
@@ -79,9 +106,11 @@ class ResidualBlock3d(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.se(self.bn2(self.conv2(out)))
-        return self.relu(out + self.downsample(x))
+        out = self.relu(self.bn1(conv3d_over_frames(x, self.conv1)))
+        out = self.se(self.bn2(conv3d_over_frames(out, self.conv2)))
+        if isinstance(self.downsample, nn.Identity):
+            return self.relu(out + x)
+        return self.relu(out + self.downsample[1](conv3d_over_frames(x, self.downsample[0])))
 
 
 class CAKT(KnowledgeTracingModel):
@@ -138,7 +167,7 @@ class CAKT(KnowledgeTracingModel):
         if valid.any():
             clips = self.clips(embedded, skills.masked_fill(~valid, 0))[valid]         # (N, k, H*H)
             size = self.frame_size
-            clips = clips.view(-1, 1, self.k_frames, size, size).contiguous(memory_format=torch.channels_last_3d)
+            clips = clips.reshape(-1, 1, self.k_frames, size, size)
             conv = self.resnet(clips).mean(dim=2)                                      # average over frames
             c = c.masked_scatter(valid.unsqueeze(-1), conv.reshape(-1, size * size))
         both = torch.cat([c, h], dim=-1)
