@@ -10,7 +10,7 @@ the same function), best of ``--repeats``:
   skipped if mambapy is not installed). Forward, and forward + backward. Printed: milliseconds and the
   ratios ``sequential / parallel`` and ``mambapy / parallel`` (> 1: ours is faster).
 * GPU (``--gpu``, needs CUDA, else it says so and skips): ``triton`` (``selective_scan_triton``, the fused
-  recurrent kernel; its backward is autograd of the parallel path), ``parallel`` on the GPU, and
+  recurrent kernel with its Triton reverse-scan backward), ``parallel`` on the GPU, and
   ``mamba-ssm`` (``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``, the official CUDA kernel;
   skipped if not importable). Printed: milliseconds, ``mamba-ssm / triton`` (the issue's goal: >= 0.8 for
   the forward) and peak memory.

@@ -230,11 +230,25 @@ def test_scan_orders_are_permutations_with_their_inverses():
 # ---------------------------------------------------------------- Triton (interpreter on CPU, CUDA when present)
 TRITON_CHECK = textwrap.dedent("""
     import json, torch
+    import panconv_vision.kernels.selective_scan as ss
     from panconv_vision.kernels.selective_scan import selective_scan, selective_scan_reference
+    ss.TRITON_BACKWARD_CHUNK = 4          # several chunks even at these lengths
+    calls = {"bwd": 0, "parallel": 0}
+    triton_bwd, parallel = ss._selective_scan_triton_bwd, ss.selective_scan_parallel
+    def counted_bwd(*a, **k):
+        calls["bwd"] += 1
+        return triton_bwd(*a, **k)
+    def counted_parallel(*a, **k):
+        calls["parallel"] += 1
+        return parallel(*a, **k)
+    ss._selective_scan_triton_bwd, ss.selective_scan_parallel = counted_bwd, counted_parallel
     out = []
-    cases = [("shared", 2, 6, 4, 9, True), ("grouped", 1, 4, 3, 7, False), ("fixed", 1, 3, 5, 5, True)]
-    for layout, batch, dim, n_state, length, opts in cases:
-        g = torch.Generator().manual_seed(dim)
+    # (layout, batch, D, N, L, options, which outputs carry a gradient)
+    cases = [("shared", 2, 6, 4, 9, True, "both"), ("grouped", 1, 4, 3, 7, False, "out"),
+             ("fixed", 1, 3, 5, 5, True, "both"), ("grouped", 2, 6, 3, 8, True, "last"),
+             ("shared", 1, 40, 2, 6, True, "out"), ("fixed", 2, 3, 2, 1, False, "both")]
+    for layout, batch, dim, n_state, length, opts, which in cases:
+        g = torch.Generator().manual_seed(dim + length)
         u = torch.randn(batch, dim, length, generator=g)
         delta = 0.5 * torch.randn(batch, dim, length, generator=g)
         if not opts:
@@ -250,35 +264,89 @@ TRITON_CHECK = textwrap.dedent("""
         sel = selective_scan.select(u, delta, A, B, C, D, **kw)
         y, last = selective_scan(u, delta, A, B, C, D, return_last_state=True, **kw)
         yr, lastr = selective_scan_reference(u, delta, A, B, C, D, return_last_state=True, **kw)
-        go = torch.randn(y.shape, generator=g)
-        got = torch.autograd.grad(y, ins, go)
-        want = torch.autograd.grad(yr, ins, go)
+        go, gl = torch.randn(y.shape, generator=g), torch.randn(last.shape, generator=g)
+        pick = {"both": [0, 1], "out": [0], "last": [1]}[which]
+        got = torch.autograd.grad([(y, last)[i] for i in pick], ins, [(go, gl)[i] for i in pick], allow_unused=True)
+        want = torch.autograd.grad([(yr, lastr)[i] for i in pick], ins, [(go, gl)[i] for i in pick],
+                                   allow_unused=True)      # the last state does not depend on C, D, z
+        want = [torch.zeros_like(t) if r is None else r for t, r in zip(ins, want)]
+        got = [torch.full_like(t, float("nan")) if a is None else a for t, a in zip(ins, got)]
         out.append({"case": layout, "selected": sel.name if sel else None, "y": (y - yr).abs().max().item(),
                     "last": (last - lastr).abs().max().item(),
-                    "grads": [(a - r).abs().max().item() for a, r in zip(got, want)]})
-    u = torch.randn(1, 4, 6).half()
-    args = (u, torch.rand(1, 4, 6).half(), -torch.rand(4, 2).half(), torch.randn(1, 2, 6).half(),
-            torch.randn(1, 2, 6).half())
+                    "grads": [((a - r).abs().max() / (1 + r.abs().max())).item() for a, r in zip(got, want)]})
+    # only some inputs need a gradient: the others get none
+    u, delta, B, C = (torch.randn(1, 4, 6) for _ in range(4))
+    A = -torch.rand(4, 2).requires_grad_(True)
+    u.requires_grad_(True)
+    yp = selective_scan(u, delta.abs(), A, B[:, :2], C[:, :2])
+    gu, gA = torch.autograd.grad(yp.sum(), (u, A))
+    gur, gAr = torch.autograd.grad(selective_scan_reference(u, delta.abs(), A, B[:, :2], C[:, :2]).sum(), (u, A))
+    out.append({"case": "subset", "grads": [(gu - gur).abs().max().item(), (gA - gAr).abs().max().item()]})
+    # half precision: float32 arithmetic inside; the gradients come back in float16
+    args = [t.half().requires_grad_(True) for t in (torch.randn(1, 4, 6), torch.rand(1, 4, 6), -torch.rand(4, 2),
+                                                     torch.randn(1, 2, 6), torch.randn(1, 2, 6))]
     sel = selective_scan.select(*args)
-    out.append({"case": "fp16", "selected": sel.name if sel else None, "dtype": str(selective_scan(*args).dtype),
-                "y": (selective_scan(*args).float() - selective_scan_reference(*args).float()).abs().max().item()})
+    yh = selective_scan(*args)
+    gh = torch.autograd.grad(yh.sum(), args)
+    ref = [a.detach().float().requires_grad_(True) for a in args]
+    yr = selective_scan_reference(*ref)
+    gr = torch.autograd.grad(yr.sum(), ref)
+    out.append({"case": "fp16", "selected": sel.name if sel else None, "dtype": str(yh.dtype),
+                "grad_dtypes": sorted({str(g.dtype) for g in gh}),
+                "y": (yh.float() - yr.float()).abs().max().item(),
+                "grads": [((a.float() - r).abs().max() / (1 + r.abs().max())).item() for a, r in zip(gh, gr)]})
+    # a training step of the SS2D layer (four-direction scan) through the Triton forward and backward
+    import os
+    from panconv_vision.models.vmamba_blocks import SS2D
+    torch.manual_seed(0)
+    layer = SS2D(8, d_state=4)
+    x = torch.randn(2, 3, 4, 8)
+    grads = []
+    for kernels in (None, "reference"):
+        if kernels:
+            os.environ["PANCONV_KERNELS"] = kernels
+        layer.zero_grad()
+        (layer(x) ** 2).mean().backward()
+        grads.append({name: p.grad.clone() for name, p in layer.named_parameters()})
+    out.append({"case": "ss2d", "grads": [((grads[0][k] - grads[1][k]).abs().max() / (1 + grads[1][k].abs().max()))
+                                          .item() for k in grads[1]]})
+    out.append({"case": "calls", **calls})
     print(json.dumps(out))
 """)
 
 
-def test_triton_kernel_and_its_gradients_match_the_reference_under_the_interpreter():
+def test_triton_kernel_and_its_triton_backward_match_the_reference_under_the_interpreter():
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     env.pop("PANCONV_KERNELS", None)
     proc = subprocess.run([sys.executable, "-c", TRITON_CHECK], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert [r["case"] for r in results] == ["shared", "grouped", "fixed", "fp16"]
-    for r in results[:3]:
+    results = {r["case"] + str(i): r for i, r in enumerate(json.loads(proc.stdout.strip().splitlines()[-1]))}
+    assert list(results) == ["shared0", "grouped1", "fixed2", "grouped3", "shared4", "fixed5", "subset6", "fp167",
+                             "ss2d8", "calls9"]
+    for key in list(results)[:6]:
+        r = results[key]
         assert r["selected"] == "triton", r
         assert r["y"] < 1e-4 and r["last"] < 1e-4 and max(r["grads"]) < 1e-4, r
-    assert results[3]["selected"] == "triton_half" and results[3]["dtype"] == "torch.float16" and results[3]["y"] < 2e-2
+    assert max(results["subset6"]["grads"]) < 1e-4, results["subset6"]
+    fp16 = results["fp167"]
+    assert fp16["selected"] == "triton_half" and fp16["dtype"] == "torch.float16", fp16
+    assert fp16["grad_dtypes"] == ["torch.float16"] and fp16["y"] < 2e-2 and max(fp16["grads"]) < 2e-2, fp16
+    assert len(results["ss2d8"]["grads"]) == 11 and max(results["ss2d8"]["grads"]) < 1e-4, results["ss2d8"]
+    # every backward ran the Triton kernel (the SS2D step once); the parallel PyTorch scan was never called
+    assert results["calls9"]["bwd"] == 9 and results["calls9"]["parallel"] == 0, results["calls9"]
+
+
+def test_triton_backward_block_never_straddles_a_group():
+    triton = pytest.importorskip("triton")
+    del triton
+    from panconv_vision.kernels.selective_scan import _block_sizes
+
+    assert _block_sizes(6, 4) == (8, 4)                 # one group (shared B/C): the tail rows are masked
+    assert _block_sizes(6, 4, 3) == (1, 4)              # 2 groups of 3 channels
+    assert _block_sizes(96, 16, 24) == (8, 16)          # groups of 24: blocks of 8
+    assert _block_sizes(4096, 256) == (16, 256)         # the (BLOCK_D, BLOCK_N) tile stays <= 4096
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -290,10 +358,11 @@ def test_triton_on_cuda_matches_the_reference(layout):
     ins = [t.requires_grad_(True) for t in (u, delta, A, B, C, D, z, bias)]
     assert selective_scan.select(u, delta, A, B, C, D).name == "triton"
     kw = dict(z=z, delta_bias=bias, delta_softplus=True)
-    y, yr = selective_scan(u, delta, A, B, C, D, **kw), selective_scan_reference(u, delta, A, B, C, D, **kw)
+    y, last = selective_scan(u, delta, A, B, C, D, return_last_state=True, **kw)   # L = 300: 5 backward chunks
+    yr, lastr = selective_scan_reference(u, delta, A, B, C, D, return_last_state=True, **kw)
     torch.testing.assert_close(y, yr, atol=1e-4, rtol=1e-4)
-    go = torch.randn_like(y)
-    for a, r in zip(torch.autograd.grad(y, ins, go), torch.autograd.grad(yr, ins, go)):
+    go, gl = torch.randn_like(y), torch.randn_like(last)
+    for a, r in zip(torch.autograd.grad((y, last), ins, (go, gl)), torch.autograd.grad((yr, lastr), ins, (go, gl))):
         scale = r.abs().max().item() + 1
         torch.testing.assert_close(a / scale, r / scale, atol=1e-4, rtol=1e-4)
 

@@ -22,8 +22,10 @@ associatively: ``(a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2)``. Three implementa
   round) — the default on a CPU and the backward of the Triton path;
 * ``triton``: one program per (batch row, block of channels) keeps the ``(BLOCK_D, N)`` state in
   registers and walks ``t`` (the recurrence is never materialised at ``(batch, D, L, N)``); Δ's
-  bias and softplus, the ``D`` skip and the ``silu(z)`` gate are fused. Its backward recomputes
-  the parallel path (no Triton backward yet).
+  bias and softplus, the ``D`` skip and the ``silu(z)`` gate are fused. Its backward is a Triton
+  kernel too: the reverse scan ``∂h[t] = C[t] ∂y[t] + a[t+1] ∂h[t+1]`` walked chunk by chunk from the
+  end, each chunk's states recomputed from the state the forward saved at its start (as mamba-ssm's
+  CUDA backward), all eight input gradients fused in the one pass.
 
 Built on it: :func:`cross_scan` / :func:`cross_merge` and :func:`cross_selective_scan` (VMamba's
 SS2D: four scans of an image, row-major and column-major, forwards and backwards, each with its
@@ -229,10 +231,11 @@ except ImportError:  # pragma: no cover - triton is optional
 if triton is not None:
     @triton.jit
     def _selective_scan_fwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, out_ptr, last_ptr,
-                                   DIM, L, N, B_PER_G, C_PER_G,
+                                   ckpt_ptr, DIM, L, N, B_PER_G, C_PER_G, N_CHUNKS,
                                    s_bb, s_bg, s_bn, s_bl, s_cb, s_cg, s_cn, s_cl,
                                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                   SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+                                   SOFTPLUS: tl.constexpr, SAVE_CKPT: tl.constexpr, CHUNK: tl.constexpr,
+                                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
         pid_b = tl.program_id(0)
         d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         n = tl.arange(0, BLOCK_N)
@@ -266,9 +269,137 @@ if triton is not None:
                 zt = tl.load(z_ptr + row + t, mask=d_ok, other=0.0).to(tl.float32)
                 y = y * zt * tl.sigmoid(zt)
             tl.store(out_ptr + row + t, y.to(out_ptr.dtype.element_ty), mask=d_ok)
+            if SAVE_CKPT:   # the state entering each chunk (for the backward): ckpt[c] = h[c*CHUNK - 1]
+                ckpt = ((batch * DIM + d.to(tl.int64)) * N_CHUNKS + (t + 1) // CHUNK)[:, None] * N + n[None, :]
+                tl.store(ckpt_ptr + ckpt, h, mask=dn_ok & ((t + 1) % CHUNK == 0) & (t + 1 < L))
             t += 1
         last = (batch * DIM + d.to(tl.int64))[:, None] * N + n[None, :]
         tl.store(last_ptr + last, h, mask=dn_ok)
+
+    @triton.jit
+    def _selective_scan_bwd_kernel(u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, ckpt_ptr, gout_ptr,
+                                   glast_ptr, scratch_ptr, gu_ptr, gdt_ptr, gz_ptr, ga_ptr, gb_ptr, gc_ptr, gd_ptr,
+                                   gbias_ptr, DIM, L, N, B_PER_G, C_PER_G, N_CHUNKS,
+                                   s_bb, s_bg, s_bn, s_bl, s_cb, s_cg, s_cn, s_cl,
+                                   s_gbb, s_gbg, s_gbn, s_gbl, s_gcb, s_gcg, s_gcn, s_gcl,
+                                   HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                   SOFTPLUS: tl.constexpr, HAS_GLAST: tl.constexpr, B_VARYING: tl.constexpr,
+                                   C_VARYING: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
+                                   BLOCK_N: tl.constexpr):
+        """The reverse scan, chunk by chunk from the end: each chunk's states are recomputed from the state
+        saved at its start (into a per-program scratch tile), then walked backwards carrying
+        ``∂h[t] = C[t] ∂y[t] + a[t+1] ∂h[t+1]``. A block of channels never straddles a ``B``/``C`` group, so
+        the gradient of an input-dependent ``B``/``C`` is summed over the block before one atomic add."""
+        pid_b, pid_d = tl.program_id(0), tl.program_id(1)
+        d_loc = tl.arange(0, BLOCK_D)
+        d = pid_d * BLOCK_D + d_loc
+        n = tl.arange(0, BLOCK_N)
+        d_ok, n_ok = d < DIM, n < N
+        dn_ok = d_ok[:, None] & n_ok[None, :]
+        A = tl.load(a_ptr + d[:, None] * N + n[None, :], mask=dn_ok, other=0.0).to(tl.float32)
+        if HAS_D:
+            skip = tl.load(d_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
+        batch = pid_b.to(tl.int64)
+        row = batch * DIM * L + d.to(tl.int64) * L
+        b_base = batch * s_bb + (d // B_PER_G)[:, None] * s_bg + n[None, :] * s_bn
+        c_base = batch * s_cb + (d // C_PER_G)[:, None] * s_cg + n[None, :] * s_cn
+        gb_base = batch * s_gbb + ((pid_d * BLOCK_D) // B_PER_G) * s_gbg + n * s_gbn
+        gc_base = batch * s_gcb + ((pid_d * BLOCK_D) // C_PER_G) * s_gcg + n * s_gcn
+        state = (batch * DIM + d.to(tl.int64))[:, None] * N + n[None, :]
+        tile = BLOCK_D * BLOCK_N
+        scratch = (pid_b * tl.num_programs(1) + pid_d).to(tl.int64) * (CHUNK * tile) + (d_loc[:, None] * BLOCK_N
+                                                                                          + n[None, :])
+        if HAS_GLAST:
+            carry = tl.load(glast_ptr + state, mask=dn_ok, other=0.0).to(tl.float32)
+        else:
+            carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        grad_a = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        grad_b = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)      # time-invariant B, C only
+        grad_c = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        grad_d = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        grad_bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        c = N_CHUNKS - 1 + pid_b * 0
+        while c >= 0:
+            t0 = c * CHUNK
+            t1 = tl.minimum(t0 + CHUNK, L)
+            h0 = tl.load(ckpt_ptr + ((batch * DIM + d.to(tl.int64)) * N_CHUNKS + c)[:, None] * N + n[None, :],
+                         mask=dn_ok, other=0.0)
+            h = h0
+            t = t0
+            while t < t1:                                     # recompute the chunk's states
+                u = tl.load(u_ptr + row + t, mask=d_ok, other=0.0).to(tl.float32)
+                dt = tl.load(dt_ptr + row + t, mask=d_ok, other=0.0).to(tl.float32)
+                if HAS_BIAS:
+                    dt = dt + bias
+                if SOFTPLUS:
+                    dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+                Bt = tl.load(b_ptr + b_base + t * s_bl, mask=dn_ok, other=0.0).to(tl.float32)
+                h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt
+                tl.store(scratch_ptr + scratch + (t - t0) * tile, h)
+                t += 1
+            tl.debug_barrier()
+            t = t1 - 1
+            while t >= t0:                                    # and walk them backwards
+                u = tl.load(u_ptr + row + t, mask=d_ok, other=0.0).to(tl.float32)
+                raw = tl.load(dt_ptr + row + t, mask=d_ok, other=0.0).to(tl.float32)
+                if HAS_BIAS:
+                    raw = raw + bias
+                dt = raw
+                if SOFTPLUS:
+                    dt = tl.where(raw <= 20.0, tl.log(1.0 + tl.exp(raw)), raw)
+                Bt = tl.load(b_ptr + b_base + t * s_bl, mask=dn_ok, other=0.0).to(tl.float32)
+                Ct = tl.load(c_ptr + c_base + t * s_cl, mask=dn_ok, other=0.0).to(tl.float32)
+                h_t = tl.load(scratch_ptr + scratch + (t - t0) * tile)
+                h_prev = tl.where(t > t0, tl.load(scratch_ptr + scratch + tl.maximum(t - t0 - 1, 0) * tile), h0)
+                gy = tl.load(gout_ptr + row + t, mask=d_ok, other=0.0).to(tl.float32)
+                if HAS_Z:
+                    zt = tl.load(z_ptr + row + t, mask=d_ok, other=0.0).to(tl.float32)
+                    sz = tl.sigmoid(zt)
+                    y = tl.sum(h_t * Ct, axis=1)
+                    if HAS_D:
+                        y = y + skip * u
+                    tl.store(gz_ptr + row + t, gy * y * sz * (1.0 + zt * (1.0 - sz)), mask=d_ok)
+                    gy = gy * zt * sz
+                gh = gy[:, None] * Ct + carry                     # ∂h[t]
+                a = tl.exp(dt[:, None] * A)
+                g_log_a = gh * h_prev * a                         # ∂(Δ[t] A)
+                grad_a += g_log_a * dt[:, None]
+                gh_b = tl.sum(gh * Bt, axis=1)
+                g_dt = tl.sum(g_log_a * A, axis=1) + gh_b * u
+                g_u = gh_b * dt
+                if HAS_D:
+                    g_u += gy * skip
+                    grad_d += gy * u
+                if B_VARYING:
+                    tl.atomic_add(gb_ptr + gb_base + t * s_gbl, tl.sum(gh * (dt * u)[:, None], axis=0), mask=n_ok)
+                else:
+                    grad_b += gh * (dt * u)[:, None]
+                if C_VARYING:
+                    tl.atomic_add(gc_ptr + gc_base + t * s_gcl, tl.sum(gy[:, None] * h_t, axis=0), mask=n_ok)
+                else:
+                    grad_c += gy[:, None] * h_t
+                carry = a * gh
+                if SOFTPLUS:
+                    g_dt = tl.where(raw <= 20.0, g_dt * tl.sigmoid(raw), g_dt)
+                if HAS_BIAS:
+                    grad_bias += g_dt
+                tl.store(gu_ptr + row + t, g_u, mask=d_ok)
+                tl.store(gdt_ptr + row + t, g_dt, mask=d_ok)
+                t -= 1
+            tl.debug_barrier()
+            c -= 1
+        # per-batch partials of the parameters' gradients (summed over the batch by the caller)
+        tl.store(ga_ptr + state, grad_a, mask=dn_ok)
+        if not B_VARYING:
+            tl.store(gb_ptr + state, grad_b, mask=dn_ok)
+        if not C_VARYING:
+            tl.store(gc_ptr + state, grad_c, mask=dn_ok)
+        if HAS_D:
+            tl.store(gd_ptr + batch * DIM + d, grad_d, mask=d_ok)
+        if HAS_BIAS:
+            tl.store(gbias_ptr + batch * DIM + d, grad_bias, mask=d_ok)
 
     def _as_grouped(X: torch.Tensor, dim: int) -> tuple[torch.Tensor, int, tuple[int, int, int, int]]:
         """``B``/``C`` -> (tensor, channels per group, strides of a (batch, G, N, L) view; 0 = broadcast)."""
@@ -279,55 +410,111 @@ if triton is not None:
             return X, dim, (X.stride(0), 0, X.stride(1), X.stride(2))
         return X, dim // X.shape[1], tuple(X.stride())
 
-    def _selective_scan_triton_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def _block_sizes(dim: int, n_state: int, *per_group: int) -> tuple[int, int]:
+        """(BLOCK_D, BLOCK_N); BLOCK_D divides every channels-per-group given (a block within one group)."""
+        block_n = triton.next_power_of_2(n_state)
+        block_d = max(1, min(triton.next_power_of_2(dim), 4096 // block_n, 32))
+        for per in per_group:
+            while per % block_d:
+                block_d //= 2
+        return block_d, block_n
+
+    def _selective_scan_triton_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk=None):
+        """Runs the forward kernel; with ``chunk``, also saves the state entering every ``chunk`` steps."""
         batch, dim, length = u.shape
         n_state = A.shape[1]
         u, delta = u.contiguous(), delta.contiguous()
         out = torch.empty_like(u)
         last = torch.empty(batch, dim, n_state, device=u.device, dtype=torch.float32)
+        n_chunks = triton.cdiv(length, chunk) if chunk else 1
+        ckpt = torch.zeros(batch, dim, n_chunks, n_state, device=u.device, dtype=torch.float32) if chunk else last
         Bv, b_per_g, sb = _as_grouped(B, dim)
         Cv, c_per_g, sc = _as_grouped(C, dim)
-        block_n = triton.next_power_of_2(n_state)
-        block_d = max(1, min(triton.next_power_of_2(dim), 4096 // block_n, 32))
+        block_d, block_n = _block_sizes(dim, n_state)
         zc = z.contiguous() if z is not None else u
         grid = (batch, triton.cdiv(dim, block_d))
         _selective_scan_fwd_kernel[grid](
             u, delta, A.contiguous(), Bv, Cv, D.contiguous() if D is not None else u, zc,
-            delta_bias.contiguous() if delta_bias is not None else u, out, last,
-            dim, length, n_state, b_per_g, c_per_g, *sb, *sc,
+            delta_bias.contiguous() if delta_bias is not None else u, out, last, ckpt,
+            dim, length, n_state, b_per_g, c_per_g, n_chunks, *sb, *sc,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus), BLOCK_D=block_d, BLOCK_N=block_n)
-        return out, last
+            SOFTPLUS=bool(delta_softplus), SAVE_CKPT=bool(chunk), CHUNK=chunk or 1,
+            BLOCK_D=block_d, BLOCK_N=block_n)
+        return out, last, (ckpt if chunk else None)
+
+    def _selective_scan_triton_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, chunk,
+                                   grad_out, grad_last):
+        """All the input gradients in one reverse pass (float32 accumulation; cast to each input's dtype)."""
+        batch, dim, length = u.shape
+        n_state = A.shape[1]
+        f32 = dict(device=u.device, dtype=torch.float32)
+        u, delta = u.contiguous(), delta.contiguous()
+        grad_out = grad_out.contiguous() if grad_out is not None else torch.zeros_like(u)
+        Bv, b_per_g, sb = _as_grouped(B, dim)
+        Cv, c_per_g, sc = _as_grouped(C, dim)
+        varying = [X.dim() > 2 for X in (B, C)]
+        block_d, block_n = _block_sizes(dim, n_state, *[per for per, v in ((b_per_g, varying[0]),
+                                                                            (c_per_g, varying[1])) if v])
+        n_dblocks = triton.cdiv(dim, block_d)
+        grad_u, grad_delta = torch.empty(u.shape, **f32), torch.empty(u.shape, **f32)
+        grad_z = torch.empty(u.shape, **f32) if z is not None else grad_u
+        grad_A = torch.empty(batch, dim, n_state, **f32)
+        grads_bc, strides_bc = [], []
+        for X, vary in zip((B, C), varying):
+            G = torch.zeros(X.shape, **f32) if vary else torch.empty(batch, dim, n_state, **f32)
+            grads_bc.append(G)
+            strides_bc.append(_as_grouped(G, dim)[2] if vary else (0, 0, 0, 0))
+        grad_D = torch.empty(batch, dim, **f32) if D is not None else grad_u
+        grad_bias = torch.empty(batch, dim, **f32) if delta_bias is not None else grad_u
+        scratch = torch.empty(batch * n_dblocks * chunk * block_d * block_n, **f32)
+        _selective_scan_bwd_kernel[(batch, n_dblocks)](
+            u, delta, A.contiguous(), Bv, Cv, D.contiguous() if D is not None else u,
+            z.contiguous() if z is not None else u, delta_bias.contiguous() if delta_bias is not None else u,
+            ckpt, grad_out, grad_last.contiguous() if grad_last is not None else ckpt, scratch,
+            grad_u, grad_delta, grad_z, grad_A, grads_bc[0], grads_bc[1], grad_D, grad_bias,
+            dim, length, n_state, b_per_g, c_per_g, ckpt.shape[2], *sb, *sc, *strides_bc[0], *strides_bc[1],
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus), HAS_GLAST=grad_last is not None, B_VARYING=varying[0],
+            C_VARYING=varying[1], CHUNK=chunk, BLOCK_D=block_d, BLOCK_N=block_n)
+
+        def param(G, X):                      # (batch, D, N) partials of a (D, N) parameter -> summed
+            return G.sum(0).to(X.dtype)
+
+        grad_B = grads_bc[0].to(B.dtype) if varying[0] else param(grads_bc[0], B)
+        grad_C = grads_bc[1].to(C.dtype) if varying[1] else param(grads_bc[1], C)
+        return (grad_u.to(u.dtype), grad_delta.to(delta.dtype), param(grad_A, A), grad_B, grad_C,
+                param(grad_D, D) if D is not None else None, grad_z.to(z.dtype) if z is not None else None,
+                param(grad_bias, delta_bias) if delta_bias is not None else None)
 else:  # pragma: no cover
-    def _selective_scan_triton_fwd(*args):
+    def _selective_scan_triton_fwd(*args, **kwargs):
+        raise RuntimeError("triton is not installed")
+
+    def _selective_scan_triton_bwd(*args, **kwargs):
         raise RuntimeError("triton is not installed")
 
 
+#: time steps per chunk of the Triton backward: the forward saves the state entering each chunk
+#: (``(batch, D, ceil(L / CHUNK), N)`` float32), the backward recomputes one chunk's states at a time.
+TRITON_BACKWARD_CHUNK = 64
+
+
 class _TritonScan(torch.autograd.Function):
-    """Triton forward; backward: the vector-Jacobian product of the parallel PyTorch scan (recomputed)."""
+    """Triton forward (saving the chunk-start states when a gradient is wanted) and Triton backward."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
-        ctx.delta_softplus = delta_softplus
-        return _selective_scan_triton_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        chunk = TRITON_BACKWARD_CHUNK if any(ctx.needs_input_grad[:8]) else None
+        out, last, ckpt = _selective_scan_triton_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
+        ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
+        ctx.set_materialize_grads(False)
+        return out, last
 
     @staticmethod
     def backward(ctx, grad_out, grad_last):
-        saved = ctx.saved_tensors
-        inputs = [t.detach().requires_grad_(need) if t is not None else None
-                  for t, need in zip(saved, ctx.needs_input_grad)]
-        wanted = [t for t, need in zip(inputs, ctx.needs_input_grad) if t is not None and need]
-        with torch.enable_grad():
-            out, last = selective_scan_parallel(*inputs[:5], D=inputs[5], z=inputs[6], delta_bias=inputs[7],
-                                                delta_softplus=ctx.delta_softplus, return_last_state=True)
-            outputs, grads_in = [out], [grad_out]
-            if grad_last is not None:
-                outputs.append(last)
-                grads_in.append(grad_last)
-            grads = iter(torch.autograd.grad(outputs, wanted, grads_in, allow_unused=True)) if wanted else iter(())
-        return (*[next(grads) if t is not None and need else None
-                  for t, need in zip(inputs, ctx.needs_input_grad)], None)
+        *inputs, ckpt = ctx.saved_tensors
+        grads = _selective_scan_triton_bwd(*inputs, ctx.delta_softplus, ckpt, ctx.chunk, grad_out, grad_last)
+        return (*[g if need else None for g, need in zip(grads, ctx.needs_input_grad)], None)
 
 
 def _triton_supports(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -344,7 +531,7 @@ def _triton_supports(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
                                atol=1e-4, rtol=1e-4)
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                           return_last_state=False):
-    """The fused recurrent Triton kernel (differentiable through the parallel path)."""
+    """The fused recurrent Triton kernel, differentiable through the Triton backward kernel."""
     _check(u, delta, A, B, C, D, z, delta_bias)
     out, last = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
     return (out, last) if return_last_state else out
