@@ -446,6 +446,7 @@ def panconv_register_models(register):
              args=dict(depths=(3, 3, 10, 3), channels=(64, 128, 256, 512), block_size=8, halo_size=3),
              doc="HaloNet-H1 (paper Table 2: b=8, h=3, r_v=1, r_b=1, 256^2): 8.10M params with the ImageNet-1k "
                  "head (paper: 8.1M)")
+    # --- wave5b W2: HaloNet H0, H2-H7 (paper Table 2 scaling rules) ---
     register("TiC", f"{_M}.tic:TiC", kind="backbone",
              doc="TiC (Zhang et al. 2023): MSA-Conv (self-attention inside each convolution window; standard, "
                  "dilated, depthwise), Multi-Directional Cyclic Shift, Inter-Pooling (our reading of the paper)")
@@ -546,6 +547,20 @@ def panconv_register_models(register):
                      args=dict(channels=(w, 2 * w, 4 * w), depths=blocks),
                      doc=f"Poincare ResNet-{depth}, widths {w}/{2 * w}/{4 * w} (paper's CIFAR settings, official "
                          f"'hyperbolic-{w}-{2 * w}-{4 * w}-resnet-{depth}'): {n[depth]} params with a 10-class head")
+    # --- wave5b W4: Poincare ResNet's Euclidean baseline ---
+    _er = f"{_M}.poincare:EuclideanResNet"
+    register("EuclideanResNet", _er, kind="model",
+             doc="The Poincare ResNet paper's Euclidean baseline (official models/resnets/euclidean.py): the same "
+                 "CIFAR ResNet skeleton with Conv2d, BatchNorm2d, additive residuals and a linear classifier")
+    for depth, blocks in ((20, (3, 3, 3)), (32, (5, 5, 5))):
+        for w, n in ((8, {20: "69,082", 32: "118,138"}), (16, {20: "273,066", 32: "467,946"}),
+                     (32, {20: "1,085,770", 32: "1,862,602"})):
+            register(f"euclidean_resnet{depth}_w{w}", _er, kind="model",
+                     args=dict(channels=(w, 2 * w, 4 * w), depths=blocks),
+                     doc=f"Euclidean ResNet-{depth}, widths {w}/{2 * w}/{4 * w} (the Poincare ResNet paper's baseline, "
+                         f"official 'euclidean-{w}-{2 * w}-{4 * w}-resnet-{depth}'): {n[depth]} params with a "
+                         f"10-class head, RGB input (= the official module)")
+    # --- wave5b W5: UniRepLKNet's video pathway (issue 15) ---
 
     register("PoolNorm", f"{_M}.classifier:PoolNorm", kind="neck",
              doc="Global average pool + LayerNorm (or BatchNorm, then pool): the classifier neck of the papers")

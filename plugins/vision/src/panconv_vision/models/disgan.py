@@ -20,15 +20,29 @@ The engine trains one optimizer on the summed loss; :meth:`DISGAN.loss` keeps th
 the generator's adversarial term is computed with the discriminator's parameters *detached* (so it moves
 only the generator) and the discriminator's loss on the *detached* generator output (so it moves only the
 discriminator): the simultaneous-gradient form of the official alternating updates (both use Adam with
-one learning rate). Omitted: the official perceptual term (1e-2 x L1 between features of a MedicalNet
-ResNet-10 whose pre-trained weights are not available here) and the epoch-wise decay of the instance
-noise (``instance_noise`` is a constant). The "noise cleaning" is the generator trained on LR inputs with
-Rician noise (``vision.MRIPatches``).
+one learning rate). Omitted: the epoch-wise decay of the instance noise (``instance_noise`` is a constant).
+The "noise cleaning" is the generator trained on LR inputs with Rician noise (``vision.MRIPatches``).
+
+**Perceptual term** (``perceptual_weight``, official ``1e-2``; off by default): ``w * L1(FE(G(x)), FE(y))``
+with a *frozen* feature extractor ``FE``, added to the generator's loss (the official ``g_pixel_loss``). The
+official training script's default ``FE_type`` is ``VGG16`` (``model_DISGAN.VGG16``: VGG16's first ten convs,
+through conv4_3, as 3x3x3 convs + ReLU with three 2x2x2 max-pools; 22.9M parameters at width 64), which is what
+:class:`VGG3dFeatures` builds (forward parity with the official class, tests/test_disgan_perceptual.py). The
+official extractors are *not* pre-trained: ``VGG16`` is initialised by ``_init_weights`` (weights ~ N(0, 1),
+zero bias) and frozen (``freeze_model``), and no pre-trained 3-D VGG exists. ``perceptual_init="official"``
+reproduces that init; ``"kaiming"`` (He normal, fan-in) keeps the feature scale ~1 through the ten layers,
+whereas the N(0, 1) init multiplies it by ~sqrt(27 C / 2) per layer (mean |feature| ~5e14 on a uniform
+[0, 1] 16^3 patch at width 64), so the official term outweighs the L1 and adversarial terms by many orders
+of magnitude (with Adam the generator then follows the perceptual gradient's direction alone). The
+extractor's weights come from their own generator seeded with ``perceptual_seed`` (independent of the global
+RNG), so the loss is reproducible; ``perceptual_width`` scales the widths (official 64: 64/128/256/512). The
+release's alternative ``FE_type: resnet10`` (MedicalNet's ResNet-10 layout, also randomly initialised
+there) is not built.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +52,10 @@ from torch.func import functional_call
 
 from .layers import RestorationModel
 
-__all__ = ["DISGAN", "DenseBlock3d", "RRDBGenerator3d", "WaveletUNetDiscriminator", "haar_dwt3", "pixel_shuffle_3d"]
+__all__ = [
+    "DISGAN", "DenseBlock3d", "RRDBGenerator3d", "VGG3dFeatures", "WaveletUNetDiscriminator", "haar_dwt3",
+    "pixel_shuffle_3d",
+]
 
 
 def pixel_shuffle_3d(x: torch.Tensor, scale: int) -> torch.Tensor:
@@ -64,6 +81,47 @@ def haar_dwt3(x: torch.Tensor) -> torch.Tensor:
     # contract the tap axes of D, H and W with the band filters
     out = torch.einsum("nciajbke,xa,yb,ze->nxyzcijk", v, sign, sign, sign)
     return out.reshape(n, 8, c, d // 2, h // 2, w // 2)
+
+
+VGG16_3D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
+
+
+class VGG3dFeatures(nn.Module):
+    """The official perceptual feature extractor (``model_DISGAN.VGG16``): VGG16's first ten convs (through
+    conv4_3) as 3x3x3 convs + ReLU, 2x2x2 max-pools after blocks 1-3; frozen (``requires_grad=False``),
+    initialised from ``seed``.
+
+    ``width`` is the first block's channels (official 64; the others scale with it); ``init`` ``"official"``
+    draws weights from N(0, 1) (the release's ``_init_weights``), ``"kaiming"`` from N(0, 2 / fan_in); biases 0.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 64, init: str = "official", seed: int = 0):
+        super().__init__()
+        if init not in ("official", "kaiming"):
+            raise ValueError(f"VGG3dFeatures: init must be 'official' or 'kaiming', got {init!r}")
+        layers: list[nn.Module] = []
+        c = in_channels
+        for v in VGG16_3D:
+            if v == "M":
+                layers.append(nn.MaxPool3d(2, 2))
+            else:
+                out = max(1, v * width // 64)
+                layers += [nn.Conv3d(c, out, 3, 1, 1), nn.ReLU()]
+                c = out
+        self.layers = nn.Sequential(*layers)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for m in self.layers:
+                if isinstance(m, nn.Conv3d):
+                    std = 1.0 if init == "official" else (2.0 / m.weight[0].numel()) ** 0.5
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+                    m.bias.zero_()
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[2:]) < 8:
+            raise ValueError(f"VGG3dFeatures: sides {tuple(x.shape[2:])} must be >= 8 (three 2x2x2 max-pools)")
+        return self.layers(x)
 
 
 class DenseBlock3d(nn.Module):
@@ -240,6 +298,10 @@ class DISGAN(RestorationModel):
         adv_weight: weight of the generator's adversarial term (official 5e-3); 0 trains the generator alone.
         instance_noise: std of Gaussian noise added to the discriminator's inputs.
         in_channels: image channels.
+        perceptual_weight: weight of the perceptual L1 on frozen VGG16-3D features (official 1e-2); 0 builds no
+            extractor.
+        perceptual_width, perceptual_init, perceptual_seed: the extractor's width (official 64), init
+            ("official" N(0, 1) or "kaiming") and seed (see :class:`VGG3dFeatures`).
     """
 
     metadata_inputs = ("in_channels", "upscale")
@@ -249,7 +311,10 @@ class DISGAN(RestorationModel):
                  num_blocks: Annotated[int, Ge(1)] = 3, disc_features: Annotated[int, Ge(1)] = 16,
                  disc_levels: Annotated[int, Interval(ge=2, le=6)] = 6,
                  adv_weight: Annotated[float, Ge(0)] = 5e-3, instance_noise: Annotated[float, Ge(0)] = 0.0,
-                 in_channels: Annotated[int, Ge(1)] = 1):
+                 in_channels: Annotated[int, Ge(1)] = 1, perceptual_weight: Annotated[float, Ge(0)] = 0.0,
+                 perceptual_width: Annotated[int, Ge(1)] = 64,
+                 perceptual_init: Literal["official", "kaiming"] = "official",
+                 perceptual_seed: Annotated[int, Ge(0)] = 0):
         super().__init__()
         if upscale < 2 or upscale & (upscale - 1):
             raise ValueError(f"DISGAN: upscale must be a power of 2 (one 3-D pixel shuffle per x2), got {upscale}")
@@ -257,6 +322,9 @@ class DISGAN(RestorationModel):
         self.adv_weight, self.instance_noise = adv_weight, instance_noise
         self.generator = RRDBGenerator3d(in_channels, filters, num_blocks, upscale.bit_length() - 1)
         self.discriminator = WaveletUNetDiscriminator(in_channels, disc_features, disc_levels)
+        self.perceptual_weight = perceptual_weight
+        self.feature_extractor = (VGG3dFeatures(in_channels, perceptual_width, perceptual_init, perceptual_seed)
+                                  if perceptual_weight > 0 else None)
 
     def restore(self, x: torch.Tensor) -> torch.Tensor:
         return self.generator(x)
@@ -266,9 +334,14 @@ class DISGAN(RestorationModel):
 
     def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         losses = super().loss(outputs, batch)  # {"loss": L1}
-        if not self.training or self.adv_weight == 0:
+        if not self.training:
             return losses
         real = batch["targets"]
+        terms = {"loss_pixel": losses["loss"]}
+        if self.feature_extractor is not None:
+            terms["loss_perceptual"] = self.perceptual_weight * self.perceptual_loss(outputs, real)
+        if self.adv_weight == 0:
+            return terms if len(terms) > 1 else losses
         frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
         # generator's relativistic adversarial term; D's parameters detached: moves only G
         d_real_g = functional_call(self.discriminator, frozen, (self._noisy(real),)).detach()
@@ -282,7 +355,15 @@ class DISGAN(RestorationModel):
                                                            torch.ones_like(d_real))
                         + F.binary_cross_entropy_with_logits(d_fake - d_real.mean(0, keepdim=True),
                                                              torch.zeros_like(d_fake)))
-        return {"loss_pixel": losses["loss"], "loss_adv": self.adv_weight * g_adv, "loss_disc": d_loss}
+        return {**terms, "loss_adv": self.adv_weight * g_adv, "loss_disc": d_loss}
+
+    def perceptual_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``L1(FE(outputs), FE(targets))`` (unweighted) on the frozen extractor; gradients reach only ``outputs``."""
+        if self.feature_extractor is None:
+            raise ValueError("DISGAN.perceptual_loss: perceptual_weight is 0, no feature extractor was built")
+        with torch.no_grad():
+            target_features = self.feature_extractor(targets)
+        return F.l1_loss(self.feature_extractor(outputs), target_features)
 
     def example_inputs(self, batch_size: int = 2) -> dict:
         side = 2 ** self.discriminator.levels // self.upscale

@@ -33,6 +33,11 @@ tensors (the width) instead of the channels; ``skip_axis="width"`` reproduces it
 the default ``"channel"`` follows the paper. The official batch norm keeps no running statistics and
 normalises with batch statistics even in evaluation; ours tracks running statistics (tangent-space EMA
 of the midpoint, EMA of the variance) and uses them in eval mode.
+
+Baseline: :class:`EuclideanResNet` is the paper's Euclidean counterpart (official
+``models/resnets/euclidean.py``, "euclidean-8-16-32-resnet-20"): the same skeleton with ``Conv2d`` (bias),
+``BatchNorm2d``, additive residuals (a biased 1x1 stride-2 conv on the shortcut where a stage starts, no
+norm on it) and a linear classifier, for equal-budget comparisons.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from torch import nn
 from panconv.api import Model
 
 __all__ = [
-    "PoincareBatchNorm2d", "PoincareConv2d", "PoincareLinear", "PoincareResNet", "expmap", "expmap0",
+    "EuclideanResNet", "PoincareBatchNorm2d", "PoincareConv2d", "PoincareLinear", "PoincareResNet", "expmap", "expmap0",
     "fully_connected", "gyration", "logmap", "logmap0", "midpoint", "mobius_add", "project", "transport",
 ]
 
@@ -319,3 +324,58 @@ class PoincareResNet(Model):
     @classmethod
     def example_config(cls) -> dict:
         return {"channels": (4, 8), "depths": (1, 1), "num_classes": 3}
+
+
+class _EuclideanBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut (a biased 1x1 conv when the stride is 2), ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = nn.Conv2d(c_in, c_out, 1, stride) if stride != 1 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class EuclideanResNet(PoincareResNet):
+    """The Poincaré ResNet paper's Euclidean baseline (official ``EuclideanResNet``): same stages, Euclidean layers.
+
+    Args as :class:`PoincareResNet` (no curvature). As in the official code, the first block of every stage after
+    the first has stride 2 and a 1x1 conv shortcut; the first stage's first block has an identity shortcut (so
+    ``channels[0]`` is the stem's width).
+    """
+
+    def __init__(self, channels: Annotated[tuple[Annotated[int, Ge(1)], ...], MinLen(1)] = (8, 16, 32),
+                 depths: Annotated[tuple[Annotated[int, Ge(1)], ...], MinLen(1)] = (3, 3, 3),
+                 num_classes: Annotated[int, Ge(2)] = 10, in_channels: Annotated[int, Ge(1)] = 3,
+                 label_smoothing: Annotated[float, Interval(ge=0, lt=1)] = 0.0):
+        Model.__init__(self)
+        if len(channels) != len(depths):
+            raise ValueError(f"EuclideanResNet: channels {channels} and depths {depths} differ in length")
+        self.in_channels, self.label_smoothing = in_channels, label_smoothing
+        self.conv = nn.Conv2d(in_channels, channels[0], 3, 1, 1)
+        self.bn = nn.BatchNorm2d(channels[0])
+        stages, prev = [], channels[0]
+        for i, (ch, d) in enumerate(zip(channels, depths)):
+            blocks = []
+            for j in range(d):
+                blocks.append(_EuclideanBlock(prev, ch, 2 if (i > 0 and j == 0) else 1))
+                prev = ch
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(prev, num_classes)
+        self.num_classes = num_classes
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.conv(x)))
+        return self.fc(self.stages(x).mean((-2, -1)))
+
+    def example_inputs(self, batch_size: int = 2) -> dict:
+        g = torch.Generator().manual_seed(0)
+        return {"inputs": torch.randn(batch_size, self.in_channels, 8, 8, generator=g),
+                "labels": torch.arange(batch_size) % self.num_classes}
