@@ -10,9 +10,14 @@ import torch.nn.functional as F
 from panconv_genomics.models.diffpalm import (
     MSATransformer,
     PottsPairs,
+    diffpalm_iterative,
     diffpalm_pairing,
+    diffpalm_scores,
     greedy_assignment,
+    mi_ipa,
     pairing_precision,
+    pmi_pair_scores,
+    pmi_tables,
     sinkhorn,
     train_msa_lm,
 )
@@ -78,3 +83,117 @@ def test_diffpalm_recovers_planted_pairs_well_above_chance():
         truths.append(torch.argsort(shuffle))
     precision = pairing_precision(diffpalm_pairing(model, a_rows, b_rows, 8), truths)
     assert precision > 3 / 6  # chance is 1/6
+
+
+# ----------------------------------------------------------------------------- wave 5b: MI-IPA, fixing, registry
+
+def test_pmi_tables_and_pair_scores_follow_their_definitions():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(3, (40, 2), generator=g), torch.randint(3, (40, 3), generator=g)
+    pmi = pmi_tables(a, b, q=3, pseudocount=0.0)
+    i, j, x, y = 1, 2, 0, 2
+    f_xy = ((a[:, i] == x) & (b[:, j] == y)).double().mean()
+    f_x, f_y = (a[:, i] == x).double().mean(), (b[:, j] == y).double().mean()
+    torch.testing.assert_close(pmi[i, j, x, y], (f_xy / (f_x * f_y)).log())
+    scores = pmi_pair_scores(pmi_tables(a, b, q=3), a[:4], b[:4])
+    k, m = 2, 1
+    direct = sum(pmi_tables(a, b, q=3)[ii, jj, a[k, ii], b[m, jj]] for ii in range(2) for jj in range(3))
+    torch.testing.assert_close(scores[k, m], direct)
+
+
+def _shuffled_msa(potts, species, paralogs, seed):
+    g = torch.Generator().manual_seed(seed)
+    pairs = potts.sample(species * paralogs, sweeps=20, seed=seed)
+    a_rows, b_rows, truths = [], [], []
+    for s in range(species):
+        block, shuffle = pairs[s * paralogs:(s + 1) * paralogs], torch.randperm(paralogs, generator=g)
+        a_rows.append(block[:, :potts.la])
+        b_rows.append(block[shuffle, potts.la:])
+        truths.append(torch.argsort(shuffle))
+    return a_rows, b_rows, truths
+
+
+def test_mi_ipa_recovers_pairs_on_a_large_msa():
+    """MI-IPA needs counts: on 50 species x 6 paralogs of the Potts model it is far above chance (1/6)."""
+    potts = PottsPairs(la=8, lb=8, q=4, n_links=8, coupling=1.5, seed=0)
+    a_rows, b_rows, truths = _shuffled_msa(potts, 50, 6, seed=3)
+    assert pairing_precision(mi_ipa(a_rows, b_rows, q=4), truths) > 0.45
+    # without inter-family couplings there is nothing to find: near chance
+    flat = PottsPairs(la=8, lb=8, q=4, n_links=1, coupling=0.0, n_intra=0, seed=0)
+    a_rows, b_rows, truths = _shuffled_msa(flat, 50, 6, seed=3)
+    assert pairing_precision(mi_ipa(a_rows, b_rows, q=4), truths) < 0.3
+
+
+def test_fixed_pairs_are_kept_and_enter_as_context():
+    torch.manual_seed(0)
+    model = MSATransformer(q=4, length=6, d=16, layers=1, heads=2)
+    g = torch.Generator().manual_seed(0)
+    a_rows = [torch.randint(4, (4, 3), generator=g), torch.randint(4, (3, 3), generator=g)]
+    b_rows = [torch.randint(4, (4, 3), generator=g), torch.randint(4, (3, 3), generator=g)]
+    fixed = [{0: 2, 3: 1}, {1: 0}]
+    scores = diffpalm_scores(model, a_rows, b_rows, la=3, steps=5, fixed=fixed)
+    perms = [greedy_assignment(x) for x in scores]
+    assert perms[0][0] == 2 and perms[0][3] == 1 and perms[1][1] == 0
+    assert all(sorted(p.tolist()) == list(range(len(p))) for p in perms)
+    p0 = sinkhorn(scores[0], 0.2, iterations=50)
+    assert p0[0, 2].item() == pytest.approx(1.0) and p0[1:3, 2].sum().item() == pytest.approx(0.0)
+    perms = diffpalm_iterative(model, a_rows, b_rows, la=3, rounds=3, steps=3)
+    assert all(sorted(p.tolist()) == list(range(len(p))) for p in perms)
+
+
+def test_potts_msa_dataset_masks_and_is_deterministic(tmp_path):
+    from panconv_genomics.datasets.potts import PottsMSA
+
+    data = PottsMSA(tmp_path, "train", la=4, lb=4, n_links=3, n_intra=1, samples=64, sweeps=5, msas=10, depth=6,
+                    mask_prob=0.3)
+    item = data[3]
+    masked = item["inputs"] == 4
+    assert item["inputs"].shape == (6, 8) and masked.any()
+    assert torch.equal(masked, item["targets"] != -100) and (item["targets"][masked] < 4).all()
+    assert torch.equal(data[3]["inputs"], item["inputs"])
+    data.set_epoch(1)
+    assert not torch.equal(data[3]["inputs"], item["inputs"])
+    test = PottsMSA(tmp_path, "test", la=4, lb=4, n_links=3, n_intra=1, samples=64, sweeps=5, msas=10)
+    assert torch.equal(test.potts.couplings, data.potts.couplings) and not torch.equal(test.pool, data.pool)
+    assert data.metadata == {"q": 4, "length": 8}
+    with pytest.raises(ValueError, match="n_intra"):
+        PottsPairs(la=2, lb=2, n_links=1, n_intra=5)
+
+
+def test_msa_transformer_trains_through_the_engine(tmp_path):
+    import json
+
+    import yaml
+
+    import panconv
+    from panconv.cli import main
+
+    config = {
+        "model": {"type": "genomics.MSATransformer", "d": 16, "layers": 1, "heads": 2},
+        "data": {"type": "genomics.PottsMSA", "la": 4, "lb": 4, "n_links": 3, "n_intra": 1, "samples": 256,
+                 "sweeps": 10, "msas": 32, "depth": 8, "batch_size": 8, "num_workers": 0,
+                 "splits": {"train": "train", "val": "val"}},
+        "train": {"epochs": 1, "optimizer": {"type": "AdamW", "lr": 0.003}, "val_interval": 1},
+        "eval": {"evaluators": [{"type": "sequence.Perplexity"}]},
+        "run": {"work_dir": str(tmp_path / "run"), "seed": 0, "device": "cpu", "threads": 1},
+    }
+    path = tmp_path / "msa.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path)]) == 0
+    model = panconv.load_model(tmp_path / "run")
+    assert isinstance(model, MSATransformer) and (model.q, model.length) == (4, 8)   # sized from the metadata
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "perplexity" in json.dumps(metrics)
+
+
+def test_first_round_of_the_iterative_procedure_is_diffpalm():
+    """benchmarks/genomics_diffpalm_potts.py reads its DiffPALM row off the iterative run's first round."""
+    torch.manual_seed(0)
+    model = MSATransformer(q=4, length=6, d=16, layers=1, heads=2)
+    g = torch.Generator().manual_seed(1)
+    a_rows = [torch.randint(4, (5, 3), generator=g) for _ in range(2)]
+    b_rows = [torch.randint(4, (5, 3), generator=g) for _ in range(2)]
+    rounds = diffpalm_iterative(model, a_rows, b_rows, la=3, rounds=2, steps=6, seed=4, return_rounds=True)
+    assert len(rounds) == 2
+    for got, want in zip(rounds[0], diffpalm_pairing(model, a_rows, b_rows, la=3, steps=6, seed=4)):
+        assert torch.equal(got, want)

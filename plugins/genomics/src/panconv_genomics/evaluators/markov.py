@@ -9,16 +9,27 @@ used, so it scores exactly the positions a windowed neural LM scores, with the s
 :meth:`MarkovChain.log_probs` returns ``(N, L, 12)`` log-probabilities over the HyenaDNA vocabulary (the special
 tokens get -1e9), the format of the LM heads' ``predict``: ``sequence.Perplexity`` scores
 it as it scores a model. Used by ``benchmarks/genomics_lm_baselines.py``.
+
+:class:`MarkovPerplexity` (registered ``genomics.MarkovPerplexity``) is the chain as an evaluator: listed beside
+``sequence.Perplexity`` in a language-model run's ``eval.evaluators``, it fits the chain once on the training
+ranges of the DNA sources (the ``genomics.DNALanguageModel`` split, both strands) and scores the very positions
+the model is scored on (``batch["inputs"]`` / ``batch["targets"]``; the model's outputs are not used), so the
+baseline lands in the same ``metrics.json`` as ``markov_perplexity`` / ``markov_nll``. (A model it is not: it
+has no trainable weights for the engine's optimiser and no checkpoint to save.)
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Annotated
 
 import torch
+from annotated_types import Gt, Interval
 
-from ..datasets.tokenizer import VOCAB_SIZE, A, reverse_complement
+from panconv.api import Evaluator
+
+from ..datasets.tokenizer import VOCAB_SIZE, A, encode, reverse_complement
 
 ALPHABET = 5  # A C G T N
 
@@ -76,4 +87,63 @@ class MarkovChain:
         return full
 
 
-__all__ = ["MarkovChain"]
+class MarkovPerplexity(Evaluator):
+    """Perplexity of an order-``order`` Markov chain on the positions of each evaluated batch (see the module doc).
+
+    Args:
+        order, alpha, both_strands: the chain (:class:`MarkovChain`).
+        sources, fractions: the training ranges it is fitted on (as the run's ``genomics.DNALanguageModel``).
+        root: the data root (default: ``$PANCONV_DATA``, else where the Debian packages install the files).
+        train_text: fit on this DNA string instead of the sources (tests, quick checks).
+    """
+
+    lower_is_better = ("nll", "perplexity", "bits")
+
+    def __init__(self, order: Annotated[int, Interval(ge=0, le=10)] = 3, alpha: Annotated[float, Gt(0)] = 1.0,
+                 both_strands: bool = True, sources: tuple[str, ...] = ("human", "phage", "transcripts"),
+                 fractions: tuple[Annotated[float, Interval(gt=0, lt=1)], ...] = (0.8, 0.1, 0.1),
+                 root: str | None = None, train_text: str | None = None):
+        super().__init__()
+        self.chain = MarkovChain(order, alpha, both_strands)
+        self.sources, self.fractions, self.root, self.train_text = tuple(sources), tuple(fractions), root, train_text
+        self.fitted = False
+
+    def fit(self) -> MarkovChain:
+        if not self.fitted:
+            if self.train_text is not None:
+                streams = [encode(self.train_text)]
+            else:
+                from ..datasets.dna import DNALanguageModel
+
+                streams = DNALanguageModel(root=self.root, split="train", sources=self.sources,
+                                           fractions=self.fractions).tokens
+            self.chain.fit(streams)
+            self.fitted = True
+        return self.chain
+
+    def process(self, batch: dict, outputs=None) -> None:
+        inputs, targets = batch["inputs"].cpu(), batch["targets"].cpu()
+        if inputs.shape != targets.shape:
+            raise ValueError(f"MarkovPerplexity: inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} "
+                             f"differ (next-token windows expected)")
+        log_p = self.fit().log_probs(inputs)
+        keep = targets != -100
+        picked = log_p.gather(-1, targets.clamp(min=0).long().unsqueeze(-1)).squeeze(-1)
+        self.results.append((float(-picked[keep].sum()), int(keep.sum())))
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        count = sum(r[1] for r in results)
+        nll = sum(r[0] for r in results) / count if count else float("nan")
+        return {"markov_perplexity": math.exp(nll), "markov_nll": nll}
+
+    @classmethod
+    def example(cls):
+        # order 0 on "AAAA" (one strand, add-one): p(A) = 5/9, p(C) = 1/9; targets A, C, A: nll (2 ln 9/5 + ln 9) / 3
+        nll = (2 * math.log(9 / 5) + math.log(9)) / 3
+        batches = [({"inputs": torch.tensor([[A, A]]), "targets": torch.tensor([[A, A + 1]])}, None),
+                   ({"inputs": torch.tensor([[A, A]]), "targets": torch.tensor([[-100, A]])}, None)]
+        return ({"order": 0, "both_strands": False, "train_text": "AAAA"}, batches,
+                {"markov_perplexity": math.exp(nll), "markov_nll": nll})
+
+
+__all__ = ["MarkovChain", "MarkovPerplexity"]

@@ -22,6 +22,10 @@ What is here (faithful in kind, scaled down in size, see ``benchmarks/genomics_d
 * :func:`sinkhorn`, :func:`diffpalm_pairing`: the soft permutation and the optimisation; the hard assignment
   is the greedy maximum of ``X`` (the paper uses the Hungarian algorithm; for the ``m <= 8`` paralogs here the
   greedy read-out of a converged ``X`` agrees with it in the runs we checked, and needs no scipy).
+* :func:`diffpalm_iterative`: the paper's iterative fixing of confident pairs (fixed pairs enter the next
+  round as hard, paired context: :func:`diffpalm_scores`' ``fixed``).
+* :func:`mi_ipa` (:func:`pmi_tables`, :func:`pmi_pair_scores`): the MI-IPA coevolution baseline (Bitbol et al.
+  2016) the paper compares with, started from a random pairing.
 
 Not here: the 100M-parameter pre-trained MSA Transformer, real Pfam pairs (HK-RR, MALG-MALK), the phylogenetic
 structure of real species (the Potts rows are independent samples), and the paper's multi-run averaging.
@@ -30,10 +34,14 @@ structure of real species (the Potts rows are independent samples), and the pape
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import nn
+
+from panconv.api import Model
 
 
 class PottsPairs:
@@ -43,6 +51,9 @@ class PottsPairs:
                  n_intra: int = 4, field_scale: float = 0.3, seed: int = 0):
         if min(la, lb, q) < 2 or n_links < 1 or n_links > la * lb:
             raise ValueError(f"need la, lb, q >= 2 and 1 <= n_links <= la*lb, got {la}, {lb}, {q}, {n_links}")
+        if n_intra > la * (la - 1) // 2 + lb * (lb - 1) // 2:
+            raise ValueError(f"n_intra ({n_intra}) exceeds the position pairs inside the families "
+                             f"({la * (la - 1) // 2 + lb * (lb - 1) // 2})")
         g = torch.Generator().manual_seed(seed)
         self.la, self.lb, self.q, self.length = la, lb, q, la + lb
         self.fields = field_scale * torch.randn(self.length, q, generator=g)
@@ -94,26 +105,56 @@ class AxialLayer(nn.Module):
         return h + self.mlp(self.mlp_norm(h))
 
 
-class MSATransformer(nn.Module):
+class MSATransformer(Model):
     """A small MSA language model: ``(B, R, L)`` ids or ``(B, R, L, q+1)`` soft one-hots -> ``(B, R, L, q)`` logits.
 
-    Token ``q`` is the mask. Rows are exchangeable (no row positions), columns have learned positions.
+    Token ``q`` is the mask. Rows are exchangeable (no row positions), columns have learned positions. As a
+    registered model (``genomics.MSATransformer``) it trains by masked language modelling through the engine on
+    ``genomics.PottsMSA``: ``forward(batch)`` reads ``batch["inputs"]``, ``loss`` is the cross-entropy on
+    ``batch["targets"]`` (``-100`` at the unmasked tokens), ``predict`` the log-probabilities.
     """
 
-    def __init__(self, q: int, length: int, d: int = 48, layers: int = 2, heads: int = 4):
+    metadata_inputs = ("q", "length")
+
+    def __init__(self, q: Annotated[int, Ge(2)] = 4, length: Annotated[int, Ge(1)] = 16, d: Annotated[int, Ge(1)] = 48,
+                 layers: Annotated[int, Ge(1)] = 2, heads: Annotated[int, Ge(1)] = 4):
         super().__init__()
-        self.q, self.mask_id = q, q
+        if d % heads:
+            raise ValueError(f"d ({d}) must be a multiple of heads ({heads})")
+        self.q, self.mask_id, self.length = q, q, length
         self.embed = nn.Parameter(torch.randn(q + 1, d) * 0.1)
         self.position = nn.Parameter(torch.randn(length, d) * 0.1)
         self.layers = nn.ModuleList(AxialLayer(d, heads) for _ in range(layers))
         self.norm, self.out = nn.LayerNorm(d), nn.Linear(d, q)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        soft = F.one_hot(x, self.q + 1).float() if x.dtype == torch.long else x
+    def forward(self, x: torch.Tensor | dict) -> torch.Tensor:
+        x = x["inputs"] if isinstance(x, dict) else x
+        if x.dim() != (4 if x.is_floating_point() else 3) or x.shape[2] != self.length:
+            raise ValueError(f"MSATransformer takes ids (B, R, {self.length}) or soft one-hots (B, R, {self.length}, "
+                             f"{self.q + 1}), got {x.dtype} {tuple(x.shape)}")
+        soft = x if x.is_floating_point() else F.one_hot(x.long(), self.q + 1).float()
         h = soft @ self.embed + self.position
         for layer in self.layers:
             h = layer(h)
         return self.out(self.norm(h))
+
+    def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        targets = batch["targets"].reshape(-1)
+        return {"loss": F.cross_entropy(outputs.reshape(-1, self.q), targets, ignore_index=-100)}
+
+    def predict(self, outputs: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
+        return outputs.log_softmax(-1)
+
+    def example_inputs(self, batch_size: int = 2) -> dict:
+        g = torch.Generator().manual_seed(0)
+        rows = torch.randint(self.q, (batch_size, 4, self.length), generator=g)
+        inputs, chosen = mask_tokens(rows, 0.3, self.mask_id, g)
+        inputs[:, 0, 0], chosen[:, 0, 0] = self.mask_id, True
+        return {"inputs": inputs, "targets": torch.where(chosen, rows, torch.full_like(rows, -100))}
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"q": 4, "length": 6, "d": 16, "layers": 1, "heads": 2}
 
 
 def mask_tokens(x: torch.Tensor, prob: float, mask_id: int, generator: torch.Generator | None = None,
@@ -168,25 +209,33 @@ def greedy_assignment(scores: torch.Tensor) -> torch.Tensor:
     return perm
 
 
-def diffpalm_pairing(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], la: int,
-                     steps: int = 150, lr: float = 0.1, mask_prob: float = 0.3, tau: tuple[float, float] = (1.0, 0.2),
-                     seed: int = 0) -> list[torch.Tensor]:
-    """DiffPALM on one paired MSA: species ``s`` has A rows ``a_rows[s]`` ``(m_s, la)`` and shuffled B rows
-    ``b_rows[s]`` ``(m_s, lb)``. Learns per-species scores ``X_s`` so that ``Sinkhorn(X_s / tau)`` (``tau`` annealed
-    geometrically from ``tau[0]`` to ``tau[1]``) pairs the rows that minimise the frozen model's masked-LM loss on the
-    A and B columns; returns each species' hard pairing ``perm`` (A row ``i`` <-> B row ``perm[i]``)."""
+def diffpalm_scores(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], la: int,
+                    steps: int = 150, lr: float = 0.1, mask_prob: float = 0.3, tau: tuple[float, float] = (1.0, 0.2),
+                    seed: int = 0, fixed: list[dict[int, int]] | None = None) -> list[torch.Tensor]:
+    """DiffPALM's optimisation on one paired MSA: species ``s`` has A rows ``a_rows[s]`` ``(m_s, la)`` and shuffled
+    B rows ``b_rows[s]`` ``(m_s, lb)``. Learns per-species scores ``X_s`` so that ``Sinkhorn(X_s / tau)`` (``tau``
+    annealed geometrically from ``tau[0]`` to ``tau[1]``) pairs the rows that minimise the frozen model's masked-LM
+    loss on the A and B columns; returns the ``X_s``. ``fixed[s]`` maps A rows to B rows already paired (the
+    iterative procedure's confident pairs): their entries of ``P`` are a hard one (every other entry of their row
+    and column is excluded), so they enter the MSA as paired context and only the other rows are optimised."""
     g = torch.Generator().manual_seed(seed)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     q = model.q
     scores = [torch.zeros(len(a), len(a), requires_grad=True) for a in a_rows]
+    log_allowed = [torch.zeros(len(a), len(a)) for a in a_rows]
+    for s, pairs in enumerate(fixed or []):
+        for i, j in pairs.items():
+            log_allowed[s][i, :], log_allowed[s][:, j] = -math.inf, -math.inf
+            log_allowed[s][i, j] = 0.0
     optimizer = torch.optim.Adam(scores, lr=lr)
     a_all = torch.cat(a_rows)
     b_onehot = [F.one_hot(b, q + 1).float() for b in b_rows]
     for step in range(steps):
         tau_now = tau[0] * (tau[1] / tau[0]) ** (step / max(1, steps - 1))
-        b_soft = torch.cat([sinkhorn(x, tau_now) @ b.flatten(1) for x, b in zip(scores, b_onehot)])
+        b_soft = torch.cat([sinkhorn(x + allowed * tau_now, tau_now) @ b.flatten(1)
+                            for x, allowed, b in zip(scores, log_allowed, b_onehot)])
         b_soft = b_soft.view(len(a_all), -1, q + 1)
         # mask A tokens (hard ids) and B tokens (their soft one-hots replaced by the mask token)
         a_in, a_mask = mask_tokens(a_all, mask_prob, model.mask_id, g)
@@ -201,7 +250,94 @@ def diffpalm_pairing(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    return [(x.detach() + allowed) for x, allowed in zip(scores, log_allowed)]
+
+
+def diffpalm_pairing(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], la: int,
+                     steps: int = 150, lr: float = 0.1, mask_prob: float = 0.3, tau: tuple[float, float] = (1.0, 0.2),
+                     seed: int = 0, fixed: list[dict[int, int]] | None = None) -> list[torch.Tensor]:
+    """DiffPALM on one paired MSA (:func:`diffpalm_scores`): each species' hard pairing ``perm`` (A row ``i`` <->
+    B row ``perm[i]``), the greedy maximum of its learned scores."""
+    scores = diffpalm_scores(model, a_rows, b_rows, la, steps, lr, mask_prob, tau, seed, fixed)
     return [greedy_assignment(x) for x in scores]
+
+
+def diffpalm_iterative(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], la: int,
+                       rounds: int = 3, steps: int = 150, tau: tuple[float, float] = (1.0, 0.2), seed: int = 0,
+                       return_rounds: bool = False, **kwargs) -> list[torch.Tensor] | list[list[torch.Tensor]]:
+    """DiffPALM with the paper's iterative fixing of confident pairs: after each round the most confident of the
+    still-free pairs (the largest entries ``P[i, perm[i]]`` of the final soft permutation, over all species; a
+    ``1 / (rounds - r)`` share of them in round ``r``, so the last round places the rest) are fixed and enter the
+    next round as paired context (:func:`diffpalm_scores`' ``fixed``). Returns the hard pairings (with
+    ``return_rounds``, those of every round: round 0 is :func:`diffpalm_pairing` with the same ``seed``)."""
+    fixed: list[dict[int, int]] = [{} for _ in a_rows]
+    total = sum(len(a) for a in a_rows)
+    history = []
+    for r in range(rounds):
+        scores = diffpalm_scores(model, a_rows, b_rows, la, steps=steps, tau=tau, seed=seed + r, fixed=fixed, **kwargs)
+        perms = [greedy_assignment(x) for x in scores]
+        history.append(perms)
+        free = total - sum(len(f) for f in fixed)
+        if r == rounds - 1 or free == 0:
+            break
+        candidates = []
+        for s, (x, perm) in enumerate(zip(scores, perms)):
+            p = sinkhorn(x, tau[1], iterations=50)
+            candidates += [(float(p[i, perm[i]]), s, i, int(perm[i])) for i in range(len(perm)) if i not in fixed[s]]
+        candidates.sort(reverse=True)
+        for _, s, i, j in candidates[:math.ceil(free / (rounds - r))]:
+            fixed[s][i] = j
+    return history if return_rounds else history[-1]
+
+
+def pmi_tables(a: torch.Tensor, b: torch.Tensor, q: int, pseudocount: float = 0.15) -> torch.Tensor:
+    """``(la, lb, q, q)`` pointwise mutual information ``ln f_ij(x, y) / (f_i(x) f_j(y))`` between every A column ``i``
+    and B column ``j`` of the paired rows ``a`` ``(n, la)``, ``b`` ``(n, lb)``, frequencies with a pseudocount as
+    in MI-IPA (Bitbol et al. 2016): ``f = (1 - lambda) counts / n + lambda / q`` (``lambda / q^2`` for pairs)."""
+    oa, ob = F.one_hot(a, q).double(), F.one_hot(b, q).double()
+    n, lam = len(a), pseudocount
+    fa = (1 - lam) * oa.mean(0) + lam / q
+    fb = (1 - lam) * ob.mean(0) + lam / q
+    fab = (1 - lam) * torch.einsum("nix,njy->ijxy", oa, ob) / n + lam / q ** 2
+    return (fab / (fa[:, None, :, None] * fb[None, :, None, :])).log()
+
+
+def pmi_pair_scores(pmi: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(m, m)`` scores ``S[k, l] = sum_{i in A, j in B} PMI_ij(a_k,i, b_l,j)`` of pairing A row k with B row l."""
+    q = pmi.shape[-1]
+    return torch.einsum("kix,ijxy,ljy->kl", F.one_hot(a, q).double(), pmi, F.one_hot(b, q).double())
+
+
+def mi_ipa(a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], q: int, increment: int | None = None,
+           pseudocount: float = 0.15, seed: int = 0) -> list[torch.Tensor]:
+    """MI-IPA (Bitbol, Dwyer, Colwell & Wingreen, PNAS 2016), started without known pairs: the first training set
+    is a random pairing within each species; each iteration computes the PMI tables of the current training pairs,
+    scores every within-species pair (:func:`pmi_pair_scores`), assigns each species greedily, ranks the assigned
+    pairs by their confidence gap (score minus the best alternative in its row or column) and takes the
+    ``n * increment`` most confident as the next training set, until all pairs are in. Returns the hard pairings.
+    Not here: the paper's sequence reweighting (our rows are independent samples) and its Hungarian assignment."""
+    g = torch.Generator().manual_seed(seed)
+    total = sum(len(a) for a in a_rows)
+    increment = increment or max(1, total // 6)
+    train = [(s, i, int(j)) for s, a in enumerate(a_rows) for i, j in enumerate(torch.randperm(len(a), generator=g))]
+    n = 1
+    while True:
+        pmi = pmi_tables(torch.stack([a_rows[s][i] for s, i, _ in train]),
+                         torch.stack([b_rows[s][j] for s, _, j in train]), q, pseudocount)
+        perms, ranked = [], []
+        for s, (a, b) in enumerate(zip(a_rows, b_rows)):
+            scores = pmi_pair_scores(pmi, a, b)
+            perm = greedy_assignment(scores)
+            perms.append(perm)
+            for i, j in enumerate(perm.tolist()):
+                others = torch.cat([scores[i, torch.arange(len(perm)) != j], scores[torch.arange(len(perm)) != i, j]])
+                gap = float(scores[i, j] - others.max()) if len(others) else math.inf
+                ranked.append((gap, s, i, j))
+        if n * increment >= total:
+            return perms
+        ranked.sort(reverse=True)
+        train = [(s, i, j) for _, s, i, j in ranked[:n * increment]]
+        n += 1
 
 
 def pairing_precision(perms: list[torch.Tensor], truths: list[torch.Tensor]) -> float:
@@ -210,5 +346,6 @@ def pairing_precision(perms: list[torch.Tensor], truths: list[torch.Tensor]) -> 
     return right / sum(len(t) for t in truths)
 
 
-__all__ = ["AxialLayer", "MSATransformer", "PottsPairs", "diffpalm_pairing", "greedy_assignment", "mask_tokens",
-           "pairing_precision", "sinkhorn", "train_msa_lm"]
+__all__ = ["AxialLayer", "MSATransformer", "PottsPairs", "diffpalm_iterative", "diffpalm_pairing", "diffpalm_scores",
+           "greedy_assignment", "mask_tokens", "mi_ipa", "pairing_precision", "pmi_pair_scores", "pmi_tables",
+           "sinkhorn", "train_msa_lm"]

@@ -21,6 +21,8 @@ Heads: :class:`HyenaDNALMHead` (next-nucleotide logits, bias-free as the officia
 it to the embedding, which a composed panconv model, whose head is a separate component, does not: the
 head adds ``vocab_size x d_model`` parameters, 1,536 for tiny) and ``sequence.SequenceClsHead`` (pool ``mean``
 / ``last`` + linear: the official ``SequenceDecoder`` with ``mode='pool'``/``'last'``) for classification.
+:class:`HyenaDNALM` is the official language model as one (whole-model) component, its head tied to the
+embedding (``tie_embeddings=True``, the official default, exactly the official parameter count) or untied.
 
 Size variants (plugin.py) are the published checkpoints (HF ``LongSafari/hyenadna-*-seqlen``); parameter counts
 are the backbone's (= the official tied LM's):
@@ -50,7 +52,7 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt, Interval
 from torch import nn
 
-from panconv.api import Backbone, FeatureInfo
+from panconv.api import Backbone, FeatureInfo, Model
 
 try:
     from panconv_sequence.models.hyena import HyenaOperator
@@ -257,4 +259,79 @@ class HyenaDNALMHead(LMHead):
         nn.init.normal_(self.fc.weight, std=0.02)
 
 
-__all__ = ["HyenaDNA", "HyenaDNABlock", "HyenaDNALMHead", "HyenaDNAMLP", "official_to_panconv"]
+class HyenaDNALM(Model):
+    """The official HyenaDNA language model as one component: :class:`HyenaDNA` + an LM head whose weight is the
+    embedding's (``tie_embeddings=True``, the official ``tie_word_embeddings`` default) or its own
+    (``tie_embeddings=False``, the official head with ``tie_word_embeddings: false``).
+
+    ``forward(batch)``: ``batch["inputs"]`` token ids ``(N, L)`` -> logits ``(N, L, V)`` over the *padded*
+    vocabulary (``V`` = the embedding's rows, 16 for the 12-token tokenizer), as the official ``lm_head``: the 4
+    padding rows never occur as targets and are trained down like any wrong token. ``loss``: cross-entropy on
+    ``batch["targets"]`` (``-100`` ignored) and ``bits_per_token``; ``predict``: log-probabilities (the format of
+    ``sequence.Perplexity``). Tied, the parameter count is the backbone's (436,096 for tiny-1k, the official tied
+    LM's); untied adds ``V x d_model`` (2,048 for tiny-1k). A composed ``backbone`` + ``genomics.HyenaDNALMHead``
+    model is the untied variant with a 12-row head (1,536 for tiny-1k): the engine composes heads that cannot see
+    the backbone's weights, so tying lives in this whole model.
+
+    The other arguments are :class:`HyenaDNA`'s; ``pretrained`` loads the backbone of a run whose model has a
+    HyenaDNA ``backbone`` (this model's or a composed one's).
+    """
+
+    metadata_inputs = ("vocab_size",)
+
+    def __init__(self, d_model: Annotated[int, Ge(1)] = 128, n_layer: Annotated[int, Ge(1)] = 2,
+                 d_inner: Annotated[int, Ge(1)] | None = None, vocab_size: Annotated[int, Ge(1)] = VOCAB_SIZE,
+                 pad_vocab_size_multiple: Annotated[int, Ge(1)] = 8, l_max: Annotated[int, Ge(2)] = 1026,
+                 order: Annotated[int, Ge(2)] = 2, filter_order: Annotated[int, Ge(1)] = 64,
+                 emb_dim: Annotated[int, Ge(3)] = 5, short_filter_order: Annotated[int, Ge(1)] = 3,
+                 w: Annotated[float, Gt(0)] = 10.0, modulation_shift: Annotated[float, Ge(0)] = 0.0,
+                 embed_dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1,
+                 resid_dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
+                 layer_norm_epsilon: Annotated[float, Gt(0)] = 1e-5, pretrained: str | None = None,
+                 tie_embeddings: bool = True):
+        super().__init__()
+        self.backbone = HyenaDNA(d_model=d_model, n_layer=n_layer, d_inner=d_inner, vocab_size=vocab_size,
+                                 pad_vocab_size_multiple=pad_vocab_size_multiple, l_max=l_max, order=order,
+                                 filter_order=filter_order, emb_dim=emb_dim, short_filter_order=short_filter_order,
+                                 w=w, modulation_shift=modulation_shift, embed_dropout=embed_dropout,
+                                 resid_dropout=resid_dropout, layer_norm_epsilon=layer_norm_epsilon,
+                                 pretrained=pretrained)
+        self.tie_embeddings = tie_embeddings
+        rows = self.backbone.embedding.num_embeddings
+        self.lm_head = nn.Linear(d_model, rows, bias=False)
+        if tie_embeddings:
+            self.lm_head.weight = self.backbone.embedding.weight   # one Parameter, counted and updated once
+        else:
+            with torch.no_grad():
+                nn.init.normal_(self.lm_head.weight, std=0.02)
+
+    def forward(self, batch: dict | torch.Tensor) -> torch.Tensor:
+        inputs = batch["inputs"] if isinstance(batch, dict) else batch
+        return self.lm_head(self.backbone(inputs)[0].transpose(1, 2))
+
+    def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        nats = F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), batch["targets"].reshape(-1), ignore_index=-100)
+        return {"loss": nats, "bits_per_token": nats.detach() / math.log(2.0)}
+
+    def predict(self, outputs: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
+        return outputs.log_softmax(-1)
+
+    @torch.no_grad()
+    def load_official_state_dict(self, state: dict) -> None:
+        """Official weights (backbone names as :meth:`HyenaDNA.load_official_state_dict`); an untied model also
+        takes the official ``lm_head.weight`` (a tied one has none to take: it is the embedding)."""
+        self.backbone.load_official_state_dict(state)
+        head = {k.removeprefix("model."): v for k, v in state.items()}.get("lm_head.weight")
+        if not self.tie_embeddings and head is not None:
+            self.lm_head.weight.copy_(head)
+
+    def example_inputs(self, batch_size: int = 2) -> dict:
+        ids = self.backbone.example_inputs(batch_size)
+        return {"inputs": ids, "targets": ids.roll(-1, dims=1)}
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"d_model": 16, "n_layer": 2, "l_max": 64, "filter_order": 8}
+
+
+__all__ = ["HyenaDNA", "HyenaDNABlock", "HyenaDNALM", "HyenaDNALMHead", "HyenaDNAMLP", "official_to_panconv"]
