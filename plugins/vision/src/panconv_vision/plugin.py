@@ -447,6 +447,22 @@ def panconv_register_models(register):
              doc="HaloNet-H1 (paper Table 2: b=8, h=3, r_v=1, r_b=1, 256^2): 8.10M params with the ImageNet-1k "
                  "head (paper: 8.1M)")
     # --- wave5b W2: HaloNet H0, H2-H7 (paper Table 2 scaling rules) ---
+    # query/key width 64 * 2^i (the bottleneck's inner width), value width r_v x that, block output r_b x that,
+    # stage-3 depth l_3, a final 1x1 conv to d_f (H3-H7); the resolution is the paper's (any multiple of the
+    # blocks works; H7's 600^2 leaves maps that are not, so it pads them: pad_to_blocks)
+    for name, b, h, rv, rb, l3, df, res, n in (
+            ("h0", 8, 3, 1.0, 0.5, 7, 0, 256, "5.5M (5.50M)"), ("h2", 8, 3, 1.0, 1.25, 11, 0, 256, "9.4M (9.40M)"),
+            ("h3", 10, 3, 1.0, 1.5, 12, 1024, 320, "11.8M (11.84M)"),
+            ("h4", 12, 2, 1.0, 3.0, 12, 1280, 384, "19.1M (19.10M)"),
+            ("h5", 14, 2, 2.5, 2.0, 23, 1536, 448, "30.7M (30.72M)"),
+            ("h6", 8, 4, 3.0, 2.75, 24, 1536, 512, "43.4M (43.46M)"),
+            ("h7", 10, 3, 4.0, 3.5, 26, 2048, 600, "67.4M (67.43M)")):
+        register(f"halonet_{name}", _ha, kind="backbone",
+                 args=dict(depths=(3, 3, l3, 3), channels=tuple(round(c * rb) for c in (64, 128, 256, 512)),
+                           inner_channels=(64, 128, 256, 512), value_ratio=rv, block_size=b, halo_size=h,
+                           final_channels=df, pad_to_blocks=name == "h7"),
+                 doc=f"HaloNet-{name.upper()} (paper Table 2: b={b}, h={h}, r_v={rv:g}, r_b={rb:g}, l_3={l3}"
+                     f"{f', d_f={df}' if df else ''}, {res}^2): {n} params with the ImageNet-1k head")
     register("TiC", f"{_M}.tic:TiC", kind="backbone",
              doc="TiC (Zhang et al. 2023): MSA-Conv (self-attention inside each convolution window; standard, "
                  "dilated, depthwise), Multi-Directional Cyclic Shift, Inter-Pooling (our reading of the paper)")

@@ -6,17 +6,31 @@ blocks; each block attends to its ``(b + 2h) x (b + 2h)`` neighbourhood (the blo
 pixels; zero keys/values beyond the border), with factorised relative position embeddings
 (``q . (r_row[a - i] + r_col[b' - j])``, Sec. 2.1). A strided attention layer (stride 2) queries every
 other pixel of each block (Sec. 2.3). HaloNets are ResNet bottleneck networks whose 3x3 convolutions
-are these attention layers (Sec. 4.1, Table 2): a 7x7/2 conv + max-pool stem, four stages, bottleneck
-ratio ``r_b`` (inner width = ``r_b`` x output width), value expansion ``r_v`` (the attention's
-output width = ``r_v`` x inner width), ReLU after the residual sum.
+are these attention layers (Sec. 4.1, Table 2): a 7x7/2 conv + max-pool stem, four stages, ReLU after
+the residual sum.
 
 Outputs: the four stage maps (strides 4, 8, 16, 32). Classifier: ``HaloNet -> core.LinearClsHead``.
 
-Scaling rules (Sec. 4.1, Table 2): the H0-H7 models grow the block size ``b``, halo ``h``, ``r_v``,
-``r_b``, the third stage's depth and the input size together; each is this class with those arguments
-(``block_size``, ``halo_size``, ``value_ratio``, ``bottleneck_ratio``, ``depths``). Registered:
-``halonet_h1`` (b=8, h=3, r_v=1, r_b=1, depths 3/3/10/3, widths 64/128/256/512, 256^2), the size that
-the reference implementation the parity test runs (timm's) defines.
+Scaling rules (Sec. 4.1, Table 2). In stage ``i`` a block's inner width (the attention's query/key
+width, ``inner_channels``) is ``64 * 2^i``; the value width (the attention's output) is ``r_v`` times
+that (``value_ratio``); the block's output width is ``r_b`` times it (``channels = r_b * (64, 128, 256,
+512)``); ``l_3`` blocks in the third stage (``depths = (3, 3, l_3, 3)``); H3-H7 add a final 1x1 conv
+(BN, ReLU) to ``d_f`` channels before the pool (``final_channels``); each model grows the block size
+``b`` (``block_size``), halo ``h`` (``halo_size``) and the input size with them. Registered H0-H7:
+
+    name  b   h  r_v  r_b   l_3  d_f   size  paper  ours (ImageNet-1k head)
+    H0    8   3  1.0  0.5    7   -     256   5.5M    5.50M
+    H1    8   3  1.0  1.0   10   -     256   8.1M    8.10M (= timm halonet_h1)
+    H2    8   3  1.0  1.25  11   -     256   9.4M    9.40M
+    H3    10  3  1.0  1.5   12   1024  320   11.8M  11.84M
+    H4    12  2  1.0  3.0   12   1280  384   19.1M  19.10M
+    H5    14  2  2.5  2.0   23   1536  448   30.7M  30.72M
+    H6    8   4  3.0  2.75  24   1536  512   43.4M  43.46M
+    H7    10  3  4.0  3.5   26   2048  600   67.4M  67.43M
+
+H7's 600^2 input leaves 75/38/19-pixel maps that 10 x 10 blocks do not divide: ``pad_to_blocks`` pads
+such maps with zeros after the last row/column (more zero keys/values, as beyond any border) and crops
+the output to ``ceil(side / stride)``, the size of the strided 1x1 shortcut.
 """
 
 from __future__ import annotations
@@ -62,14 +76,14 @@ class HaloAttention(nn.Module):
     queries every other pixel of each block (strided self-attention, Sec. 2.3)."""
 
     def __init__(self, dim: int, dim_out: int, num_heads: int = 8, block_size: int = 8, halo_size: int = 3,
-                 stride: int = 1, qk_dim: int | None = None):
+                 stride: int = 1, qk_dim: int | None = None, pad_to_blocks: bool = False):
         super().__init__()
         qk_dim = qk_dim or dim_out
         if dim_out % num_heads or qk_dim % num_heads:
             raise ValueError(f"HaloAttention: widths {dim_out}/{qk_dim} not divisible by num_heads {num_heads}")
         if block_size % stride:
             raise ValueError(f"HaloAttention: block_size {block_size} not divisible by stride {stride}")
-        self.num_heads, self.stride = num_heads, stride
+        self.num_heads, self.stride, self.pad_to_blocks = num_heads, stride, pad_to_blocks
         self.dim_qk, self.dim_v = qk_dim // num_heads, dim_out // num_heads
         self.block, self.halo, self.window = block_size, halo_size, block_size + 2 * halo_size
         self.q = nn.Conv2d(dim, qk_dim, 1, stride=stride, bias=False)
@@ -83,7 +97,13 @@ class HaloAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         if h % self.block or w % self.block:
-            raise ValueError(f"HaloAttention: a {h}x{w} map is not divisible into {self.block}x{self.block} blocks")
+            if not self.pad_to_blocks:
+                raise ValueError(f"HaloAttention: a {h}x{w} map is not divisible into {self.block}x{self.block} "
+                                 "blocks (pad_to_blocks=True pads it with zeros)")
+            # zero rows/columns after the map: more zero keys/values, as beyond any border; outputs cropped
+            x = F.pad(x, [0, -w % self.block, 0, -h % self.block])
+            out_h, out_w = -(-h // self.stride), -(-w // self.stride)  # ceil, as a strided 1x1 shortcut
+            return self.forward(x)[..., :out_h, :out_w]
         nh, nw, bq = h // self.block, w // self.block, self.block // self.stride
         win, heads = self.window, self.num_heads
         # queries: (N*heads, blocks, bq*bq, d)
@@ -106,14 +126,15 @@ class HaloBlock(nn.Module):
     """Bottleneck block with halo attention in place of the 3x3 conv: 1x1 (BN, ReLU) -> attention ->
     BN, ReLU -> 1x1 (BN); ``ReLU(x + shortcut)``, the shortcut a strided 1x1 + BN when shapes change."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, bottleneck_ratio: float, value_ratio: float,
-                 num_heads: int, block_size: int, halo_size: int, drop_path_rate: float = 0.0):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, mid: int, value_ratio: float,
+                 num_heads: int, block_size: int, halo_size: int, drop_path_rate: float = 0.0,
+                 pad_to_blocks: bool = False):
         super().__init__()
-        mid = int(out_ch * bottleneck_ratio)
-        attn_out = int(mid * value_ratio)
+        attn_out = round(mid * value_ratio)
         self.shortcut = ConvBN(in_ch, out_ch, 1, stride, act=False) if stride != 1 or in_ch != out_ch else None
         self.conv1 = ConvBN(in_ch, mid)
-        self.attn = HaloAttention(mid, attn_out, num_heads, block_size, halo_size, stride, qk_dim=mid)
+        self.attn = HaloAttention(mid, attn_out, num_heads, block_size, halo_size, stride, qk_dim=mid,
+                                  pad_to_blocks=pad_to_blocks)
         self.post_attn = nn.BatchNorm2d(attn_out)
         self.conv3 = ConvBN(attn_out, out_ch, act=False)
         self.drop_path = drop_path(drop_path_rate)
@@ -128,7 +149,9 @@ class HaloNet(HierarchicalBackbone):
     """HaloNet backbone; ``forward`` returns the stages in ``out_indices``.
 
     The input side must be a multiple of ``4 * block_size * 2 ** (stages - 1)`` (every stage's map
-    divides into blocks). ``num_heads`` 8 as in the paper.
+    divides into blocks) unless ``pad_to_blocks``. ``num_heads`` 8 as in the paper. ``inner_channels``
+    (default ``bottleneck_ratio * channels``) is each stage's inner width, ``final_channels`` (0: none)
+    the width of the final 1x1 conv.
     """
 
     metadata_inputs = ("in_channels",)
@@ -141,10 +164,17 @@ class HaloNet(HierarchicalBackbone):
                  halo_size: Annotated[int, Ge(0)] = 3, bottleneck_ratio: Annotated[float, Gt(0)] = 1.0,
                  value_ratio: Annotated[float, Gt(0)] = 1.0, num_heads: Annotated[int, Ge(1)] = 8,
                  in_channels: Annotated[int, Ge(1)] = 3, drop_path_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
+                 final_channels: Annotated[int, Ge(0)] = 0, pad_to_blocks: bool = False,
+                 inner_channels: Sequence[Annotated[int, Ge(1)]] | None = None,
                  out_indices: Sequence[int] | None = None):
         super().__init__()
         if len(depths) != len(channels):
             raise ValueError(f"HaloNet: depths {tuple(depths)} and channels {tuple(channels)} differ in length")
+        if inner_channels is None:
+            inner_channels = [round(c * bottleneck_ratio) for c in channels]
+        elif len(inner_channels) != len(channels):
+            raise ValueError(f"HaloNet: inner_channels {tuple(inner_channels)} and channels {tuple(channels)} "
+                             "differ in length")
         out_indices = check_out_indices(out_indices, len(depths))
         self.out_indices, self.in_channels, self.block_size = tuple(out_indices), in_channels, block_size
         self.stem = nn.Sequential(ConvBN(in_channels, stem_channels, 7, 2), nn.MaxPool2d(3, 2, 1))
@@ -153,17 +183,29 @@ class HaloNet(HierarchicalBackbone):
         for i in range(max(out_indices) + 1):
             blocks = []
             for j in range(depths[i]):
-                blocks.append(HaloBlock(prev, channels[i], 2 if i > 0 and j == 0 else 1, bottleneck_ratio,
-                                        value_ratio, num_heads, block_size, halo_size, rates[i][j]))
+                blocks.append(HaloBlock(prev, channels[i], 2 if i > 0 and j == 0 else 1, inner_channels[i],
+                                        value_ratio, num_heads, block_size, halo_size, rates[i][j],
+                                        pad_to_blocks))
                 prev = channels[i]
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
-        self.feature_info = [FeatureInfo(channels[i], 4 * 2 ** i, f"stages.{i}") for i in out_indices]
+        # the paper's d_f (H3-H7): a 1x1 conv (BN, ReLU) widening the last stage before the classifier's pool
+        last = len(depths) - 1
+        self.final_conv = ConvBN(channels[last], final_channels) if final_channels and last in out_indices else None
+        self.feature_info = [FeatureInfo(final_channels if i == last and self.final_conv is not None else channels[i],
+                                         4 * 2 ** i, "final_conv" if i == last and self.final_conv else f"stages.{i}")
+                             for i in out_indices]
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         for block in (b for s in self.stages for b in s):  # zero-init the last BN: blocks start as identity
             nn.init.zeros_(block.conv3.bn.weight)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = super().forward(x)
+        if self.final_conv is not None:
+            outs[-1] = self.final_conv(outs[-1])
+        return outs
 
     def example_inputs(self, batch_size: int = 2) -> torch.Tensor:
         side = 4 * self.block_size * 2 ** (len(self.stages) - 1)

@@ -204,22 +204,72 @@ class _PatchMerge(nn.Module):
 class VOLOClsHead(TokenClsHead):
     """VOLO's classifier: ``fc(class token) + 0.5 * max over patch tokens of aux_fc(token)`` (the
     token-labelling head, Sec. 3.2, as the reference code evaluates). Reads the backbone's last two
-    outputs: the patch-token map and the class token. Trained here with cross-entropy on the image
-    label (token labelling's dense targets are not part of this head)."""
+    outputs: the patch-token map and the class token.
+
+    Training: by default cross-entropy on these combined logits with the image label. With
+    ``token_labeling=True``, the token-labelling objective (Jiang et al. 2021, "All Tokens Matter", as
+    VOLO trains): ``cls_weight * H(fc(class token), y) + dense_weight * mean_i H(aux_fc(token_i), t_i)``,
+    ``H`` the (soft-target) cross-entropy, ``t_i`` token i's target distribution from
+    ``batch["token_labels"]``: ``(N, C, h, w)`` soft maps (the annotator's dense scores) or ``(N, h, w)``
+    class indices, resampled to the token grid (area average for soft maps, nearest for indices); without
+    that key every token's target is the image label (the reference loss's fallback). Defaults 1.0/0.5
+    are the reference training script's ``--cls-weight``/``--dense-weight``. The outputs are then a dict
+    (``logits``: the combined evaluation logits; ``cls_logits``; ``token_logits`` ``(N, C, h, w)``).
+    MixToken (the token-level CutMix of the recipe) is not part of the head.
+    """
 
     def __init__(self, in_features: list[FeatureInfo], num_classes: Annotated[int, Ge(1)] = 2,
                  aux_weight: Annotated[float, Ge(0)] = 0.5,
-                 label_smoothing: Annotated[float, Interval(ge=0, le=1)] = 0.0):
+                 label_smoothing: Annotated[float, Interval(ge=0, le=1)] = 0.0, token_labeling: bool = False,
+                 cls_weight: Annotated[float, Ge(0)] = 1.0, dense_weight: Annotated[float, Ge(0)] = 0.5):
         super().__init__(in_features, num_classes, label_smoothing)
         if len(self.in_features) < 2:
             raise ValueError("VOLOClsHead: needs the patch-token map and the class token (two inputs)")
-        self.aux_weight = aux_weight
+        if token_labeling and cls_weight + dense_weight <= 0:
+            raise ValueError("VOLOClsHead: cls_weight + dense_weight must be > 0 with token_labeling")
+        self.aux_weight, self.token_labeling = aux_weight, token_labeling
+        self.cls_weight, self.dense_weight = cls_weight, dense_weight
         self.fc = nn.Linear(self.in_features[-1].channels, num_classes)
         self.aux_fc = nn.Linear(self.in_features[-2].channels, num_classes)
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        tokens = features[-2].flatten(2).transpose(1, 2)
-        return self.fc(features[-1]) + self.aux_weight * self.aux_fc(tokens).amax(1)
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+        fmap = features[-2]
+        token_logits = self.aux_fc(fmap.flatten(2).transpose(1, 2))  # N, h*w, classes
+        cls_logits = self.fc(features[-1])
+        logits = cls_logits + self.aux_weight * token_logits.amax(1)
+        if not self.token_labeling:
+            return logits
+        token_logits = token_logits.transpose(1, 2).reshape(fmap.shape[0], -1, *fmap.shape[2:])
+        return {"logits": logits, "cls_logits": cls_logits, "token_logits": token_logits}
+
+    def token_targets(self, batch: dict, grid: tuple[int, int]) -> torch.Tensor:
+        """Per-token target distributions ``(N, C, h, w)`` on the token grid (see the class doc)."""
+        labels = batch.get("token_labels")
+        if labels is None:  # every token carries the image label
+            labels = batch["labels"]
+            if labels.dim() == 1:
+                labels = F.one_hot(labels, self.num_classes).float()
+            return labels[:, :, None, None].expand(-1, -1, *grid)
+        if labels.dim() == 3:  # class indices
+            if tuple(labels.shape[1:]) != grid:
+                labels = F.interpolate(labels[:, None].float(), size=grid, mode="nearest")[:, 0].long()
+            return F.one_hot(labels, self.num_classes).permute(0, 3, 1, 2).float()
+        if labels.dim() != 4 or labels.shape[1] != self.num_classes:
+            raise ValueError(f"VOLOClsHead: token_labels must be (N, {self.num_classes}, h, w) scores or (N, h, w) "
+                             f"class indices, got shape {tuple(labels.shape)}")
+        return labels.float() if tuple(labels.shape[2:]) == grid else F.adaptive_avg_pool2d(labels.float(), grid)
+
+    def loss(self, outputs, batch: dict) -> dict[str, torch.Tensor]:
+        if not self.token_labeling:
+            return super().loss(outputs, batch)
+        token_logits = outputs["token_logits"]
+        targets = self.token_targets(batch, tuple(token_logits.shape[2:]))
+        dense = torch.sum(-targets * F.log_softmax(token_logits, dim=1), dim=1).mean()
+        cls = super().loss(outputs["cls_logits"], batch)["loss"]
+        return {"loss_cls": self.cls_weight * cls, "loss_dense": self.dense_weight * dense}
+
+    def predict(self, outputs, batch: dict | None = None) -> torch.Tensor:
+        return super().predict(outputs["logits"] if isinstance(outputs, dict) else outputs, batch)
 
     @classmethod
     def example_in_features(cls) -> list[FeatureInfo]:
