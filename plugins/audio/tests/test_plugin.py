@@ -15,7 +15,7 @@ EXPECTED = {
               "audio.squeezeformer_m", "audio.squeezeformer_ml", "audio.squeezeformer_l", "audio.squeezeformer_nano",
               "audio.Conformer", "audio.conformer_xs", "audio.conformer_nano", "audio.CMoE", "audio.MossFormer",
               "audio.mossformer_2spk", "audio.mossformer_3spk", "audio.mossformer_small"],
-    "backbone": ["audio.SqueezeformerEncoder"],
+    "backbone": ["audio.SqueezeformerEncoder", "audio.UniRepLKNetAudio", "audio.unireplknet_audio_speechcommands"],
     "dataset": ["audio.SpokenDigits", "audio.SpokenWords", "audio.SpeakerMixtures"],
     "evaluator": ["audio.WER", "audio.CER", "audio.SISDR"],
     "transform": ["audio.LogMel", "audio.Fbank", "audio.SpecAugment"],

@@ -63,7 +63,9 @@ PUBLISHED = {  # official README of state-spaces/s4, LRA-Image ablations (10-cla
 
 VARIANTS = [name for name in panconv.list_models("sequence.*") if name not in {
     f"sequence.{base}" for base in ("S4", "S4D", "Hyena", "SGConv", "Orchid", "TCNCA", "Combiner", "FIT",
-                                    "Transformer")} and not name.startswith("sequence.SGConv_")]  # test_param_counts.py
+                                    "Transformer", "UniRepLKNetSeries")}
+            and not name.startswith(("sequence.SGConv_", "sequence.unireplknet_"))]
+# (the SGConv LRA variants are counted in test_param_counts.py, the UniRepLKNet one in test_unireplknet_series.py)
 
 
 def count(name: str) -> int:

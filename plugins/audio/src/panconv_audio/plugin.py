@@ -55,6 +55,15 @@ def panconv_register_models(register):
     # Convolution-based mixture of experts
     register("CMoE", f"{_M}.cmoe:CMoE",
              doc="Convolution-based mixture of experts classifier on spectrograms")
+    # --- wave5b W5: UniRepLKNet's audio pathway (issue 15) ---
+    _ura = f"{_M}.unireplknet_audio:UniRepLKNetAudio"
+    register("UniRepLKNetAudio", _ura, kind="backbone",
+             doc="UniRepLKNet's audio pathway (Ding et al. CVPR 2024): filterbank padded/cropped to a fixed frame "
+                 "count, read as a 1 x bins x frames image -> vision.UniRepLKNet")
+    register("unireplknet_audio_speechcommands", _ura, kind="backbone",
+             args=dict(n_mels=128, target_frames=128, depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),
+             doc="UniRepLKNet-S on Speech Commands V2 as the official Audio/src/models/ast_models.py: 128-bin "
+                 "Kaldi fbank, 128 frames, in_chans=1, default kernels")
     # MossFormer (Zhao & Ma, ICASSP 2023) speech separation
     register("MossFormer", _MOSS,
              doc="MossFormer monaural speech separation (gated single-head attention, conv modules)")

@@ -157,6 +157,16 @@ def panconv_register_models(register):
     register("FIT", f"{_M}.fit:FIT", kind="backbone",
              doc="FIT (Chen & Li 2023): local attention within token groups, global attention among a few latents "
                  "per group, cross-attention read/write, interleaved")
+    # --- wave5b W5: UniRepLKNet's time-series pathway (issue 15) ---
+    _urs = f"{_M}.unireplknet_series:UniRepLKNetSeries"
+    register("UniRepLKNetSeries", _urs, kind="backbone",
+             doc="UniRepLKNet's time-series pathway (Ding et al. CVPR 2024): instance norm, token + position "
+                 "embedding (L, d_model) reshaped row-major into a 1-channel square map -> vision.UniRepLKNet")
+    register("unireplknet_series_global_temp", _urs, kind="backbone",
+             args=dict(in_channels=1, d_model=768, map_size=192, depths=(3, 3, 27, 3), dims=(96, 192, 384, 768),
+                       kernel_sizes=((3,) * 3, (13,) * 3, (13, 3, 3) * 9, (11,) * 3)),
+             doc="the encoder of the official Time-Series/models/Corrformer.py (Global Temp/Wind): 48 steps x 768 "
+                 "= 192 x 192 map, UniRepLKNet-S with kernels 3 / 13 / 13,3,3 / 11 (without the Corrformer decoder)")
     pass
 
 

@@ -577,6 +577,16 @@ def panconv_register_models(register):
                          f"official 'euclidean-{w}-{2 * w}-{4 * w}-resnet-{depth}'): {n[depth]} params with a "
                          f"10-class head, RGB input (= the official module)")
     # --- wave5b W5: UniRepLKNet's video pathway (issue 15) ---
+    _urv = f"{_M}.unireplknet_video:UniRepLKNetVideo"
+    register("UniRepLKNetVideo", _urv, kind="backbone",
+             doc="UniRepLKNet's video pathway (Ding et al. CVPR 2024): a clip (N, T, C, H, W) laid out as one image "
+                 "(frames to channels, or the official code's raw reshape to C x 4H x 4W) -> vision.UniRepLKNet")
+    register("unireplknet_video_k400", _urv, kind="backbone",
+             args=dict(num_frames=16, in_channels=3, layout="official", depths=(3, 3, 27, 3),
+                       dims=(128, 256, 512, 1024),
+                       kernel_sizes=((3,) * 3, (13,) * 3, (13, 3, 3) * 9, (11,) * 3)),
+             doc="UniRepLKNet-B on Kinetics-400 as the official Video/run_class_finetuning.py builds it: 16 frames "
+                 "reshaped to 3 x 4H x 4W, kernels 3 / 13 / 13,3,3 / 11")
 
     register("PoolNorm", f"{_M}.classifier:PoolNorm", kind="neck",
              doc="Global average pool + LayerNorm (or BatchNorm, then pool): the classifier neck of the papers")
