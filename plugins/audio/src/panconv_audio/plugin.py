@@ -55,7 +55,7 @@ def panconv_register_models(register):
     # Convolution-based mixture of experts
     register("CMoE", f"{_M}.cmoe:CMoE",
              doc="Convolution-based mixture of experts classifier on spectrograms")
-    # --- wave5b W5: UniRepLKNet's audio pathway (issue 15) ---
+    # --- UniRepLKNet's audio pathway (issue 15) ---
     _ura = f"{_M}.unireplknet_audio:UniRepLKNetAudio"
     register("UniRepLKNetAudio", _ura, kind="backbone",
              doc="UniRepLKNet's audio pathway (Ding et al. CVPR 2024): filterbank padded/cropped to a fixed frame "

@@ -33,14 +33,14 @@ def panconv_register_models(register):
         register(name, f"{_M}.hyenadna:HyenaDNA", kind="backbone", args=args, doc=doc)
     register("HyenaDNALMHead", f"{_M}.hyenadna:HyenaDNALMHead", kind="head",
              doc="next-nucleotide logits (bias-free linear, the official LM head untied); cross-entropy on targets")
-    # --- wave5b W1: HyenaDNA LM with a tied/untied head (issue 14) ---
+    # --- HyenaDNA LM with a tied/untied head (issue 14) ---
     register("HyenaDNALM", f"{_M}.hyenadna:HyenaDNALM", kind="model",
              doc="HyenaDNA language model as one component: backbone + LM head tied to the embedding "
                  "(tie_embeddings: true, the official default) or untied; logits over the padded vocabulary")
     for name, (args, doc) in _HYENADNA.items():
         register(f"{name}_lm", f"{_M}.hyenadna:HyenaDNALM", kind="model", args=args,
                  doc=doc.split(";")[0] + "; the official tied LM (tie_embeddings: false adds 16 x d_model)")
-    # --- wave5b W1: DiffPALM's MSA language model (issue 14) ---
+    # --- DiffPALM's MSA language model (issue 14) ---
     register("MSATransformer", f"{_M}.diffpalm:MSATransformer", kind="model",
              doc="small axial-attention MSA language model (row then column attention) for DiffPALM; masked-LM "
                  "loss on targets; takes soft one-hot rows for the pairing")
@@ -55,13 +55,13 @@ def panconv_register_datasets(register):
              doc="DNA windows labelled by species (human chr17 vs phage lambda by default), the LM's ranges")
     register("SpliceSites", f"{_D}.splice:SpliceSites",
              doc="human 5' splice-site 9-mers (logomaker wheel) vs genomic GT/GC decoys; seeded 80/10/10 split")
-    # --- wave5b W1: DiffPALM's Potts generator as a dataset (issue 14) ---
+    # --- DiffPALM's Potts generator as a dataset (issue 14) ---
     register("PottsMSA", f"{_D}.potts:PottsMSA",
              doc="masked paired MSAs sampled from DiffPALM's seeded Potts model of two coupled families "
                  "(masked-LM training of genomics.MSATransformer)")
 
 
-# --- wave5b W1: the order-k Markov baseline as an evaluator (issue 14) ---
+# --- the order-k Markov baseline as an evaluator (issue 14) ---
 @hookimpl
 def panconv_register_evaluators(register):
     register("MarkovPerplexity", "panconv_genomics.evaluators.markov:MarkovPerplexity",

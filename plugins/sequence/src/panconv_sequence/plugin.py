@@ -157,7 +157,7 @@ def panconv_register_models(register):
     register("FIT", f"{_M}.fit:FIT", kind="backbone",
              doc="FIT (Chen & Li 2023): local attention within token groups, global attention among a few latents "
                  "per group, cross-attention read/write, interleaved")
-    # --- wave5b W5: UniRepLKNet's time-series pathway (issue 15) ---
+    # --- UniRepLKNet's time-series pathway (issue 15) ---
     _urs = f"{_M}.unireplknet_series:UniRepLKNetSeries"
     register("UniRepLKNetSeries", _urs, kind="backbone",
              doc="UniRepLKNet's time-series pathway (Ding et al. CVPR 2024): instance norm, token + position "

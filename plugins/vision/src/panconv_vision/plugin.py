@@ -446,7 +446,7 @@ def panconv_register_models(register):
              args=dict(depths=(3, 3, 10, 3), channels=(64, 128, 256, 512), block_size=8, halo_size=3),
              doc="HaloNet-H1 (paper Table 2: b=8, h=3, r_v=1, r_b=1, 256^2): 8.10M params with the ImageNet-1k "
                  "head (paper: 8.1M)")
-    # --- wave5b W2: HaloNet H0, H2-H7 (paper Table 2 scaling rules) ---
+    # --- HaloNet H0, H2-H7 (issue 17; paper Table 2 scaling rules) ---
     # query/key width 64 * 2^i (the bottleneck's inner width), value width r_v x that, block output r_b x that,
     # stage-3 depth l_3, a final 1x1 conv to d_f (H3-H7); the resolution is the paper's (any multiple of the
     # blocks works; H7's 600^2 leaves maps that are not, so it pads them: pad_to_blocks)
@@ -563,7 +563,7 @@ def panconv_register_models(register):
                      args=dict(channels=(w, 2 * w, 4 * w), depths=blocks),
                      doc=f"Poincare ResNet-{depth}, widths {w}/{2 * w}/{4 * w} (paper's CIFAR settings, official "
                          f"'hyperbolic-{w}-{2 * w}-{4 * w}-resnet-{depth}'): {n[depth]} params with a 10-class head")
-    # --- wave5b W4: Poincare ResNet's Euclidean baseline ---
+    # --- the Poincare ResNet paper's Euclidean baseline (issue 18) ---
     _er = f"{_M}.poincare:EuclideanResNet"
     register("EuclideanResNet", _er, kind="model",
              doc="The Poincare ResNet paper's Euclidean baseline (official models/resnets/euclidean.py): the same "
@@ -576,7 +576,7 @@ def panconv_register_models(register):
                      doc=f"Euclidean ResNet-{depth}, widths {w}/{2 * w}/{4 * w} (the Poincare ResNet paper's baseline, "
                          f"official 'euclidean-{w}-{2 * w}-{4 * w}-resnet-{depth}'): {n[depth]} params with a "
                          f"10-class head, RGB input (= the official module)")
-    # --- wave5b W5: UniRepLKNet's video pathway (issue 15) ---
+    # --- UniRepLKNet's video pathway (issue 15) ---
     _urv = f"{_M}.unireplknet_video:UniRepLKNetVideo"
     register("UniRepLKNetVideo", _urv, kind="backbone",
              doc="UniRepLKNet's video pathway (Ding et al. CVPR 2024): a clip (N, T, C, H, W) laid out as one image "
