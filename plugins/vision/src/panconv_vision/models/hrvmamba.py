@@ -79,6 +79,7 @@ from panconv.api import Backbone, FeatureInfo, Head
 from panconv_vision.kernels.selective_scan import cross_scan, cross_selective_scan
 from panconv_vision.models.layers import LayerNorm2d, drop_path
 from panconv_vision.models.ssm_unet import soft_dice_loss
+from panconv_vision.models.vmamba_blocks import add_ssm_parameters, init_ssm_parameters_
 
 DIRECTIONS = 4
 
@@ -172,20 +173,10 @@ class DSS2D(nn.Module):
                                               pointwise=dcn_pointwise)
         else:
             self.conv = nn.Conv2d(inner, inner, d_conv, padding=(d_conv - 1) // 2, groups=inner)
-        k = DIRECTIONS
-        self.x_proj_weight = nn.Parameter(torch.empty(k, self.dt_rank + 2 * d_state, inner))
-        self.dt_projs_weight = nn.Parameter(torch.empty(k, inner, self.dt_rank))
-        self.dt_projs_bias = nn.Parameter(torch.empty(k, inner))
-        self.A_logs = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(k * inner, 1))
-        self.Ds = nn.Parameter(torch.ones(k * inner))
+        add_ssm_parameters(self, inner, d_state, self.dt_rank, DIRECTIONS)
         self.out_norm = nn.LayerNorm(inner)
         self.out_proj = nn.Linear(inner, dim, bias=False)
-        bound = inner ** -0.5                           # Mamba/VMamba init (as models/vmamba_blocks.SS2D)
-        nn.init.uniform_(self.x_proj_weight, -bound, bound)
-        nn.init.uniform_(self.dt_projs_weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
-        dt = torch.exp(torch.rand(k, inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=1e-4)
-        with torch.no_grad():
-            self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        init_ssm_parameters_(self, dt_min, dt_max)       # Mamba/VMamba init, as models/vmamba_blocks.SS2D
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> ``(N, C, H, W)``."""

@@ -36,6 +36,32 @@ from panconv_vision.kernels.selective_scan import (
 DIRECTIONS = 4
 
 
+
+def add_ssm_parameters(module: nn.Module, inner: int, d_state: int, dt_rank: int, k: int = DIRECTIONS) -> None:
+    """Register the ``k``-direction selective-scan parameters of VMamba's SS2D on ``module`` (the official names:
+    ``x_proj_weight``, ``dt_projs_weight``, ``dt_projs_bias``, ``A_logs`` (S4D-real), ``Ds``); draws no random
+    numbers: :func:`init_ssm_parameters_` initialises them once the module's other layers exist."""
+    module.x_proj_weight = nn.Parameter(torch.empty(k, dt_rank + 2 * d_state, inner))
+    module.dt_projs_weight = nn.Parameter(torch.empty(k, inner, dt_rank))
+    module.dt_projs_bias = nn.Parameter(torch.empty(k, inner))
+    module.A_logs = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(k * inner, 1))
+    module.Ds = nn.Parameter(torch.ones(k * inner))
+
+
+def init_ssm_parameters_(module: nn.Module, dt_min: float = 0.001, dt_max: float = 0.1) -> None:
+    """Mamba/VMamba's initialisation of :func:`add_ssm_parameters`' tensors: uniform projections, and Δ's bias the
+    inverse softplus of a log-uniform draw in ``[dt_min, dt_max]``."""
+    k, inner = module.dt_projs_bias.shape
+    dt_rank = module.dt_projs_weight.shape[-1]
+    bound = inner ** -0.5
+    nn.init.uniform_(module.x_proj_weight, -bound, bound)
+    nn.init.uniform_(module.dt_projs_weight, -dt_rank ** -0.5, dt_rank ** -0.5)
+    dt = torch.exp(torch.rand(k, inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=1e-4)
+    with torch.no_grad():
+        module.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))   # the inverse of softplus
+
+
 class SS2D(nn.Module):
     """The 2-D selective-scan layer (see the module docstring); ``frames > 1``: the interleaved multi-frame scan."""
 
@@ -51,24 +77,13 @@ class SS2D(nn.Module):
         self.dt_rank = dt_rank or math.ceil(dim / 16)
         self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
         self.conv = nn.Conv2d(inner, inner, d_conv, padding=(d_conv - 1) // 2, groups=inner)
-        k = DIRECTIONS
-        self.x_proj_weight = nn.Parameter(torch.empty(k, self.dt_rank + 2 * d_state, inner))
-        self.dt_projs_weight = nn.Parameter(torch.empty(k, inner, self.dt_rank))
-        self.dt_projs_bias = nn.Parameter(torch.empty(k, inner))
-        self.A_logs = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(k * inner, 1))
-        self.Ds = nn.Parameter(torch.ones(k * inner))
+        add_ssm_parameters(self, inner, d_state, self.dt_rank)
         self.out_norm = nn.LayerNorm(inner)
         self.out_proj = nn.Linear(inner, dim, bias=False)
         self._init_dt(dt_min, dt_max)
 
     def _init_dt(self, dt_min: float, dt_max: float) -> None:
-        bound = self.inner ** -0.5
-        nn.init.uniform_(self.x_proj_weight, -bound, bound)
-        nn.init.uniform_(self.dt_projs_weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
-        dt = torch.exp(torch.rand(DIRECTIONS, self.inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=1e-4)
-        with torch.no_grad():
-            self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))   # the inverse of softplus
+        init_ssm_parameters_(self, dt_min, dt_max)
 
     def _scan_inputs(self, xs: torch.Tensor):
         """Per-direction ``Δ`` ``(N, 4, D, L)`` and ``B``, ``C`` ``(N, 4, d_state, L)`` from the scanned sequences."""
@@ -107,4 +122,4 @@ class SS2D(nn.Module):
         return out[:, 0] if single else out
 
 
-__all__ = ["SS2D"]
+__all__ = ["SS2D", "add_ssm_parameters", "init_ssm_parameters_"]
