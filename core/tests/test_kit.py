@@ -549,3 +549,17 @@ def test_conformance_docs_are_generated_from_the_kit():
     assert page.read_text() == conformance_markdown(), "regenerate: python -m panconv.docs docs"
     for name in ("reparameterize", "recurrent", "initial_state(batch_size)", "step(x_t, state)", "running_buffers"):
         assert name in page.read_text()
+
+
+def test_import_official_imports_from_the_named_folders_or_gives_none(tmp_path, monkeypatch):
+    from panconv.testing import import_official
+
+    (tmp_path / "paper_official_mod.py").write_text("VALUE = 42\n")
+    monkeypatch.delenv("PAPER_OFFICIAL", raising=False)
+    assert import_official("PAPER_OFFICIAL", "paper_official_mod") is None          # unset: the test skips
+    monkeypatch.setenv("PAPER_OFFICIAL", f"{tmp_path / 'missing'}{os.pathsep}{tmp_path}")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "paper_official_mod", raising=False)
+    assert import_official("PAPER_OFFICIAL", "paper_official_mod").VALUE == 42
+    assert sys.path[:2] == [str(tmp_path / "missing"), str(tmp_path)]               # first, in the given order
+    assert import_official("PAPER_OFFICIAL", "no_such_official_module") is None

@@ -29,13 +29,12 @@ import copy
 import gzip
 import io
 import math
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from panconv.testing import import_official
 from panconv_sequence.models.orchid import Orchid, OrchidOperator
 
 FIXTURE = Path(__file__).parent / "fixtures" / "parity_orchid.pt.gz"
@@ -102,17 +101,7 @@ def to_official(ours: OrchidOperator) -> dict:
 
 
 def official_package():
-    paths = os.environ.get("ORCHID_OFFICIAL")
-    if not paths:
-        return None
-    for p in reversed(paths.split(":")):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    try:
-        from orchid_standalone import orchid_standalone
-    except ImportError:
-        return None
-    return orchid_standalone
+    return import_official("ORCHID_OFFICIAL", "orchid_standalone.orchid_standalone")
 
 
 def build_official(pkg, theirs: dict, conv_overrides: dict):

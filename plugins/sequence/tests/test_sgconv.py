@@ -13,16 +13,14 @@ With ``SGCONV_OFFICIAL`` set, ``test_parity_with_official_live`` also compares o
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from panconv.testing import import_official
 from panconv_sequence.models.sgconv import SGConv, SGConvMixer, centred_kernel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "parity_sgconv.pt"
@@ -32,14 +30,7 @@ CASES = [dict(d_model=4, channels=1, bidirectional=False, length=100),  # longer
 
 
 def _official_module():
-    paths = os.environ.get("SGCONV_OFFICIAL")
-    if not paths:
-        return None
-    sys.path[:0] = [p for p in paths.split(os.pathsep) if p not in sys.path]
-    try:
-        return importlib.import_module("gconv_standalone")
-    except ImportError:
-        return None
+    return import_official("SGCONV_OFFICIAL", "gconv_standalone")
 
 
 def _official_case(module, case: dict, seed: int) -> dict:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from panconv.testing import import_official
 from panconv_sequence.models.sgconv import SGConvMixer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "parity_sgconv_glu.pt.gz"
@@ -42,17 +41,7 @@ CASES = {
 
 
 def official_module():
-    paths = os.environ.get("SGCONV_OFFICIAL")
-    if not paths:
-        return None
-    for p in reversed(paths.split(":")):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    try:
-        import gconv_standalone
-    except ImportError:
-        return None
-    return gconv_standalone
+    return import_official("SGCONV_OFFICIAL", "gconv_standalone")
 
 
 def to_ours(state: dict) -> dict:

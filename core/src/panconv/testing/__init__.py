@@ -26,7 +26,7 @@ from pathlib import Path
 _KIT = ("CAPABILITIES", "CHECKS", "CheckResult", "ConformanceError", "SkipCheck", "capabilities_of", "check_plugin",
         "checks_for", "describe_capabilities", "describe_checks", "plugin_entries", "run_check")
 
-__all__ = [*_KIT, "assert_rejected_at_validation", "dry_run", "shared_data_root"]
+__all__ = [*_KIT, "assert_rejected_at_validation", "dry_run", "import_official", "shared_data_root"]
 
 
 def dry_run(config: str | os.PathLike, *overrides: str, cwd: str | os.PathLike | None = None) -> tuple[int, str, str]:
@@ -90,6 +90,27 @@ def shared_data_root() -> Path | None:
                     return candidate
     return None
 
+
+
+def import_official(env_var: str, module: str):
+    """A module of a paper's official code for a live parity test, or ``None`` when it cannot be imported.
+
+    ``$env_var`` holds the folder(s) to import from (``os.pathsep``-separated: the checkout, then any folder
+    of its extra dependencies); they are put first on ``sys.path`` and ``module`` is imported. Unset, or an
+    ``ImportError``: ``None``, so the test can skip saying which variable to set (recorded fixtures keep
+    parity checked in CI without the checkout).
+    """
+    import importlib
+    import sys
+
+    paths = os.environ.get(env_var)
+    if not paths:
+        return None
+    sys.path[:0] = [p for p in paths.split(os.pathsep) if p and p not in sys.path]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
 
 def __getattr__(name: str):
     if name in _KIT:
