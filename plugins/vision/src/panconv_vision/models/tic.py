@@ -15,7 +15,14 @@ Two capacity strategies (Sec. 3.2-3.3):
 
 The official code publishes the operator (``MSA_Conv_2d``: 1x1 qkv, window attention, ``+ x``, k x k
 conv, ReLU) but not the network; the exact form of the two strategies and the stage layout here are
-our reading of the paper's text and are labelled as such. No parameter table is reproduced.
+our reading of the paper's text and are labelled as such.
+
+Sizes: none registered. The official repository (github.com/zs670980918/MSA-Conv, also mirrored as
+StriveZs/MSA-Conv; 5 commits) holds only the operator, its CUDA kernel and a gradient check: no network
+definition, no configs, no size names. The paper's model table (widths, depths, heads, parameter counts)
+was not readable in any copy available to us (arXiv 2310.04134 v1/v2 and its mirrors gave the abstract
+and the opening of the introduction only), so no ``tic_*`` size is registered and no count is claimed:
+the defaults below (Swin-T's ``(2, 2, 6, 2)`` x ``(64, 128, 256, 512)`` layout) are ours, not the paper's.
 
 Outputs: the stage maps (strides 4, 8, 16, 32 for four stages). Classifier: ``TiC -> vision.PoolNorm ->
 core.LinearClsHead``.
