@@ -24,8 +24,10 @@ What is here (faithful in kind, scaled down in size, see ``benchmarks/genomics_d
   greedy read-out of a converged ``X`` agrees with it in the runs we checked, and needs no scipy).
 * :func:`diffpalm_iterative`: the paper's iterative fixing of confident pairs (fixed pairs enter the next
   round as hard, paired context: :func:`diffpalm_scores`' ``fixed``).
-* :func:`mi_ipa` (:func:`pmi_tables`, :func:`pmi_pair_scores`): the MI-IPA coevolution baseline (Bitbol et al.
-  2016) the paper compares with, started from a random pairing.
+* :func:`mi_ipa` (:func:`pmi_tables`, :func:`pmi_pair_scores`) and :func:`dca_ipa` (:func:`mean_field_couplings`,
+  :func:`dca_tables`): the coevolution baselines the paper compares with, both the Iterative Pairing Algorithm
+  (:func:`iterative_pairing`, Bitbol et al. 2016) started from a random pairing, scoring pairs by mutual
+  information (MI-IPA) or by mean-field Potts couplings (DCA-IPA).
 
 Not here: the 100M-parameter pre-trained MSA Transformer, real Pfam pairs (HK-RR, MALG-MALK), the phylogenetic
 structure of real species (the Potts rows are independent samples), and the paper's multi-run averaging.
@@ -303,30 +305,74 @@ def pmi_tables(a: torch.Tensor, b: torch.Tensor, q: int, pseudocount: float = 0.
 
 
 def pmi_pair_scores(pmi: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(m, m)`` scores ``S[k, l] = sum_{i in A, j in B} PMI_ij(a_k,i, b_l,j)`` of pairing A row k with B row l."""
+    """``(m, m)`` scores ``S[k, l] = sum_{i in A, j in B} T_ij(a_k,i, b_l,j)`` of pairing A row k with B row l, for
+    any ``(la, lb, q, q)`` table ``T``: the PMI (MI-IPA) or the mean-field DCA couplings (DCA-IPA)."""
     q = pmi.shape[-1]
     return torch.einsum("kix,ijxy,ljy->kl", F.one_hot(a, q).double(), pmi, F.one_hot(b, q).double())
 
 
-def mi_ipa(a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], q: int, increment: int | None = None,
-           pseudocount: float = 0.15, seed: int = 0) -> list[torch.Tensor]:
-    """MI-IPA (Bitbol, Dwyer, Colwell & Wingreen, PNAS 2016), started without known pairs: the first training set
-    is a random pairing within each species; each iteration computes the PMI tables of the current training pairs,
-    scores every within-species pair (:func:`pmi_pair_scores`), assigns each species greedily, ranks the assigned
-    pairs by their confidence gap (score minus the best alternative in its row or column) and takes the
-    ``n * increment`` most confident as the next training set, until all pairs are in. Returns the hard pairings.
-    Not here: the paper's sequence reweighting (our rows are independent samples) and its Hungarian assignment."""
+def potts_frequencies(x: torch.Tensor, q: int, pseudocount: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """One- and two-site frequencies ``f_i(a)`` ``(L, q)`` and ``f_ij(a, b)`` ``(L, L, q, q)`` of the rows ``x``
+    ``(n, L)``, with the pseudocount of mean-field DCA (Morcos et al. 2011; Bitbol et al. 2016):
+    ``f_i = (1 - lambda) counts / n + lambda / q``, ``f_ij = (1 - lambda) counts / n + lambda / q^2`` for ``i != j``
+    and ``f_ii(a, b) = f_i(a) delta_ab`` (consistent marginals)."""
+    onehot, lam, length = F.one_hot(x, q).double(), pseudocount, x.shape[1]
+    f_i = (1 - lam) * onehot.mean(0) + lam / q
+    f_ij = (1 - lam) * torch.einsum("nia,njb->ijab", onehot, onehot) / len(x) + lam / q ** 2
+    f_ij[torch.arange(length), torch.arange(length)] = torch.diag_embed(f_i)
+    return f_i, f_ij
+
+
+def zero_sum_gauge(e: torch.Tensor) -> torch.Tensor:
+    """Couplings ``(..., q, q)`` in the zero-sum (Ising) gauge: every row and column of each block sums to zero."""
+    return e - e.mean(-1, keepdim=True) - e.mean(-2, keepdim=True) + e.mean((-2, -1), keepdim=True)
+
+
+def mean_field_couplings(f_i: torch.Tensor, f_ij: torch.Tensor) -> torch.Tensor:
+    """Mean-field DCA couplings ``(L, L, q, q)`` from the frequencies (:func:`potts_frequencies`): the connected
+    correlations ``C_ij(a, b) = f_ij(a, b) - f_i(a) f_j(b)`` over the first ``q - 1`` states (the last is the
+    reference state, lattice-gas gauge) form an ``L(q-1)`` square matrix, and ``e_ij(a, b) = -(C^-1)_ij(a, b)``,
+    ``e_ij(a, q) = e_ij(q, b) = 0``; returned in the zero-sum gauge, with ``e_ii = 0``. Convention: ``P(x) ~
+    exp(sum_i h_i(x_i) + sum_{i<j} e_ij(x_i, x_j))``, so a larger coupling sum is a more likely sequence (a pair's
+    score is minus its interaction energy under an energy ``H = -sum h - sum e``)."""
+    length, q = f_i.shape
+    c = f_ij - f_i[:, None, :, None] * f_i[None, :, None, :]
+    reduced = c[:, :, :q - 1, :q - 1].permute(0, 2, 1, 3).reshape(length * (q - 1), length * (q - 1))
+    inverse = torch.linalg.inv(reduced).reshape(length, q - 1, length, q - 1).permute(0, 2, 1, 3)
+    e = torch.zeros(length, length, q, q, dtype=f_i.dtype)
+    e[:, :, :q - 1, :q - 1] = -inverse
+    e = zero_sum_gauge(e)
+    e[torch.arange(length), torch.arange(length)] = 0.0
+    return e
+
+
+def dca_tables(a: torch.Tensor, b: torch.Tensor, q: int, pseudocount: float = 0.5) -> torch.Tensor:
+    """``(la, lb, q, q)`` inter-family mean-field DCA couplings (:func:`mean_field_couplings`) inferred from the
+    concatenated paired rows ``a|b`` (the whole A|B model is inferred; its A x B block is returned)."""
+    e = mean_field_couplings(*potts_frequencies(torch.cat([a, b], dim=1), q, pseudocount))
+    return e[:a.shape[1], a.shape[1]:]
+
+
+def iterative_pairing(a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], q: int, tables,
+                      increment: int | None = None, seed: int = 0) -> list[torch.Tensor]:
+    """The Iterative Pairing Algorithm (IPA, Bitbol et al. 2016), started without known pairs: the first training
+    set is a random pairing within each species; each iteration fits ``tables(a, b, q)`` -> ``(la, lb, q, q)`` on
+    the current training pairs, scores every within-species pair by the summed table entries
+    (:func:`pmi_pair_scores`), assigns each species greedily, ranks the assigned pairs by their confidence gap
+    (score minus the best alternative in its row or column) and takes the ``n * increment`` most confident as the
+    next training set, until all pairs are in. Returns the hard pairings. Not here: the paper's sequence
+    reweighting (our rows are independent samples) and its Hungarian assignment."""
     g = torch.Generator().manual_seed(seed)
     total = sum(len(a) for a in a_rows)
     increment = increment or max(1, total // 6)
     train = [(s, i, int(j)) for s, a in enumerate(a_rows) for i, j in enumerate(torch.randperm(len(a), generator=g))]
     n = 1
     while True:
-        pmi = pmi_tables(torch.stack([a_rows[s][i] for s, i, _ in train]),
-                         torch.stack([b_rows[s][j] for s, _, j in train]), q, pseudocount)
+        table = tables(torch.stack([a_rows[s][i] for s, i, _ in train]),
+                       torch.stack([b_rows[s][j] for s, _, j in train]), q)
         perms, ranked = [], []
         for s, (a, b) in enumerate(zip(a_rows, b_rows)):
-            scores = pmi_pair_scores(pmi, a, b)
+            scores = pmi_pair_scores(table, a, b)
             perm = greedy_assignment(scores)
             perms.append(perm)
             for i, j in enumerate(perm.tolist()):
@@ -340,12 +386,30 @@ def mi_ipa(a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], q: int, incre
         n += 1
 
 
+def mi_ipa(a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], q: int, increment: int | None = None,
+           pseudocount: float = 0.15, seed: int = 0) -> list[torch.Tensor]:
+    """MI-IPA (Bitbol, PLoS Comput Biol 2018; the DiffPALM paper's coevolution baseline): the IPA
+    (:func:`iterative_pairing`) scoring pairs by their summed pointwise mutual information (:func:`pmi_tables`,
+    pseudocount 0.15)."""
+    return iterative_pairing(a_rows, b_rows, q, lambda a, b, q: pmi_tables(a, b, q, pseudocount), increment, seed)
+
+
+def dca_ipa(a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], q: int, increment: int | None = None,
+            pseudocount: float = 0.5, seed: int = 0) -> list[torch.Tensor]:
+    """DCA-IPA (Bitbol, Dwyer, Colwell & Wingreen, PNAS 2016): the IPA (:func:`iterative_pairing`) scoring pairs by
+    their inter-family coupling sum ``sum_{i in A, j in B} e_ij(a_i, b_j)`` under the mean-field Potts couplings
+    inferred from the current training pairs (:func:`dca_tables`; pseudocount 0.5 as in the paper, zero-sum gauge,
+    no APC or Frobenius norm: the couplings themselves score the pair)."""
+    return iterative_pairing(a_rows, b_rows, q, lambda a, b, q: dca_tables(a, b, q, pseudocount), increment, seed)
+
+
 def pairing_precision(perms: list[torch.Tensor], truths: list[torch.Tensor]) -> float:
     """Fraction of A rows paired to their true B partner (over all species)."""
     right = sum(int((p == t).sum()) for p, t in zip(perms, truths))
     return right / sum(len(t) for t in truths)
 
 
-__all__ = ["AxialLayer", "MSATransformer", "PottsPairs", "diffpalm_iterative", "diffpalm_pairing", "diffpalm_scores",
-           "greedy_assignment", "mask_tokens", "mi_ipa", "pairing_precision", "pmi_pair_scores", "pmi_tables",
-           "sinkhorn", "train_msa_lm"]
+__all__ = ["AxialLayer", "MSATransformer", "PottsPairs", "dca_ipa", "dca_tables", "diffpalm_iterative",
+           "diffpalm_pairing", "diffpalm_scores", "greedy_assignment", "iterative_pairing", "mask_tokens",
+           "mean_field_couplings", "mi_ipa", "pairing_precision", "pmi_pair_scores", "pmi_tables", "potts_frequencies",
+           "sinkhorn", "train_msa_lm", "zero_sum_gauge"]
