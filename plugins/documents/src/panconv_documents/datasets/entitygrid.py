@@ -14,12 +14,17 @@ scaled down to ``size`` x ``size`` pixels (default 64: four 32 x 32 slices):
   and ``count`` ("how many squares ?", over all colours; 0 is a valid answer).
 - ``on_boundary``: whether an entity the question is about is cut by a slice boundary (for counting:
   any entity of that shape); the evaluator reports accuracy both ways.
+- ``questions_per_image`` (training split only): several questions about each image (one per task, the
+  first task cycling with the index), each answered on its own (the model encodes the image once); the
+  loss covers every answer. Evaluation splits keep the benchmark's one question per image.
+- ``tasks``: ask only these tasks (default all three; a curriculum's first stage asks fewer).
 
 Every answer is one word of the vocabulary (``VOCAB``), so the model's decoder predicts one token.
 Splits draw from disjoint seeds; images are drawn in memory per index (PIL), nothing is cached.
 Batches: ``inputs`` ``(B, 3, size, size)`` in [0, 1], ``question`` ``(B, QUESTION_LENGTH)`` token ids
 left-padded with ``PAD`` (= 0), ``answer`` ``(B,)``, ``task`` ``(B,)`` (index in ``TASKS``),
-``on_boundary`` ``(B,)`` bool.
+``on_boundary`` ``(B,)`` bool; with ``questions_per_image`` = Q > 1 ``question`` is ``(B, Q, QUESTION_LENGTH)`` and
+the others ``(B, Q)``.
 """
 
 from __future__ import annotations
@@ -75,11 +80,10 @@ def draw_entity(draw, shape: str, colour: tuple, cx: float, cy: float, r: float)
         draw.rectangle([cx - w, cy - r, cx + w, cy + r], fill=colour)
 
 
-def make_sample(seed: int, size: int, max_entities: int, entity_scale: float, task: str):
-    """(uint8 RGB image, question words, answer word, on_boundary) of one seeded sample."""
+def make_scene(rng: random.Random, seed: int, size: int, max_entities: int, entity_scale: float):
+    """(uint8 RGB image, entities ``[(position, shape, colour)]``, the image's shape pool), drawn with ``rng``."""
     from PIL import Image, ImageDraw
 
-    rng = random.Random(seed)
     k = rng.randint(1, max_entities)
     positions = rng.sample(range(9), k)
     pool = rng.sample(SHAPES, rng.randint(2, 3))
@@ -92,21 +96,39 @@ def make_sample(seed: int, size: int, max_entities: int, entity_scale: float, ta
                     entity_scale * size / 2)
     pixels = np.asarray(image).astype(np.float32)
     pixels += np.random.default_rng(seed).normal(0, 4, pixels.shape)
-    pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    return np.clip(pixels, 0, 255).astype(np.uint8), entities, pool
+
+
+def ask(rng: random.Random, entities: list, pool: list, task: str):
+    """(question words, answer word, on_boundary) of one ``task`` question about a scene."""
     if task == "identify":
         p, shape, colour = rng.choice(entities)
         attribute = rng.choice(("shape", "colour"))
         question = ["what", attribute, "is", "at", "the", POSITIONS[p], "?"]
-        return pixels, question, shape if attribute == "shape" else colour, cut_by_boundary(p)
+        return question, shape if attribute == "shape" else colour, cut_by_boundary(p)
     if task == "position":
         kinds = [(s, c) for _, s, c in entities]
         unique = [e for e in entities if kinds.count((e[1], e[2])) == 1]
         p, shape, colour = rng.choice(unique or entities)
-        return pixels, ["where", "is", "the", colour, shape, "?"], POSITIONS[p], cut_by_boundary(p)
+        return ["where", "is", "the", colour, shape, "?"], POSITIONS[p], cut_by_boundary(p)
     shape = rng.choice(SHAPES if rng.random() < 0.2 else pool)
     counted = [p for p, s, _ in entities if s == shape]
-    return (pixels, ["how", "many", shape, "?"], COUNTS[len(counted)],
-            any(cut_by_boundary(p) for p in counted))
+    return ["how", "many", shape, "?"], COUNTS[len(counted)], any(cut_by_boundary(p) for p in counted)
+
+
+def make_sample(seed: int, size: int, max_entities: int, entity_scale: float, task: str):
+    """(uint8 RGB image, question words, answer word, on_boundary) of one seeded sample."""
+    rng = random.Random(seed)
+    pixels, entities, pool = make_scene(rng, seed, size, max_entities, entity_scale)
+    return (pixels, *ask(rng, entities, pool, task))
+
+
+def make_questions(seed: int, size: int, max_entities: int, entity_scale: float, tasks: list[str]):
+    """(uint8 RGB image, ``[(question words, answer word, on_boundary)]`` one per task) about one seeded image;
+    the first question is exactly :func:`make_sample`'s for ``tasks[0]``."""
+    rng = random.Random(seed)
+    pixels, entities, pool = make_scene(rng, seed, size, max_entities, entity_scale)
+    return pixels, [ask(rng, entities, pool, task) for task in tasks]
 
 
 class EntityGridQA(Dataset):
@@ -119,7 +141,9 @@ class EntityGridQA(Dataset):
     def __init__(self, root=None, split: str = "train", n: Annotated[int, Ge(1)] = 2000,
                  n_eval: Annotated[int, Ge(1)] = 1000, size: Annotated[int, Interval(ge=32, le=1024)] = 64,
                  max_entities: Annotated[int, Interval(ge=1, le=9)] = 3,
-                 entity_scale: Annotated[float, Interval(gt=0.05, le=0.33)] = 0.3, seed: Annotated[int, Ge(0)] = 0):
+                 entity_scale: Annotated[float, Interval(gt=0.05, le=0.33)] = 0.3, seed: Annotated[int, Ge(0)] = 0,
+                 questions_per_image: Annotated[int, Interval(ge=1, le=len(TASKS))] = 1,
+                 tasks: list[str] | None = None):
         super().__init__(root, split)
         if n < 1 or n_eval < 1 or not 32 <= size <= 1024 or size % 2 or not 1 <= max_entities <= 9:
             raise ValueError(f"n and n_eval must be >= 1, size an even number in 32..1024, max_entities in 1..9; "
@@ -128,7 +152,14 @@ class EntityGridQA(Dataset):
             raise ValueError(f"entity_scale must be in (0.05, 1/3] (entities may not overlap), got {entity_scale}")
         self.n = n if split == "train" else n_eval
         self.size, self.max_entities, self.entity_scale = size, max_entities, float(entity_scale)
+        if not 1 <= questions_per_image <= len(TASKS):
+            raise ValueError(f"questions_per_image must be in 1..{len(TASKS)} (one per task), "
+                             f"got {questions_per_image}")
         self.seed = seed * 1_000_003 + _SPLIT_SEED[split] * 100_000
+        self.questions = questions_per_image if split == "train" else 1
+        self.tasks = list(TASKS) if tasks is None else list(tasks)
+        if not self.tasks or any(t not in TASKS for t in self.tasks):
+            raise ValueError(f"tasks must be a non-empty list of {list(TASKS)}, got {tasks}")
 
     @property
     def metadata(self) -> dict:
@@ -139,19 +170,30 @@ class EntityGridQA(Dataset):
         return self.n
 
     def __getitem__(self, index: int) -> dict:
-        task = index % len(TASKS)
+        if self.questions > 1:
+            return self._questions(index)
+        task = TASKS.index(self.tasks[index % len(self.tasks)])
         pixels, question, answer, boundary = make_sample(self.seed + index, self.size, self.max_entities,
                                                          self.entity_scale, TASKS[task])
         return {"inputs": torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255),
                 "question": torch.tensor(tokenize(question)), "answer": TOKEN[answer], "task": task,
                 "on_boundary": boundary}
 
+    def _questions(self, index: int) -> dict:
+        """``questions_per_image`` questions about one image, the tasks cycling from ``index`` (the first is
+        the one-question sample of that index)."""
+        tasks = [TASKS.index(self.tasks[(index + t) % len(self.tasks)]) for t in range(self.questions)]
+        pixels, asked = make_questions(self.seed + index, self.size, self.max_entities, self.entity_scale,
+                                       [TASKS[t] for t in tasks])
+        return {"inputs": torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255),
+                "question": torch.tensor([tokenize(q) for q, _, _ in asked]),
+                "answer": torch.tensor([TOKEN[a] for _, a, _ in asked]), "task": torch.tensor(tasks),
+                "on_boundary": torch.tensor([b for _, _, b in asked])}
+
     def collate(self, samples: list[dict]) -> dict:
         return {"inputs": torch.stack([s["inputs"] for s in samples]),
                 "question": torch.stack([s["question"] for s in samples]),
-                "answer": torch.tensor([s["answer"] for s in samples]),
-                "task": torch.tensor([s["task"] for s in samples]),
-                "on_boundary": torch.tensor([s["on_boundary"] for s in samples])}
+                **{k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in ("answer", "task", "on_boundary")}}
 
     @classmethod
     def example(cls, tmp_dir: Path) -> dict:

@@ -17,13 +17,15 @@ fragments every object on a slice boundary. The paper's two parts:
 
 Then a projector (MLP) into the decoder's width and a causal transformer decoder reading
 ``[global view tokens, slice tokens, question]`` that predicts the one-word answer at the last position
-(cross-entropy on the answer token only, as LLaVA's instruction tuning). ``restore=False`` is the naive
-slicing baseline at the same token budget.
+(cross-entropy on the answer token only, as LLaVA's instruction tuning; with several questions about one
+image, the image is encoded once and every question decoded on its own, the loss on every answer).
+``restore=False`` is the naive slicing baseline at the same token budget.
 
 What is scaled down: CLIP ViT-L/14-336 -> ``vit_dim`` x ``vit_depth`` ViT trained from scratch; the
 LLM (Vicuna) -> a ``lm_depth``-layer decoder; 336 px slices -> ``slice_size`` px (32 for the generated
 EntityGrid-QA); no pre-training stages. Batch: ``inputs`` ``(B, 3, grid*slice, grid*slice)``,
-``question`` ``(B, Lq)`` left-padded token ids (0 = pad), ``answer`` ``(B,)``.
+``question`` ``(B, Lq)`` left-padded token ids (0 = pad), ``answer`` ``(B,)``; or ``Q`` questions per image:
+``question`` ``(B, Q, Lq)``, ``answer`` ``(B, Q)``.
 """
 
 from __future__ import annotations
@@ -211,6 +213,12 @@ class HiResLLaVA(nn.Module):
         self.projector = nn.Sequential(nn.Linear(vit_dim, lm_dim), nn.GELU(), nn.Linear(lm_dim, lm_dim))
         self.visual_tokens = (grid * grid + 1) * (side // ratio) ** 2
         self.embed = nn.Embedding(vocab_size, lm_dim, padding_idx=0)
+        # GPT/LLaMA's 0.02, not nn.Embedding's N(0, 1): with unit-variance rows (norm ~sqrt(lm_dim)) the text
+        # tokens' residual streams dwarf what attention brings from the visual tokens (norm ~2 at initialisation)
+        # and the decoder answers from the question alone for hundreds of steps.
+        nn.init.normal_(self.embed.weight, std=0.02)
+        with torch.no_grad():
+            self.embed.weight[0].zero_()
         self.lm_pos = nn.Parameter(torch.randn(1, self.visual_tokens + question_length, lm_dim) * 0.02)
         layer = nn.TransformerEncoderLayer(lm_dim, lm_heads, int(lm_dim * mlp_ratio), dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
@@ -249,21 +257,28 @@ class HiResLLaVA(nn.Module):
 
     # ------------------------------------------------------------------ language
     def forward(self, batch: dict) -> torch.Tensor:
-        """Answer logits ``(B, vocab_size)`` at the last position."""
-        question = batch["question"]
-        if question.dim() != 2 or question.shape[1] != self.question_length:
-            raise ValueError(f"HiResLLaVA: expected question (B, {self.question_length}) token ids, got "
-                             f"{tuple(question.shape)}")
+        """Answer logits ``(B, vocab_size)`` at the question's last position. With several questions per image
+        (``question`` ``(B, Q, Lq)``) the image is encoded once and each question is decoded on its own after the
+        visual tokens, exactly as a one-question batch: logits ``(B, Q, vocab_size)``."""
+        question, lq = batch["question"], self.question_length
+        if question.dim() not in (2, 3) or question.shape[-1] != lq:
+            raise ValueError(f"HiResLLaVA: expected question (B, {lq}) token ids (or (B, Q, {lq}): Q questions per "
+                             f"image), got {tuple(question.shape)}")
         visual = self.encode(batch["inputs"])
-        seq = torch.cat([visual, self.embed(question)], 1) + self.lm_pos
+        if question.dim() == 3:
+            visual = visual.repeat_interleave(question.shape[1], 0)
+        text = question.reshape(-1, lq)
+        seq = torch.cat([visual, self.embed(text)], 1) + self.lm_pos
         n = seq.shape[1]
         causal = torch.triu(torch.ones(n, n, dtype=torch.bool, device=seq.device), 1)
-        pad = torch.cat([torch.zeros(visual.shape[:2], dtype=torch.bool, device=seq.device), question == 0], 1)
+        pad = torch.cat([torch.zeros(visual.shape[:2], dtype=torch.bool, device=seq.device), text == 0], 1)
         hidden = self.decoder(seq, mask=causal, src_key_padding_mask=pad)
-        return self.lm_head(self.lm_norm(hidden[:, -1]))
+        logits = self.lm_head(self.lm_norm(hidden[:, -1]))
+        return logits.reshape(*question.shape[:-1], -1)
 
     def loss(self, outputs: torch.Tensor, batch: dict) -> dict:
-        return {"loss": F.cross_entropy(outputs, batch["answer"])}
+        """Cross-entropy on the answer token only (of every question, with several per image)."""
+        return {"loss": F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), batch["answer"].reshape(-1))}
 
     def predict(self, outputs: torch.Tensor, batch: dict | None = None) -> dict:
         """The answer token (greedy) and the logits."""
