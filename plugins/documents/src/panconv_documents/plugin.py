@@ -97,7 +97,11 @@ def panconv_add_commands(subparsers):
     parser.add_argument("--model", default=None, help="a trained detector: a work dir written by core-run "
                                                      "(e.g. work_dirs/documents_cascadetabnet_cells) or a checkpoint")
     parser.add_argument("--config", default=None, help="the config of a checkpoint outside its work dir")
-    parser.add_argument("--dpi", type=int, default=36, help="rasterisation of PDFs (the training pages' dpi)")
+    parser.add_argument("--dpi", type=int, default=36, help="rasterisation of PDFs for the structure rules (an "
+                                                               "image is taken to be at this dpi)")
+    parser.add_argument("--detect-dpi", type=int, default=None,
+                        help="the detector's input resolution, its training pages' dpi (default: --dpi); e.g. "
+                             "--detect-dpi 36 --dpi 72: detect at 36 dpi, rules at 72 (hairline rules vanish at 36)")
     parser.add_argument("--threshold", type=float, default=None, help="detection score threshold (default: the "
                                                                         "model's structure_thr)")
     parser.add_argument("--lines-only", action="store_true",

@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 import numpy as np
 import torch
 from annotated_types import Ge, Interval
+from torchvision import ops
 
 from .detection import _STDS, RCNN, Detections
 from .layers import HRNET_VARIANTS
@@ -65,10 +66,16 @@ class CascadeTabNet(RCNN):
 def page_structure(gray: np.ndarray, det: Detections, num_classes: int = 3, thr: float = 0.85) -> list[dict]:
     """Every confident table of one page as a structure (bordered: from lines; borderless: from cells).
 
-    With one class (the table-only detector) each table is tried as bordered and falls back to one cell
-    per text line when no ruling lines are found.
+    With one class (the table-only detector) each table is tried as bordered and falls back to the text blocks
+    (:func:`text_cells`) when no ruling lines are found. With three, overlapping table boxes of the two table
+    classes are one table (non-maximum suppression across the classes at IoU 0.5: the class NMS keeps both).
     """
     keep = det.scores >= thr
+    if num_classes == 3:  # one table per region: a table found both as bordered and borderless keeps its best class
+        tables = torch.nonzero(keep & (det.labels != CELL)).flatten()
+        kept = tables[ops.nms(det.boxes[tables], det.scores[tables], 0.5)]
+        keep = keep & (det.labels == CELL)
+        keep[kept] = True
     boxes, labels = det.boxes[keep].tolist(), det.labels[keep].tolist()
     cells = [b for b, lab in zip(boxes, labels) if num_classes == 3 and lab == CELL]
     tables = []
@@ -76,7 +83,7 @@ def page_structure(gray: np.ndarray, det: Detections, num_classes: int = 3, thr:
         if num_classes == 3 and lab == CELL:
             continue
         bordered = num_classes == 1 or lab == BORDERED
-        structure = bordered_structure(gray, box) if bordered else None
+        structure = bordered_structure(gray, snap_to_rules(gray, box)) if bordered else None
         if structure is None:
             inside = [c for c in cells if _inside(c, box)]
             structure = borderless_structure(box, inside, gray)
@@ -116,6 +123,32 @@ def detect_lines(ink: np.ndarray, min_length: int | None = None
     ys = _runs(horizontal.sum(1), max(3, 0.1 * w))
     xs = _runs(vertical.sum(0), max(3, 0.1 * h))
     return ys, xs, horizontal, vertical
+
+
+def snap_to_rules(gray: np.ndarray, box, margin: float = 0.15) -> list[float]:
+    """A detected table box moved onto its ruling lines: the connected grid of long strokes found in the box
+    grown by ``margin`` of its height (and a third of that share of its width) that overlaps the box best
+    (IoU >= 0.5). A detector's box is a few pixels off, and a bordered table's outer rules (its first and last
+    row and column) are lost when the box cuts them; unchanged when no such grid is found."""
+    import cv2
+
+    w, h = box[2] - box[0], box[3] - box[1]
+    mx, my = margin / 3 * w + 4, margin * h + 4
+    ink, ox, oy = _binarise(gray, [box[0] - mx, box[1] - my, box[2] + mx, box[3] + my])
+    if ink.size == 0:
+        return list(box)
+    _, _, horizontal, vertical = detect_lines(ink)
+    grid = cv2.dilate((horizontal | vertical).astype(np.uint8), np.ones((3, 3), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(grid)
+    best, best_iou = list(box), 0.5
+    for x, y, cw, ch, _ in stats[1:n]:
+        cand = [float(x + ox + 1), float(y + oy + 1), float(x + ox + cw - 1), float(y + oy + ch - 1)]  # undo dilation
+        ix = max(0.0, min(cand[2], box[2]) - max(cand[0], box[0]))
+        iy = max(0.0, min(cand[3], box[3]) - max(cand[1], box[1]))
+        union = w * h + (cand[2] - cand[0]) * (cand[3] - cand[1]) - ix * iy
+        if union > 0 and ix * iy / union >= best_iou:
+            best, best_iou = cand, ix * iy / union
+    return best
 
 
 def _binarise(gray: np.ndarray, box) -> tuple[np.ndarray, int, int]:
@@ -194,12 +227,20 @@ def _cell(r, c, rs, cs, xs, ys, ox, oy, ink) -> dict:
             "box": [x0 + ox, y0 + oy, x1 + ox, y1 + oy], "empty": bool(inner.sum() < 2)}
 
 
-def _bands(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Rows (or columns) from 1-D cell extents, shortest first, each shrunk by a quarter of its length so
-    touching cells stay apart: an extent overlapping no band opens one, overlapping one band joins it,
-    overlapping several is a spanning cell and adds nothing."""
+def _bands(intervals: list[tuple[float, float]], shrink: float = 0.25) -> list[tuple[float, float]]:
+    """Rows (or columns) from 1-D cell extents, shortest first, each shrunk by ``shrink`` of its length so
+    touching cells stay apart (detected cell boxes touch; text blocks do not, and need no shrinking): an extent
+    overlapping no band opens one, overlapping one band joins it, overlapping several is a spanning cell and
+    adds nothing. Unshrunk text blocks of one height are taken by how many others they overlap, fewest first
+    (a block spanning two rows overlaps both rows' blocks), then by length."""
     bands: list[list[float]] = []
-    for a, b in sorted(((a + (b - a) / 4, b - (b - a) / 4) for a, b in intervals), key=lambda ab: ab[1] - ab[0]):
+    extents = [(a + (b - a) * shrink, b - (b - a) * shrink) for a, b in intervals]
+
+    def order(ab):
+        overlaps = sum(a < ab[1] and b > ab[0] for a, b in extents) if shrink == 0 else 0
+        return overlaps, ab[1] - ab[0]
+
+    for a, b in sorted(extents, key=order):
         hit = [band for band in bands if a <= band[1] and b >= band[0]]
         if not hit:
             bands.append([a, b])
@@ -208,16 +249,19 @@ def _bands(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return sorted((a, b) for a, b in bands)
 
 
-def borderless_structure(box, cells: list, gray: np.ndarray | None = None) -> dict:
+def borderless_structure(box, cells: list, gray: np.ndarray | None = None, shrink: float = 0.25) -> dict:
     """Rows and columns of a borderless table from its cell boxes: a row is a band of overlapping vertical
-    extents, a column one of horizontal extents; a cell spans the bands its box crosses. Without cells,
-    one cell per text line (ink rows) of the table."""
+    extents, a column one of horizontal extents; a cell spans the bands its box crosses. Without cells (a
+    table-only detector), the cells are the text blocks of the table (:func:`text_cells`) and their boxes
+    the grid between the bands."""
     if not cells and gray is not None:
-        cells = _text_lines(gray, box)
+        blocks = text_cells(gray, box)
+        if blocks:
+            return _grid_boxes(borderless_structure(box, blocks, shrink=0.0), box)
     if not cells:
         return {"bordered": False, "box": [float(v) for v in box], "n_rows": 0, "n_cols": 0, "cells": []}
-    rows = _bands([(c[1], c[3]) for c in cells])
-    cols = _bands([(c[0], c[2]) for c in cells])
+    rows = _bands([(c[1], c[3]) for c in cells], shrink)
+    cols = _bands([(c[0], c[2]) for c in cells], shrink)
 
     def span(lo, hi, bands):
         hit = [i for i, (a, b) in enumerate(bands) if a < hi and b > lo]
@@ -253,6 +297,79 @@ def _text_lines(gray: np.ndarray, box) -> list[list[float]]:
         xs = np.flatnonzero(ink[a:b + 1].any(0))
         out.append([float(xs[0] + ox), float(a + oy), float(xs[-1] + 1 + ox), float(b + 1 + oy)])
     return out
+
+
+def _split_at_gaps(ink: np.ndarray, gap: float) -> list[tuple[int, int]]:
+    """``[start, end)`` runs of the ink columns of ``ink`` separated by more than ``gap`` blank columns."""
+    cols = np.flatnonzero(ink.any(0))
+    if len(cols) == 0:
+        return []
+    runs, start = [], cols[0]
+    for a, b in zip(cols[:-1], cols[1:]):
+        if b - a - 1 > gap:
+            runs.append((start, a + 1))
+            start = b
+    return runs + [(start, cols[-1] + 1)]
+
+
+def text_cells(gray: np.ndarray, box) -> list[list[float]]:
+    """The text blocks of a borderless table: each text line (ink rows; rules of 2 px or less left out) cut
+    where the ink leaves a horizontal gap wider than 0.6 x the median line height (word spaces are narrower,
+    the padding between two columns wider). A line more than 1.5 x the median height holds a cell spanning
+    rows (its text bridges the blank rows between them): it is cut per column first (the columns of the
+    other lines' blocks), then into text lines within each column."""
+    ink, ox, oy = _binarise(gray, box)
+    lines = [ln for ln in _text_lines(gray, box) if ln[3] - ln[1] > 2]
+    if not lines:
+        return []
+    height = float(np.median([ln[3] - ln[1] for ln in lines]))
+    gap = max(2.0, 0.6 * height)
+    out, merged = [], []
+    for line in lines:
+        y0, y1 = int(line[1]) - oy, int(line[3]) - oy
+        if line[3] - line[1] > 1.5 * height:
+            merged.append((y0, y1))
+            continue
+        out += [[float(a + ox), float(y0 + oy), float(b + ox), float(y1 + oy)]
+                for a, b in _split_at_gaps(ink[y0:y1], gap)]
+    columns = _bands([(c[0] - ox, c[2] - ox) for c in out], 0.0)
+    for y0, y1 in merged:
+        for k, (a, b) in enumerate(columns):  # each column from the middle of the gap before it to the next
+            lo = 0 if k == 0 else int((columns[k - 1][1] + a) / 2)
+            hi = ink.shape[1] if k + 1 == len(columns) else int((b + columns[k + 1][0]) / 2)
+            rows = np.flatnonzero(ink[y0:y1, lo:hi].any(1))
+            if len(rows) == 0:
+                continue
+            breaks = np.flatnonzero(np.diff(rows) > 1)
+            for r0, r1 in zip(np.r_[rows[0], rows[breaks + 1]], np.r_[rows[breaks], rows[-1]] + 1):
+                xs = np.flatnonzero(ink[y0 + r0:y0 + r1, lo:hi].any(0))
+                out.append([float(lo + xs[0] + ox), float(y0 + r0 + oy), float(lo + xs[-1] + 1 + ox),
+                            float(y0 + r1 + oy)])
+    if not columns:  # every line spans rows: one block per merged line
+        out = [[float(ox), float(y0 + oy), float(ink.shape[1] + ox), float(y1 + oy)] for y0, y1 in merged]
+    return out
+
+
+def _grid_boxes(structure: dict, box) -> dict:
+    """Cell boxes of a borderless structure set to its grid: the boundary between two rows (columns) is the
+    middle of the gap between their one-row (one-column) cells, the outer boundaries the table box's."""
+    def bounds(start: str, span: str, lo: int, hi: int, n: int, edge0: float, edge1: float) -> list[float]:
+        ext = [[np.inf, -np.inf] for _ in range(n)]
+        for c in structure["cells"]:
+            if c[span] == 1:
+                e = ext[c[start]]
+                e[0], e[1] = min(e[0], c["box"][lo]), max(e[1], c["box"][hi])
+        out = [float(edge0)]
+        for k in range(1, n):
+            a, b = ext[k - 1][1], ext[k][0]
+            out.append(float((a + b) / 2) if np.isfinite(a) and np.isfinite(b) else out[-1])
+        return out + [float(edge1)]
+
+    ys = bounds("row", "row_span", 1, 3, structure["n_rows"], box[1], box[3])
+    xs = bounds("col", "col_span", 0, 2, structure["n_cols"], box[0], box[2])
+    for c in structure["cells"]:
+        c["box"] = [xs[c["col"]], ys[c["row"]], xs[c["col"] + c["col_span"]], ys[c["row"] + c["row_span"]]]
+    return structure
 
 
 def structure_to_html(structure: dict) -> str:

@@ -62,14 +62,29 @@ def tables_by_lines(gray: np.ndarray) -> list[dict]:
     return out
 
 
-def tables_by_model(model, gray: np.ndarray, threshold: float, device: str) -> list[dict]:
+def tables_by_model(model, gray: np.ndarray, threshold: float, device: str,
+                    detect_gray: np.ndarray | None = None) -> list[dict]:
+    """The detector's tables on a page, structured by the rules on ``gray``. With ``detect_gray`` (the same page at
+    the detector's training resolution) the detector sees that one and its boxes are scaled to ``gray``'s pixels:
+    the rules need ruling lines and rows that vanish at the low resolutions a detector is trained at."""
     import torch
 
-    x = torch.from_numpy(gray.copy()).float().div(255).expand(3, -1, -1)[None].to(device)
+    seen = gray if detect_gray is None else detect_gray
+    x = torch.from_numpy(seen.copy()).float().div(255).expand(3, -1, -1)[None].to(device)
     with torch.no_grad():
         det = model.predict(model({"inputs": x}))[0]
     det.boxes, det.scores, det.labels = det.boxes.cpu(), det.scores.cpu(), det.labels.cpu()
+    if detect_gray is not None:
+        det.boxes = det.boxes * (gray.shape[1] / detect_gray.shape[1])
     return page_structure(gray, det, model.num_classes, threshold)
+
+
+def resample(gray: np.ndarray, factor: float) -> np.ndarray:
+    """A grey page scaled by ``factor`` (area averaging when shrinking)."""
+    import cv2
+
+    size = (max(1, round(gray.shape[1] * factor)), max(1, round(gray.shape[0] * factor)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
 
 
 def fill_text_from_pdf(pdf_path: Path, page_index: int, tables: list[dict], dpi: int) -> None:
@@ -106,8 +121,15 @@ def main(args) -> int:
             return 2
     threshold = args.threshold if args.threshold is not None else getattr(model, "structure_thr", 0.85)
     out.mkdir(parents=True, exist_ok=True)
-    for k, gray in enumerate(pages_of(source, args.dpi), start=1):
-        tables = tables_by_lines(gray) if model is None else tables_by_model(model, gray, threshold, args.device)
+    pages = pages_of(source, args.dpi)
+    detect_dpi = getattr(args, "detect_dpi", None)
+    detect_pages = [None] * len(pages)
+    if model is not None and detect_dpi and detect_dpi != args.dpi:
+        detect_pages = (pages_of(source, detect_dpi) if source.suffix.lower() == ".pdf"
+                        else [resample(page, detect_dpi / args.dpi) for page in pages])
+    for k, (gray, detect_gray) in enumerate(zip(pages, detect_pages), start=1):
+        tables = (tables_by_lines(gray) if model is None
+                  else tables_by_model(model, gray, threshold, args.device, detect_gray=detect_gray))
         if source.suffix.lower() == ".pdf":
             fill_text_from_pdf(source, k - 1, tables, args.dpi)
         stem = f"{source.stem}_p{k}"
