@@ -40,6 +40,15 @@ def panconv_register_models(register):
     register("retinanet_bvr_small", f"{_M}.bvr:RetinaNetBVR", kind="model",
              args=dict(backbone="hrnet_w18_small", channels=64, heads=4, num_keys=20, embed_dim=32),
              doc="RetinaNet + BVR at CPU size (HRNet-W18-small, 64 channels, 4 heads, 20 keys per point type)")
+    # --- FCOS + BVR (RelationNet++ on an anchor-free head) ---
+    register("FCOSBVR", f"{_M}.fcos:FCOSBVR", kind="model",
+             doc="FCOS (Tian et al., ICCV 2019) on HRNet + HRFPN P3-P7 with RelationNet++ / BVR: per-location class "
+                 "(focal), l/t/r/b distances (GIoU) and centre-ness (BCE), FCOS's scale ranges and centre "
+                 "sampling; the location features attend to sampled centre / corner keys; bvr=False is plain FCOS")
+    register("fcos_bvr_small", f"{_M}.fcos:FCOSBVR", kind="model",
+             args=dict(backbone="hrnet_w18_small", channels=64, heads=4, num_keys=20, embed_dim=32),
+             doc="FCOS + BVR at CPU size (HRNet-W18-small, 64 channels, 4 heads, 20 keys per point type): "
+                 "2,088,218 params with 3 classes (1,979,053 plain, bvr=False)")
     register("mask_rcnn_small", _RCNN, kind="model", args=dict(**_SMALL, **_ONE_STAGE),
              doc="Mask R-CNN at the size of cascadetabnet_small (its one-stage baseline)")
     register("HiResLLaVA", f"{_M}.hires_llava:HiResLLaVA", kind="model",

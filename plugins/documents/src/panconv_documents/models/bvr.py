@@ -125,6 +125,58 @@ class BVRAttention(nn.Module):
         return query + self.out(out)
 
 
+def sample_keys(feat, heat, offset, stride: int, num_keys: int):
+    """Key sampling: the top-``num_keys`` positions of each of the three heatmaps (centre, top-left,
+    bottom-right): their features (N, K, C) and refined positions (N, K, 2) in pixels."""
+    n, c, h, w = feat.shape
+    k = min(num_keys, h * w)
+    flat = feat.flatten(2).transpose(1, 2)  # (N, HW, C)
+    out = []
+    for t in range(3):
+        idx = heat[:, t].flatten(1).detach().topk(k, dim=1).indices  # (N, k)
+        ys, xs = (idx // w).float(), (idx % w).float()
+        off = offset[:, 2 * t:2 * t + 2].flatten(2).transpose(1, 2)  # (N, HW, 2)
+        o = torch.gather(off, 1, idx[..., None].expand(-1, -1, 2))
+        pos = (torch.stack([xs, ys], -1) + o) * stride
+        out.append((torch.gather(flat, 1, idx[..., None].expand(-1, -1, c)), pos))
+    return out  # centre, top-left, bottom-right
+
+
+def attend(attention, feats: list[torch.Tensor], strides, keys):
+    """Every position of every level (a query at the cell centre ``(x + 0.5) * stride``, the FCOS location and
+    the anchors' centre) attends to ``keys = (features, positions)``; returns the updated maps."""
+    out = []
+    for f, stride in zip(feats, strides):
+        n, c, h, w = f.shape
+        ys, xs = torch.meshgrid(torch.arange(h, device=f.device), torch.arange(w, device=f.device), indexing="ij")
+        pos = (torch.stack([xs, ys], -1).reshape(1, -1, 2).float() + 0.5) * stride
+        scale = torch.full((1,), float(stride), device=f.device)
+        q = f.flatten(2).transpose(1, 2)
+        y = attention(q, pos.expand(n, -1, -1), scale, keys[0], keys[1])
+        out.append(torch.empty_like(f).copy_(y.transpose(1, 2).reshape(n, c, h, w)))  # f's layout: same kernels
+    return out
+
+
+def point_losses(heat, offset, boxes: list[torch.Tensor], stride: int) -> dict:
+    """The point head's losses: heatmap focal loss on Gaussian targets and the L1 loss of the sub-pixel offsets
+    at the true cells."""
+    target, cells = point_targets(boxes, heat.shape[-2:], stride)
+    off_terms = []
+    for i, (cell, frac) in enumerate(cells):
+        for t in range(3):
+            pred = offset[i, 2 * t:2 * t + 2, cell[t, :, 1], cell[t, :, 0]].T
+            off_terms.append(F.l1_loss(pred, frac[t], reduction="sum"))
+    return {"loss_points": heatmap_focal_loss(heat, target),
+            "loss_offset": sum(off_terms) / max(sum(len(c[0][0]) for c in cells) * 3, 1)}
+
+
+def make_geometry(heads: int, embed_dim: int) -> _Geometry:
+    """The shared location embedding module (cos/sin embedding -> MLP -> one logit per head)."""
+    mlp = nn.Sequential(nn.Linear(2 * (embed_dim // 4) * 2, embed_dim), nn.ReLU(inplace=True),
+                        nn.Linear(embed_dim, heads))
+    return _Geometry(mlp, embed_dim)
+
+
 class RetinaNetBVR(Model):
     """RetinaNet on HRNet + HRFPN (strides 8-64), with or without BVR."""
 
@@ -155,40 +207,17 @@ class RetinaNetBVR(Model):
         self.score_thr, self.max_per_img = score_thr, max_per_img
         if bvr:
             self.points = PointHead(channels)
-            geometry = nn.Sequential(nn.Linear(2 * (embed_dim // 4) * 2, embed_dim), nn.ReLU(inplace=True),
-                                     nn.Linear(embed_dim, heads))
             self.embed_dim = embed_dim
-            self.geometry = _Geometry(geometry, embed_dim)
+            self.geometry = make_geometry(heads, embed_dim)
             self.cls_attention = BVRAttention(channels, heads, self.geometry)
             self.reg_attention = BVRAttention(channels, heads, self.geometry)
 
     # ---- forward
     def _keys(self, feat, heat, offset, stride):
-        """Top-``num_keys`` positions of each heatmap: features (N, K, C) and positions (N, K, 2) in pixels."""
-        n, c, h, w = feat.shape
-        k = min(self.num_keys, h * w)
-        flat = feat.flatten(2).transpose(1, 2)  # (N, HW, C)
-        out = []
-        for t in range(3):
-            idx = heat[:, t].flatten(1).detach().topk(k, dim=1).indices  # (N, k)
-            ys, xs = (idx // w).float(), (idx % w).float()
-            off = offset[:, 2 * t:2 * t + 2].flatten(2).transpose(1, 2)  # (N, HW, 2)
-            o = torch.gather(off, 1, idx[..., None].expand(-1, -1, 2))
-            pos = (torch.stack([xs, ys], -1) + o) * stride
-            out.append((torch.gather(flat, 1, idx[..., None].expand(-1, -1, c)), pos))
-        return out  # centre, top-left, bottom-right
+        return sample_keys(feat, heat, offset, stride, self.num_keys)
 
     def _attend(self, attention, feats, keys):
-        out = []
-        for f, stride in zip(feats, self.strides):
-            n, c, h, w = f.shape
-            ys, xs = torch.meshgrid(torch.arange(h, device=f.device), torch.arange(w, device=f.device), indexing="ij")
-            pos = (torch.stack([xs, ys], -1).reshape(1, -1, 2).float() + 0.5) * stride
-            scale = torch.full((1,), float(stride), device=f.device)
-            q = f.flatten(2).transpose(1, 2)
-            y = attention(q, pos.expand(n, -1, -1), scale, keys[0], keys[1])
-            out.append(y.transpose(1, 2).reshape(n, c, h, w))
-        return out
+        return attend(attention, feats, self.strides, keys)
 
     def forward(self, batch: dict):
         images = batch["inputs"]
@@ -235,15 +264,7 @@ class RetinaNetBVR(Model):
         losses = {"loss_cls": sum(cls_terms) / norm,
                   "loss_bbox": (sum(reg_terms) if reg_terms else outputs["reg"].sum() * 0) / norm}
         if self.bvr:
-            heat, offset = outputs["heat"], outputs["offset"]
-            target, cells = point_targets(batch["boxes"], heat.shape[-2:], self.strides[0])
-            losses["loss_points"] = heatmap_focal_loss(heat, target)
-            off_terms = []
-            for i, (cell, frac) in enumerate(cells):
-                for t in range(3):
-                    pred = offset[i, 2 * t:2 * t + 2, cell[t, :, 1], cell[t, :, 0]].T
-                    off_terms.append(F.l1_loss(pred, frac[t], reduction="sum"))
-            losses["loss_offset"] = sum(off_terms) / max(sum(len(c[0][0]) for c in cells) * 3, 1)
+            losses.update(point_losses(outputs["heat"], outputs["offset"], batch["boxes"], self.strides[0]))
         return losses
 
     # ---- predict
