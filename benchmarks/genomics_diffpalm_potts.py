@@ -53,16 +53,7 @@ METHODS = ("trained", "iterative", "equal_budget", "untrained", "mi_ipa", "dca_i
 
 def test_msa(potts: PottsPairs, species: int, paralogs: int, seed: int):
     """Rows of A, shuffled rows of B and the true pairing of every species."""
-    g = torch.Generator().manual_seed(seed)
-    pairs = potts.sample(species * paralogs, seed=10_000 + seed)
-    a_rows, b_rows, truths = [], [], []
-    for s in range(species):
-        block = pairs[s * paralogs:(s + 1) * paralogs]
-        shuffle = torch.randperm(paralogs, generator=g)
-        a_rows.append(block[:, :potts.la])
-        b_rows.append(block[shuffle, potts.la:])
-        truths.append(torch.argsort(shuffle))        # A row i's partner sits at the position shuffle maps i to
-    return a_rows, b_rows, truths
+    return potts.pairing_task(species, paralogs, seed=seed, sample_seed=10_000 + seed)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -101,26 +101,14 @@ def test_pmi_tables_and_pair_scores_follow_their_definitions():
     torch.testing.assert_close(scores[k, m], direct)
 
 
-def _shuffled_msa(potts, species, paralogs, seed):
-    g = torch.Generator().manual_seed(seed)
-    pairs = potts.sample(species * paralogs, sweeps=20, seed=seed)
-    a_rows, b_rows, truths = [], [], []
-    for s in range(species):
-        block, shuffle = pairs[s * paralogs:(s + 1) * paralogs], torch.randperm(paralogs, generator=g)
-        a_rows.append(block[:, :potts.la])
-        b_rows.append(block[shuffle, potts.la:])
-        truths.append(torch.argsort(shuffle))
-    return a_rows, b_rows, truths
-
-
 def test_mi_ipa_recovers_pairs_on_a_large_msa():
     """MI-IPA needs counts: on 50 species x 6 paralogs of the Potts model it is far above chance (1/6)."""
     potts = PottsPairs(la=8, lb=8, q=4, n_links=8, coupling=1.5, seed=0)
-    a_rows, b_rows, truths = _shuffled_msa(potts, 50, 6, seed=3)
+    a_rows, b_rows, truths = potts.pairing_task(50, 6, seed=3, sweeps=20)
     assert pairing_precision(mi_ipa(a_rows, b_rows, q=4), truths) > 0.45
     # without inter-family couplings there is nothing to find: near chance
     flat = PottsPairs(la=8, lb=8, q=4, n_links=1, coupling=0.0, n_intra=0, seed=0)
-    a_rows, b_rows, truths = _shuffled_msa(flat, 50, 6, seed=3)
+    a_rows, b_rows, truths = flat.pairing_task(50, 6, seed=3, sweeps=20)
     assert pairing_precision(mi_ipa(a_rows, b_rows, q=4), truths) < 0.3
 
 
@@ -197,3 +185,16 @@ def test_first_round_of_the_iterative_procedure_is_diffpalm():
     assert len(rounds) == 2
     for got, want in zip(rounds[0], diffpalm_pairing(model, a_rows, b_rows, la=3, steps=6, seed=4)):
         assert torch.equal(got, want)
+
+
+def test_pairing_task_truths_point_at_each_rows_sampled_partner():
+    potts = PottsPairs(la=3, lb=2, q=4, n_links=2, seed=0)
+    a_rows, b_rows, truths = potts.pairing_task(3, 5, seed=7, sweeps=2)
+    pairs = potts.sample(15, sweeps=2, seed=7)
+    assert len(a_rows) == len(b_rows) == len(truths) == 3
+    for s in range(3):
+        block = pairs[5 * s:5 * (s + 1)]
+        assert torch.equal(a_rows[s], block[:, :3])
+        assert torch.equal(b_rows[s][truths[s]], block[:, 3:])   # A row i's partner is B row truths[s][i]
+        assert sorted(truths[s].tolist()) == list(range(5))
+    assert any(not torch.equal(b, p[:, 3:]) for b, p in zip(b_rows, pairs.split(5)))  # B really is shuffled

@@ -92,24 +92,12 @@ def test_dca_tables_are_the_inter_family_block_and_score_pairs_by_their_sum():
     torch.testing.assert_close(scores[1, 2], direct)
 
 
-def _shuffled_msa(potts: PottsPairs, species: int, paralogs: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    pairs = potts.sample(species * paralogs, sweeps=20, seed=seed)
-    a_rows, b_rows, truths = [], [], []
-    for s in range(species):
-        block, shuffle = pairs[s * paralogs:(s + 1) * paralogs], torch.randperm(paralogs, generator=g)
-        a_rows.append(block[:, :potts.la])
-        b_rows.append(block[shuffle, potts.la:])
-        truths.append(torch.argsort(shuffle))
-    return a_rows, b_rows, truths
-
-
 def test_dca_ipa_recovers_pairs_on_a_large_msa():
     """DCA-IPA from a random start on 50 species x 6 paralogs of the Potts model: far above chance (1/6)."""
     potts = PottsPairs(la=8, lb=8, q=4, n_links=8, coupling=1.5, seed=0)
-    a_rows, b_rows, truths = _shuffled_msa(potts, 50, 6, seed=3)
+    a_rows, b_rows, truths = potts.pairing_task(50, 6, seed=3, sweeps=20)
     assert pairing_precision(dca_ipa(a_rows, b_rows, q=4), truths) > 0.65          # measured 0.82
     flat = PottsPairs(la=8, lb=8, q=4, n_links=1, coupling=0.0, n_intra=0, seed=0)
-    a_rows, b_rows, truths = _shuffled_msa(flat, 50, 6, seed=3)
+    a_rows, b_rows, truths = flat.pairing_task(50, 6, seed=3, sweeps=20)
     assert pairing_precision(dca_ipa(a_rows, b_rows, q=4), truths) < 0.3
 

@@ -87,6 +87,24 @@ class PottsPairs:
                 x[:, i] = torch.multinomial(energy.softmax(-1), 1, generator=g)[:, 0]
         return x
 
+    def pairing_task(self, species: int, paralogs: int, seed: int = 0, sweeps: int = 40,
+                     sample_seed: int | None = None) -> tuple[list[torch.Tensor], ...]:
+        """A paralog-pairing problem: ``species x paralogs`` sampled pairs, B's rows shuffled within each species.
+
+        Returns ``(a_rows, b_rows, truths)``, one entry per species: A's rows in order, B's rows shuffled, and
+        ``truths[s][i]`` the position of A row ``i``'s true partner among the shuffled B rows (the input of
+        ``pairing_precision``). The sample is drawn with ``sample_seed`` (default ``seed``), the shuffles with ``seed``.
+        """
+        g = torch.Generator().manual_seed(seed)
+        pairs = self.sample(species * paralogs, sweeps=sweeps, seed=seed if sample_seed is None else sample_seed)
+        a_rows, b_rows, truths = [], [], []
+        for s in range(species):
+            block, shuffle = pairs[s * paralogs:(s + 1) * paralogs], torch.randperm(paralogs, generator=g)
+            a_rows.append(block[:, :self.la])
+            b_rows.append(block[shuffle, self.la:])
+            truths.append(torch.argsort(shuffle))
+        return a_rows, b_rows, truths
+
 
 class AxialLayer(nn.Module):
     """Row attention (over positions, within each sequence), then column attention (over rows), then an MLP."""
