@@ -286,14 +286,23 @@ class RetinaNetBVR(Model):
 
     @classmethod
     def example_config(cls) -> dict:
-        return {"num_classes": 3, "backbone": "hrnet_w18_small", "channels": 16, "heads": 2, "num_keys": 8,
-                "embed_dim": 8}
+        return dict(EXAMPLE_CONFIG)
 
     def example_inputs(self, batch_size: int = 2) -> dict:
-        g = torch.Generator().manual_seed(batch_size)
-        boxes = [torch.tensor([[8.0, 8.0, 40.0, 30.0], [10.0, 36.0, 60.0, 60.0]]) for _ in range(batch_size)]
-        labels = [torch.tensor([i % self.num_classes, (i + 1) % self.num_classes]) for i in range(batch_size)]
-        return {"inputs": torch.rand(batch_size, 3, 64, 64, generator=g), "boxes": boxes, "labels": labels}
+        return example_inputs(self.num_classes, batch_size)
+
+
+# the conformance kit's tiny configuration and inputs, shared by the one-stage detectors with BVR (RetinaNet, FCOS)
+EXAMPLE_CONFIG = {"num_classes": 3, "backbone": "hrnet_w18_small", "channels": 16, "heads": 2, "num_keys": 8,
+                  "embed_dim": 8}
+
+
+def example_inputs(num_classes: int, batch_size: int = 2) -> dict:
+    """A seeded batch of 64 x 64 images with two boxes each, for the conformance kit."""
+    g = torch.Generator().manual_seed(batch_size)
+    boxes = [torch.tensor([[8.0, 8.0, 40.0, 30.0], [10.0, 36.0, 60.0, 60.0]]) for _ in range(batch_size)]
+    labels = [torch.tensor([i % num_classes, (i + 1) % num_classes]) for i in range(batch_size)]
+    return {"inputs": torch.rand(batch_size, 3, 64, 64, generator=g), "boxes": boxes, "labels": labels}
 
 
 class _Geometry(nn.Module):

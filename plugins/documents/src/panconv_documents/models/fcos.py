@@ -37,7 +37,17 @@ from torchvision import ops
 
 from panconv.api import Model
 
-from .bvr import BVRAttention, PointHead, _conv_stack, attend, make_geometry, point_losses, sample_keys
+from .bvr import (
+    EXAMPLE_CONFIG,
+    BVRAttention,
+    PointHead,
+    _conv_stack,
+    attend,
+    example_inputs,
+    make_geometry,
+    point_losses,
+    sample_keys,
+)
 from .detection import Detections
 from .layers import HRFPN, HRNET_VARIANTS, HRNetV2p
 
@@ -253,11 +263,7 @@ class FCOSBVR(Model):
 
     @classmethod
     def example_config(cls) -> dict:
-        return {"num_classes": 3, "backbone": "hrnet_w18_small", "channels": 16, "heads": 2, "num_keys": 8,
-                "embed_dim": 8}
+        return dict(EXAMPLE_CONFIG)
 
     def example_inputs(self, batch_size: int = 2) -> dict:
-        g = torch.Generator().manual_seed(batch_size)
-        boxes = [torch.tensor([[8.0, 8.0, 40.0, 30.0], [10.0, 36.0, 60.0, 60.0]]) for _ in range(batch_size)]
-        labels = [torch.tensor([i % self.num_classes, (i + 1) % self.num_classes]) for i in range(batch_size)]
-        return {"inputs": torch.rand(batch_size, 3, 64, 64, generator=g), "boxes": boxes, "labels": labels}
+        return example_inputs(self.num_classes, batch_size)
