@@ -216,26 +216,9 @@ class RetinaNetBVR(Model):
     def _keys(self, feat, heat, offset, stride):
         return sample_keys(feat, heat, offset, stride, self.num_keys)
 
-    def _attend(self, attention, feats, keys):
-        return attend(attention, feats, self.strides, keys)
-
     def forward(self, batch: dict):
         images = batch["inputs"]
-        x = (images - images.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
-            images.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        pad_h, pad_w = (-x.shape[-2]) % 64, (-x.shape[-1]) % 64
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-        feats = self.neck(self.backbone(x))
-        cls_feats = [self.cls_tower(f) for f in feats]
-        reg_feats = [self.reg_tower(f) for f in feats]
-        out = {}
-        if self.bvr:
-            pf, heat, offset = self.points(feats[0])
-            centre, tl, br = self._keys(pf, heat, offset, self.strides[0])
-            cls_feats = self._attend(self.cls_attention, cls_feats, centre)
-            corners = (torch.cat([tl[0], br[0]], 1), torch.cat([tl[1], br[1]], 1))
-            reg_feats = self._attend(self.reg_attention, reg_feats, corners)
-            out.update(heat=heat, offset=offset)
+        feats, cls_feats, reg_feats, out = towers_with_bvr(self, images, multiple=64)
         n = images.shape[0]
         out["cls"] = torch.cat([self.cls_out(f).permute(0, 2, 3, 1).reshape(n, -1, self.num_classes)
                                 for f in cls_feats], 1)
@@ -290,6 +273,29 @@ class RetinaNetBVR(Model):
 
     def example_inputs(self, batch_size: int = 2) -> dict:
         return example_inputs(self.num_classes, batch_size)
+
+
+def towers_with_bvr(model, images: torch.Tensor, multiple: int):
+    """The shared front of the one-stage detectors with BVR: images normalised (ImageNet statistics) and padded to
+    ``multiple``, the pyramid, the classification and regression towers on every level, and with ``model.bvr`` the
+    classification tower attending to the centre keys and the regression tower to the corner keys, all sampled
+    from the point head on the first level. Returns ``(feats, cls_feats, reg_feats, out)``; ``out`` holds the point
+    head's ``heat`` / ``offset`` maps (for its loss) when BVR is on."""
+    x = (images - images.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
+        images.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = F.pad(x, (0, (-x.shape[-1]) % multiple, 0, (-x.shape[-2]) % multiple))
+    feats = model.neck(model.backbone(x))
+    cls_feats = [model.cls_tower(f) for f in feats]
+    reg_feats = [model.reg_tower(f) for f in feats]
+    out = {}
+    if model.bvr:
+        pf, heat, offset = model.points(feats[0])
+        centre, tl, br = sample_keys(pf, heat, offset, model.strides[0], model.num_keys)
+        cls_feats = attend(model.cls_attention, cls_feats, model.strides, centre)
+        corners = (torch.cat([tl[0], br[0]], 1), torch.cat([tl[1], br[1]], 1))
+        reg_feats = attend(model.reg_attention, reg_feats, model.strides, corners)
+        out.update(heat=heat, offset=offset)
+    return feats, cls_feats, reg_feats, out
 
 
 # the conformance kit's tiny configuration and inputs, shared by the one-stage detectors with BVR (RetinaNet, FCOS)

@@ -42,11 +42,10 @@ from .bvr import (
     BVRAttention,
     PointHead,
     _conv_stack,
-    attend,
     example_inputs,
     make_geometry,
     point_losses,
-    sample_keys,
+    towers_with_bvr,
 )
 from .detection import Detections
 from .layers import HRFPN, HRNET_VARIANTS, HRNetV2p
@@ -172,21 +171,7 @@ class FCOSBVR(Model):
         images = batch["inputs"]
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"FCOSBVR expects inputs of shape (N, 3, H, W), got {tuple(images.shape)}")
-        x = (images - images.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
-            images.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        pad_h, pad_w = (-x.shape[-2]) % 32, (-x.shape[-1]) % 32
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-        feats = self.neck(self.backbone(x))
-        cls_feats = [self.cls_tower(f) for f in feats]
-        reg_feats = [self.reg_tower(f) for f in feats]
-        out = {}
-        if self.bvr:
-            pf, heat, offset = self.points(feats[0])
-            centre, tl, br = sample_keys(pf, heat, offset, self.strides[0], self.num_keys)
-            cls_feats = attend(self.cls_attention, cls_feats, self.strides, centre)
-            corners = (torch.cat([tl[0], br[0]], 1), torch.cat([tl[1], br[1]], 1))
-            reg_feats = attend(self.reg_attention, reg_feats, self.strides, corners)
-            out.update(heat=heat, offset=offset)
+        feats, cls_feats, reg_feats, out = towers_with_bvr(self, images, multiple=32)
         n = images.shape[0]
         out["cls"] = torch.cat([self.cls_out(f).permute(0, 2, 3, 1).reshape(n, -1, self.num_classes)
                                 for f in cls_feats], 1)
