@@ -269,6 +269,13 @@ def entity_slice(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, SPECIALS:SPECIALS + N_E]
 
 
+def assert_triple_and_neighbours_match(out: dict, ref: dict) -> None:
+    """Our triple and per-qualifier neighbour logits equal the official code's (entity columns), to 1e-5."""
+    torch.testing.assert_close(out["triple"], entity_slice(ref["triple_neighbors"]), atol=1e-5, rtol=0)
+    for j, logits in enumerate(ref["ent_neighbors"]):
+        torch.testing.assert_close(out["neighbors"][:, j], entity_slice(logits), atol=1e-5, rtol=0)
+
+
 # ----------------------------------------------------------------------------- tests
 @needs_official
 @pytest.mark.parametrize("compose", ["distmult", "transe"])
@@ -279,9 +286,7 @@ def test_forward_equals_the_official_code_on_shared_weights(official, tmp_path, 
     with torch.no_grad():
         out = ours(batch)
     ref = run_official(theirs, batch)
-    torch.testing.assert_close(out["triple"], entity_slice(ref["triple_neighbors"]), atol=1e-5, rtol=0)
-    for j, logits in enumerate(ref["ent_neighbors"]):
-        torch.testing.assert_close(out["neighbors"][:, j], entity_slice(logits), atol=1e-5, rtol=0)
+    assert_triple_and_neighbours_match(out, ref)
     torch.testing.assert_close(out["mixed"], entity_slice(ref["neighbors"]), atol=1e-5, rtol=0)
     torch.testing.assert_close(ours.predict(out, batch),
                                entity_slice(ref["triple_neighbors"]) + entity_slice(ref["neighbors"]), atol=1e-5,
@@ -312,9 +317,7 @@ def test_padding_differs_only_by_the_mask_of_the_mixed_pass(official, tmp_path, 
     with torch.no_grad():
         out = ours(batch)
     ref = run_official(theirs, batch)
-    torch.testing.assert_close(out["triple"], entity_slice(ref["triple_neighbors"]), atol=1e-5, rtol=0)
-    for j, logits in enumerate(ref["ent_neighbors"]):
-        torch.testing.assert_close(out["neighbors"][:, j], entity_slice(logits), atol=1e-5, rtol=0)
+    assert_triple_and_neighbours_match(out, ref)
     padded = (batch["seq"] == PAD).any(1)
     diff = (out["mixed"] - entity_slice(ref["neighbors"])).abs().amax(1)
     assert (diff[padded] > 1e-4).all() and (diff[~padded] < 1e-5).all()

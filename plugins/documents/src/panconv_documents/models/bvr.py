@@ -177,7 +177,23 @@ def make_geometry(heads: int, embed_dim: int) -> _Geometry:
     return _Geometry(mlp, embed_dim)
 
 
-class RetinaNetBVR(Model):
+class OneStageBVRModel(Model):
+    """What the one-stage detectors with BVR (RetinaNet, FCOS) share as models: the conformance kit's tiny
+    configuration and a seeded batch of 64 x 64 images with two boxes each."""
+
+    @classmethod
+    def example_config(cls) -> dict:
+        return {"num_classes": 3, "backbone": "hrnet_w18_small", "channels": 16, "heads": 2, "num_keys": 8,
+                "embed_dim": 8}
+
+    def example_inputs(self, batch_size: int = 2) -> dict:
+        g = torch.Generator().manual_seed(batch_size)
+        boxes = [torch.tensor([[8.0, 8.0, 40.0, 30.0], [10.0, 36.0, 60.0, 60.0]]) for _ in range(batch_size)]
+        labels = [torch.tensor([i % self.num_classes, (i + 1) % self.num_classes]) for i in range(batch_size)]
+        return {"inputs": torch.rand(batch_size, 3, 64, 64, generator=g), "boxes": boxes, "labels": labels}
+
+
+class RetinaNetBVR(OneStageBVRModel):
     """RetinaNet on HRNet + HRFPN (strides 8-64), with or without BVR."""
 
     metadata_inputs = ("num_classes",)
@@ -267,13 +283,6 @@ class RetinaNetBVR(Model):
             out.append(Detections(boxes[k], s[k], labels[k]))
         return out
 
-    @classmethod
-    def example_config(cls) -> dict:
-        return dict(EXAMPLE_CONFIG)
-
-    def example_inputs(self, batch_size: int = 2) -> dict:
-        return example_inputs(self.num_classes, batch_size)
-
 
 def towers_with_bvr(model, images: torch.Tensor, multiple: int):
     """The shared front of the one-stage detectors with BVR: images normalised (ImageNet statistics) and padded to
@@ -298,17 +307,6 @@ def towers_with_bvr(model, images: torch.Tensor, multiple: int):
     return feats, cls_feats, reg_feats, out
 
 
-# the conformance kit's tiny configuration and inputs, shared by the one-stage detectors with BVR (RetinaNet, FCOS)
-EXAMPLE_CONFIG = {"num_classes": 3, "backbone": "hrnet_w18_small", "channels": 16, "heads": 2, "num_keys": 8,
-                  "embed_dim": 8}
-
-
-def example_inputs(num_classes: int, batch_size: int = 2) -> dict:
-    """A seeded batch of 64 x 64 images with two boxes each, for the conformance kit."""
-    g = torch.Generator().manual_seed(batch_size)
-    boxes = [torch.tensor([[8.0, 8.0, 40.0, 30.0], [10.0, 36.0, 60.0, 60.0]]) for _ in range(batch_size)]
-    labels = [torch.tensor([i % num_classes, (i + 1) % num_classes]) for i in range(batch_size)]
-    return {"inputs": torch.rand(batch_size, 3, 64, 64, generator=g), "boxes": boxes, "labels": labels}
 
 
 class _Geometry(nn.Module):

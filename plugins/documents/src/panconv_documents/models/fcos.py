@@ -35,14 +35,11 @@ from annotated_types import Ge
 from torch import nn
 from torchvision import ops
 
-from panconv.api import Model
-
 from .bvr import (
-    EXAMPLE_CONFIG,
     BVRAttention,
+    OneStageBVRModel,
     PointHead,
     _conv_stack,
-    example_inputs,
     make_geometry,
     point_losses,
     towers_with_bvr,
@@ -124,7 +121,7 @@ class Scale(nn.Module):
         return x * self.scale
 
 
-class FCOSBVR(Model):
+class FCOSBVR(OneStageBVRModel):
     """FCOS on HRNet + HRFPN (strides 8-128), with or without BVR."""
 
     metadata_inputs = ("num_classes",)
@@ -245,10 +242,3 @@ class FCOSBVR(Model):
             k = ops.batched_nms(boxes, scores, labels, self.nms_iou)[: self.max_per_img]
             out.append(Detections(boxes[k], scores[k], labels[k]))
         return out
-
-    @classmethod
-    def example_config(cls) -> dict:
-        return dict(EXAMPLE_CONFIG)
-
-    def example_inputs(self, batch_size: int = 2) -> dict:
-        return example_inputs(self.num_classes, batch_size)
