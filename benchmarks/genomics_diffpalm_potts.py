@@ -17,7 +17,13 @@ For every generator seed in ``--seeds`` (the Potts model, the MSA LM's initialis
    next round as paired context; ``diffpalm_iterative``) on the same test MSAs, same steps per round; with
    ``--equal-budget`` also one DiffPALM round of ``rounds x pairing-steps`` steps (no fixing, the same optimisation
    budget as the iterative run).
-5. The coevolution baselines the paper compares with, both the Iterative Pairing Algorithm of Bitbol et al. from a
+5. A reference for what the sample allows (``oracle``, it knows the generator): the maximum-likelihood pairing
+   under the *true* Potts model (``oracle_pairing``). The likelihood of a within-species pairing is proportional to
+   ``exp(sum_i E_AB(A_i, B_perm(i)))`` (the fields and intra-family terms do not depend on it), so the pairing that
+   maximises the summed true inter-family couplings is the most probable one; found exactly over all permutations
+   (greedily above 8 paralogs). It shows how much pairing signal a strength leaves in a sample at all (a ceiling up
+   to noise: the most probable pairing is not exactly the one with the most expected correct pairs).
+6. The coevolution baselines the paper compares with, both the Iterative Pairing Algorithm of Bitbol et al. from a
    random start: MI-IPA (mutual information, ``mi_ipa``) and DCA-IPA (mean-field Potts couplings, ``dca_ipa``), on
    the same test MSAs and on larger MSAs of the same Potts model (``--ipa-species``: more species of ``--paralogs``
    each), where counting statistics need many pairs.
@@ -25,16 +31,25 @@ For every generator seed in ``--seeds`` (the Potts model, the MSA LM's initialis
 With several seeds, a summary table gives each row's mean over the seeds' MSAs, the per-seed means, and the mean
 ± std over seeds. ``--skip`` leaves rows out (e.g. ``--skip untrained`` to save CPU).
 
+``--inter-coupling X [X ...]`` sweeps the strength of the inter-family (A <-> B) couplings, the only ones that carry
+the pairing signal: for each value, steps 1-6 run again for every seed with a Potts model that differs from the
+default one only in those couplings (same fields, same linked positions, same favoured letter permutations, the
+intra-family couplings kept at ``--coupling``), with its own MSA LM (cached per strength); a final table gives every
+row's mean ± std over seeds at each strength.
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_diffpalm_potts.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_diffpalm_potts.py --inter-coupling 1.5 0.75 0.375
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from panconv.io import atomic_write
 from panconv_genomics.models.diffpalm import (
@@ -43,12 +58,13 @@ from panconv_genomics.models.diffpalm import (
     dca_ipa,
     diffpalm_iterative,
     diffpalm_pairing,
+    greedy_assignment,
     mi_ipa,
     pairing_precision,
     train_msa_lm,
 )
 
-METHODS = ("trained", "iterative", "equal_budget", "untrained", "mi_ipa", "dca_ipa")
+METHODS = ("trained", "iterative", "equal_budget", "untrained", "mi_ipa", "dca_ipa", "oracle")
 
 
 def test_msa(potts: PottsPairs, species: int, paralogs: int, seed: int):
@@ -61,16 +77,55 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
 
 
-def trained_lm(args, potts: PottsPairs, seed: int) -> tuple[MSATransformer, MSATransformer, str]:
-    """The MSA LM of this seed (trained, or loaded from ``--lm-cache``) and its untrained initialisation."""
+def oracle_pairing(potts: PottsPairs, a_rows: list[torch.Tensor], b_rows: list[torch.Tensor],
+                   exact_up_to: int = 8) -> list[torch.Tensor]:
+    """The most probable pairing of every species under the true Potts model (``perm[i]``: the B row of A row i).
+
+    ``scores[i, j] = sum_{p in A, r in B} J_pr(A_i[p], B_j[r])``; the permutation maximising
+    ``sum_i scores[i, perm(i)]`` is searched over all permutations up to ``exact_up_to`` rows, greedily above.
+    """
+    la, q = potts.la, potts.q
+    cross = potts.couplings[:la, la:].double()                            # (la, lb, q, q)
+    perms = []
+    for a, b in zip(a_rows, b_rows):
+        scores = torch.einsum("ipx,prxy,jry->ij", F.one_hot(a, q).double(), cross, F.one_hot(b, q).double())
+        m = len(a)
+        if m > exact_up_to:
+            perms.append(greedy_assignment(scores))
+            continue
+        candidates = torch.tensor(list(itertools.permutations(range(m))))   # (m!, m)
+        totals = scores[torch.arange(m), candidates].sum(-1)
+        perms.append(candidates[int(totals.argmax())])
+    return perms
+
+
+def potts_model(args, inter: float, seed: int) -> PottsPairs:
+    """The seeded Potts model with inter-family couplings of strength ``inter``, intra-family ``args.coupling``.
+
+    ``PottsPairs`` draws its fields, linked positions and letter permutations from the seed alone (the strength only
+    scales the blocks), so the model of strength ``inter`` supplies the A <-> B blocks and the default one the rest.
+    """
+    potts = PottsPairs(args.la, args.lb, args.q, args.links, args.coupling, seed=seed)
+    if inter != args.coupling:
+        cross = PottsPairs(args.la, args.lb, args.q, args.links, inter, seed=seed).couplings
+        la = args.la
+        potts.couplings[:la, la:], potts.couplings[la:, :la] = cross[:la, la:], cross[la:, :la]
+    return potts
+
+
+def trained_lm(args, potts: PottsPairs, seed: int,
+               inter: float | None = None) -> tuple[MSATransformer, MSATransformer, str, float]:
+    """The MSA LM of this seed (trained, or loaded from ``--lm-cache``), its untrained initialisation, a line
+    describing it and its final masked-LM loss (mean of the last 20 steps)."""
     torch.manual_seed(seed)
     model = MSATransformer(args.q, args.la + args.lb)
     untrained = MSATransformer(args.q, args.la + args.lb)
     untrained.load_state_dict(model.state_dict())
     cache = None
+    strength = "" if inter is None or inter == args.coupling else f"_inter{inter:g}"
     if args.lm_cache:
         cache = Path(args.lm_cache) / (f"msa_lm_la{args.la}_lb{args.lb}_q{args.q}_links{args.links}_"
-                                       f"c{args.coupling:g}_steps{args.train_steps}_seed{seed}.pt")
+                                       f"c{args.coupling:g}{strength}_steps{args.train_steps}_seed{seed}.pt")
     if cache is not None and cache.exists():
         saved = torch.load(cache, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["state_dict"])
@@ -87,15 +142,22 @@ def trained_lm(args, potts: PottsPairs, seed: int) -> tuple[MSATransformer, MSAT
             f"{mean_std(losses[:20])[0]:.3f} -> {mean_std(losses[-20:])[0]:.3f} "
             f"(ln q = {torch.tensor(args.q).log():.3f}), "
             f"{seconds:.0f} s of training ({origin})")
-    return model, untrained, info
+    return model, untrained, info, mean_std(losses[-20:])[0]
 
 
-def run_seed(args, seed: int, methods: list[str]) -> tuple[dict, dict, dict]:
-    """Precisions per row (one value per test MSA), seconds per row, pairs per MSA of each row, for one seed."""
-    potts = PottsPairs(args.la, args.lb, args.q, args.links, args.coupling, seed=seed)
-    model, untrained, info = trained_lm(args, potts, seed)
+def run_seed(args, seed: int, methods: list[str], inter: float | None = None) -> tuple[dict, dict, dict, float]:
+    """Precisions per row (one value per test MSA), seconds per row, pairs per MSA of each row, for one seed;
+    and the MSA LM's final masked-LM loss (mean of its last 20 steps)."""
+    inter = args.coupling if inter is None else inter
+    potts = potts_model(args, inter, seed)
+    if {"trained", "iterative", "equal_budget", "untrained"} & set(methods):
+        model, untrained, info, final_loss = trained_lm(args, potts, seed, inter)
+    else:                                                   # only the IPAs / the oracle: no MSA LM to train or load
+        model = untrained = None
+        info, final_loss = "no MSA LM (no DiffPALM row)", float("nan")
+    strength = "" if inter == args.coupling else f" (inter-family {inter:g})"
     print(f"\n## seed {seed}: Potts la={args.la} lb={args.lb} q={args.q} links={args.links} "
-          f"coupling={args.coupling}; {info}", flush=True)
+          f"coupling={args.coupling}{strength}; {info}", flush=True)
     results: dict[str, list[float]] = {name: [] for name in methods}
     seconds = dict.fromkeys(methods, 0.0)
     for trial in range(args.trials):
@@ -119,6 +181,8 @@ def run_seed(args, seed: int, methods: list[str]) -> tuple[dict, dict, dict]:
                 perms = mi_ipa(a_rows, b_rows, args.q, seed=trial)
             elif name == "dca_ipa":
                 perms = dca_ipa(a_rows, b_rows, args.q, seed=trial)
+            elif name == "oracle":
+                perms = oracle_pairing(potts, a_rows, b_rows)
             elif name == "equal_budget":
                 perms = diffpalm_pairing(model, a_rows, b_rows, args.la, steps=args.rounds * args.pairing_steps,
                                          seed=trial)
@@ -137,48 +201,28 @@ def run_seed(args, seed: int, methods: list[str]) -> tuple[dict, dict, dict]:
                 a_rows, b_rows, truths = test_msa(potts, species, args.paralogs, seed=1_000 + seed + trial)
                 results[key].append(pairing_precision(method(a_rows, b_rows, args.q, seed=trial), truths))
             seconds[key], pairs[key] = time.perf_counter() - started, species * args.paralogs
-    return results, seconds, pairs
+    return results, seconds, pairs, final_loss
 
 
 def label(key: str, rounds: int) -> str:
     names = {"trained": "DiffPALM, trained MSA LM", "iterative": f"DiffPALM, trained, {rounds} rounds fixing",
              "equal_budget": f"DiffPALM, trained, 1 round of {rounds}x the steps (no fixing)",
              "untrained": "DiffPALM, untrained MSA LM", "mi_ipa": "MI-IPA (same MSAs)",
-             "dca_ipa": "DCA-IPA (same MSAs)"}
+             "dca_ipa": "DCA-IPA (same MSAs)",
+             "oracle": "true-coupling maximum likelihood (oracle, same MSAs)"}
     if "@" in key:
         name, species = key.split("@")
         return f"{'MI-IPA' if name == 'mi_ipa' else 'DCA-IPA'}, {species} species"
     return names[key]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--la", type=int, default=8)
-    parser.add_argument("--lb", type=int, default=8)
-    parser.add_argument("--q", type=int, default=4)
-    parser.add_argument("--links", type=int, default=8)
-    parser.add_argument("--coupling", type=float, default=1.5)
-    parser.add_argument("--train-steps", type=int, default=600)
-    parser.add_argument("--species", type=int, default=4)
-    parser.add_argument("--paralogs", type=int, default=6)
-    parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--pairing-steps", type=int, default=150)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the iterative DiffPALM (<= 1: skip it)")
-    parser.add_argument("--equal-budget", action="store_true",
-                        help="also one DiffPALM round of rounds x pairing-steps steps (no fixing)")
-    parser.add_argument("--ipa-species", "--mi-species", type=int, nargs="*", default=[20, 50, 200],
-                        help="larger MSAs (species of --paralogs each) for MI-IPA and DCA-IPA alone")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="generator seeds (one LM per seed)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=METHODS, help="rows to leave out")
-    parser.add_argument("--lm-cache", default=None, help="directory to keep / reuse the trained MSA LMs")
-    args = parser.parse_args()
-    methods = [m for m in METHODS if m not in args.skip and (m != "iterative" or args.rounds > 1)
-               and (m != "equal_budget" or (args.equal_budget and args.rounds > 1))]
-    started = time.perf_counter()
-    per_seed = []
+def run_strength(args, methods: list[str], inter: float) -> tuple[list[dict], dict, list[float]]:
+    """Every seed at one inter-family strength: its tables; the per-seed results, pairs per row, final LM losses."""
+    per_seed, losses = [], []
     for seed in args.seeds:
-        results, seconds, pairs = run_seed(args, seed, methods)
+        results, seconds, pairs, final_loss = run_seed(args, seed, methods, inter)
         per_seed.append(results)
+        losses.append(final_loss)
         print(f"{args.trials} test MSAs x {args.species} species x {args.paralogs} paralogs "
               f"({args.species * args.paralogs} pairs each):")
         print("| pairing method | pairs per MSA | precision (mean ± std) | per MSA | s per MSA |")
@@ -204,6 +248,70 @@ def main() -> None:
             print(f"| {label(key, args.rounds)} | {pairs[key]:,} | {mean_std(everything)[0]:.3f} | "
                   f"{', '.join(f'{m:.3f}' for m in means)} | {mean:.3f} ± {std:.3f} |")
         print(f"| chance (random permutation within species) | | {1 / args.paralogs:.3f} | | |")
+    return per_seed, pairs, losses
+
+
+def print_sweep(args, sweep: dict) -> None:
+    """One row per pairing method, one column per inter-family strength: mean ± std over seeds of the seed means."""
+    strengths = sorted(sweep, reverse=True)                  # strongest first, whatever order they ran in
+    first, pairs, _ = sweep[strengths[0]]
+    print(f"\n## sweep of the inter-family coupling (intra-family {args.coupling:g}); seeds {args.seeds}, "
+          f"{args.trials} test MSAs each; mean ± std over seeds")
+    print("| pairing method | pairs per MSA | " + " | ".join(f"inter {c:g}" for c in strengths) + " |")
+    print("|---|---|" + "---|" * len(strengths))
+    for key in first[0]:
+        cells = []
+        for inter in strengths:
+            mean, std = mean_std([mean_std(results[key])[0] for results in sweep[inter][0]])
+            cells.append(f"{mean:.3f} ± {std:.3f}")
+        print(f"| {label(key, args.rounds)} | {pairs[key]:,} | " + " | ".join(cells) + " |")
+    chance = f"{1 / args.paralogs:.3f}"
+    print("| chance (random permutation within species) | | " + " | ".join(chance for _ in strengths) + " |")
+    cells = []
+    for inter in strengths:
+        mean, std = mean_std(sweep[inter][2])
+        cells.append(f"{mean:.3f} ± {std:.3f}")
+    if all(cell.startswith("nan") for cell in cells):
+        return
+    print(f"| MSA LM masked-LM loss, last 20 steps (ln q = {torch.tensor(args.q).log():.3f}) | | "
+          + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--la", type=int, default=8)
+    parser.add_argument("--lb", type=int, default=8)
+    parser.add_argument("--q", type=int, default=4)
+    parser.add_argument("--links", type=int, default=8)
+    parser.add_argument("--coupling", type=float, default=1.5)
+    parser.add_argument("--train-steps", type=int, default=600)
+    parser.add_argument("--species", type=int, default=4)
+    parser.add_argument("--paralogs", type=int, default=6)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--pairing-steps", type=int, default=150)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the iterative DiffPALM (<= 1: skip it)")
+    parser.add_argument("--equal-budget", action="store_true",
+                        help="also one DiffPALM round of rounds x pairing-steps steps (no fixing)")
+    parser.add_argument("--ipa-species", "--mi-species", type=int, nargs="*", default=[20, 50, 200],
+                        help="larger MSAs (species of --paralogs each) for MI-IPA and DCA-IPA alone")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="generator seeds (one LM per seed)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=METHODS, help="rows to leave out")
+    parser.add_argument("--lm-cache", default=None, help="directory to keep / reuse the trained MSA LMs")
+    parser.add_argument("--inter-coupling", type=float, nargs="+", default=None,
+                        help="strengths of the inter-family couplings to sweep (intra-family stay at --coupling; "
+                             "default: --coupling alone)")
+    args = parser.parse_args()
+    methods = [m for m in METHODS if m not in args.skip and (m != "iterative" or args.rounds > 1)
+               and (m != "equal_budget" or (args.equal_budget and args.rounds > 1))]
+    started = time.perf_counter()
+    strengths = args.inter_coupling or [args.coupling]
+    sweep = {}
+    for inter in strengths:
+        if len(strengths) > 1:
+            print(f"\n# inter-family coupling {inter:g} (intra-family {args.coupling:g})", flush=True)
+        sweep[inter] = run_strength(args, methods, inter)
+    if len(strengths) > 1:
+        print_sweep(args, sweep)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 

@@ -3,6 +3,10 @@ the whole pipeline recovering planted pairs well above chance."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,6 +25,15 @@ from panconv_genomics.models.diffpalm import (
     sinkhorn,
     train_msa_lm,
 )
+
+BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "genomics_diffpalm_potts.py"
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("genomics_diffpalm_potts_benchmark", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_sinkhorn_is_doubly_stochastic_and_sharpens_with_temperature():
@@ -198,3 +211,54 @@ def test_pairing_task_truths_point_at_each_rows_sampled_partner():
         assert torch.equal(b_rows[s][truths[s]], block[:, 3:])   # A row i's partner is B row truths[s][i]
         assert sorted(truths[s].tolist()) == list(range(5))
     assert any(not torch.equal(b, p[:, 3:]) for b, p in zip(b_rows, pairs.split(5)))  # B really is shuffled
+
+
+def test_benchmark_inter_coupling_changes_only_the_cross_family_couplings():
+    """``--inter-coupling``: same fields, links and letter permutations; A <-> B blocks scaled, the rest untouched."""
+    bench = _benchmark()
+    args = argparse.Namespace(la=3, lb=4, q=4, links=3, coupling=1.5)
+    base = PottsPairs(la=3, lb=4, q=4, n_links=3, coupling=1.5, seed=5)
+    assert torch.equal(bench.potts_model(args, 1.5, seed=5).couplings, base.couplings)   # default: unchanged
+    weak = bench.potts_model(args, 0.375, seed=5)
+    assert torch.equal(weak.fields, base.fields) and weak.links == base.links
+    assert base.couplings[:3, 3:].abs().sum() > 0 and base.couplings[:3, :3].abs().sum() > 0
+    torch.testing.assert_close(weak.couplings[:3, 3:], base.couplings[:3, 3:] / 4)
+    torch.testing.assert_close(weak.couplings[3:, :3], base.couplings[3:, :3] / 4)
+    assert torch.equal(weak.couplings[:3, :3], base.couplings[:3, :3])                  # intra-family kept
+    assert torch.equal(weak.couplings[3:, 3:], base.couplings[3:, 3:])
+    torch.testing.assert_close(weak.couplings, weak.couplings.transpose(0, 1).transpose(2, 3))   # J_ij(a,b)=J_ji(b,a)
+
+
+def test_benchmark_inter_coupling_zero_makes_the_families_independent():
+    bench = _benchmark()
+    args = argparse.Namespace(la=4, lb=4, q=4, links=2, coupling=2.0)
+    strong, off = bench.potts_model(args, 2.0, seed=1), bench.potts_model(args, 0.0, seed=1)
+    i, j = next((i, j) for i, j in strong.links if i < 4 <= j)
+    mi = [_mutual_information(*p.sample(3000, sweeps=20, seed=0)[:, [i, j]].unbind(1), 4) for p in (strong, off)]
+    assert mi[0] > 0.1 > 10 * mi[1]
+
+
+def _potts_energy(potts: PottsPairs, x: torch.Tensor) -> torch.Tensor:
+    """``H(x) = sum_i h_i(x_i) + sum_{i<j} J_ij(x_i, x_j)`` of every row (the sampler draws with prob ~ exp(H))."""
+    onehot = F.one_hot(x, potts.q).double()
+    pair = torch.einsum("nia,ijab,njb->n", onehot, potts.couplings.double(), onehot) / 2
+    return (onehot * potts.fields.double()).sum((1, 2)) + pair
+
+
+def test_benchmark_oracle_pairing_is_the_most_probable_permutation():
+    """The oracle's pairing maximises the true Potts likelihood of the paired MSA over every within-species pairing."""
+    import itertools
+
+    bench = _benchmark()
+    potts = PottsPairs(la=3, lb=3, q=3, n_links=3, coupling=1.5, n_intra=2, seed=2)
+    a_rows, b_rows, truths = potts.pairing_task(3, 5, seed=1, sweeps=10)
+    perms = bench.oracle_pairing(potts, a_rows, b_rows)
+    for a, b, perm in zip(a_rows, b_rows, perms):
+        assert sorted(perm.tolist()) == list(range(5))
+        energies = {p: float(_potts_energy(potts, torch.cat([a, b[list(p)]], 1)).sum())
+                    for p in itertools.permutations(range(5))}
+        assert energies[tuple(perm.tolist())] == pytest.approx(max(energies.values()), abs=1e-9)
+    assert bench.oracle_pairing(potts, a_rows, b_rows, exact_up_to=2)[0].shape == (5,)   # greedy above the limit
+    strong = PottsPairs(la=4, lb=4, q=4, n_links=8, coupling=4.0, n_intra=0, seed=0)
+    a_rows, b_rows, truths = strong.pairing_task(4, 6, seed=3, sweeps=20)
+    assert pairing_precision(bench.oracle_pairing(strong, a_rows, b_rows), truths) > 0.8
