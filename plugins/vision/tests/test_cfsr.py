@@ -8,6 +8,7 @@ official file fetched (not committed)::
 """
 
 import contextlib
+import copy
 import importlib.util
 import io
 import os
@@ -108,3 +109,35 @@ def test_parity_with_the_official_code():
         torch.testing.assert_close(ours({"inputs": rec["input"]}), rec["output"], atol=1e-5, rtol=1e-5)
         ours.reparameterize()
         torch.testing.assert_close(ours({"inputs": rec["input"]}), rec["output"], atol=1e-5, rtol=1e-5)
+
+
+
+def test_fresh_network_starts_from_the_official_initialisation():
+    """What the official code does at training time, checked on a fresh network: ConvFormer layer scales at
+    1e-6 (the body's residual branches start silent, so a fresh CFSR is the stem, the groups' 1x1 convs and
+    the up-sampler alone), EFN edge scales and biases ~N(0, 1e-3), the DIV2K mean shift with img_range 1,
+    and no skip from an interpolated input (``pixelshuffledirect``: with the up-sampler's conv zeroed the
+    output is the mean image, whatever the input)."""
+    torch.manual_seed(0)
+    m = CFSR(upscale=4, embed_dim=16, depths=(2, 2)).train()
+    scales = [p for n, p in m.named_parameters() if "layer_scale" in n]
+    assert len(scales) == 8 and all(torch.equal(p, torch.full_like(p, 1e-6)) for p in scales)
+    edges = torch.cat([p.flatten() for n, p in m.named_parameters() if "edge_" in n])
+    assert 0.5e-3 < edges.std() < 2e-3 and edges.abs().max() < 1e-2
+    torch.testing.assert_close(m.mean.flatten(), torch.tensor([0.4488, 0.4371, 0.4040]))
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    loud = copy.deepcopy(m)
+    with torch.no_grad():
+        for n, p in loud.named_parameters():
+            if "layer_scale" in n:
+                p.fill_(1.0)
+        full, with_loud_layers = m({"inputs": x}), loud({"inputs": x})
+        for group in m.layers:  # drop every ConvFormer layer
+            group.blocks = torch.nn.Sequential()
+        bypass = m({"inputs": x})
+    assert (full - bypass).abs().max() < 1e-4  # silent at init, as the official layer_scale_init_value
+    assert (with_loud_layers - bypass).abs().max() > 1e-2  # the same layers at scale 1 do move it
+    with torch.no_grad():
+        m.upsample[0].weight.zero_()
+        m.upsample[0].bias.zero_()
+        torch.testing.assert_close(m({"inputs": x}), m.mean.expand(2, 3, 48, 48), atol=0, rtol=0)
