@@ -105,3 +105,22 @@ def test_parity_with_the_official_code():
 def test_the_baseline_example_is_valid():
     code, out, err = dry_run("examples/vision_poincare_euclidean_mnist.yaml", cwd=REPO)
     assert code == 0, err
+
+
+@pytest.mark.parametrize("pair", [("vision_poincare_mnist.yaml", "vision_poincare_euclidean_mnist.yaml"),
+                                  ("vision_poincare_mnist_long.yaml", "vision_poincare_euclidean_mnist_long.yaml")])
+def test_the_equal_budget_pairs_are_valid_and_differ_only_in_the_model(pair):
+    import yaml
+
+    configs = []
+    for name in pair:
+        code, out, err = dry_run(f"examples/{name}", cwd=REPO)
+        assert code == 0, err
+        configs.append(yaml.safe_load((REPO / "examples" / name).read_text()))
+    poincare, euclidean = configs
+    assert poincare["model"]["type"].startswith("vision.poincare_resnet")
+    assert euclidean["model"]["type"] == poincare["model"]["type"].replace("poincare_", "euclidean_")
+    for cfg in configs:
+        cfg.pop("model")
+        cfg["run"].pop("work_dir")
+    assert poincare == euclidean
