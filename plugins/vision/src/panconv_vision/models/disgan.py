@@ -20,8 +20,24 @@ The engine trains one optimizer on the summed loss; :meth:`DISGAN.loss` keeps th
 the generator's adversarial term is computed with the discriminator's parameters *detached* (so it moves
 only the generator) and the discriminator's loss on the *detached* generator output (so it moves only the
 discriminator): the simultaneous-gradient form of the official alternating updates (both use Adam with
-one learning rate). Omitted: the epoch-wise decay of the instance noise (``instance_noise`` is a constant).
-The "noise cleaning" is the generator trained on LR inputs with Rician noise (``vision.MRIPatches``).
+one learning rate). As the release takes both gradients at the same point (G's term through D before D's
+update, D's loss on the output G gave before its update), one step lands on the same weights as the release's
+G-then-D step (tests/test_disgan_schedule.py). The "noise cleaning" is the generator trained on LR inputs
+with Rician noise (``vision.MRIPatches``).
+
+**Training schedule** (the official ``mains/ln_DDP_train.py``: Adam, lr 1e-4, batch 4, 20 epochs, no warm-up,
+generator ``L1 + 5e-3 adv + 1e-2 perceptual``; the generator has no skip from an interpolated input). The
+model counts its training steps (calls of :meth:`DISGAN.loss` in train mode, one per micro-batch) in a
+``steps`` buffer (saved with the weights, so a resumed run continues the schedule), registered only when one
+of these options is on (the default state dict is the official one):
+
+* ``pixel_warmup_iters`` (default 0, as the release): the generator is first trained with the pixel L1 alone
+  for that many steps (no discriminator, no perceptual term), ESRGAN's PSNR-oriented pre-training (Wang et
+  al. 2018, the generator family DISGAN builds on); the adversarial phase starts from that generator.
+* ``instance_noise_decay_iters`` (default 0: constant ``instance_noise``): the release's schedule, sigma
+  ``1 - epoch / num_epochs`` from 1 to 0 over the run, as a linear decay from ``instance_noise`` to 0 over
+  that many adversarial steps (per step rather than per epoch). As in the release, one noise draw per step
+  is added to every discriminator input of that step (real and generated, in both players' terms).
 
 **Perceptual term** (``perceptual_weight``, official ``1e-2``; off by default): ``w * L1(FE(G(x)), FE(y))``
 with a *frozen* feature extractor ``FE``, added to the generator's loss (the official ``g_pixel_loss``). The
@@ -302,6 +318,10 @@ class DISGAN(RestorationModel):
             extractor.
         perceptual_width, perceptual_init, perceptual_seed: the extractor's width (official 64), init
             ("official" N(0, 1) or "kaiming") and seed (see :class:`VGG3dFeatures`).
+        pixel_warmup_iters: training steps with the pixel L1 alone before the adversarial phase (ESRGAN's
+            pre-training; 0, the release, starts adversarial).
+        instance_noise_decay_iters: adversarial steps over which the instance noise std falls linearly from
+            ``instance_noise`` to 0 (the release: from 1 over the whole run); 0 keeps it constant.
     """
 
     metadata_inputs = ("in_channels", "upscale")
@@ -314,8 +334,12 @@ class DISGAN(RestorationModel):
                  in_channels: Annotated[int, Ge(1)] = 1, perceptual_weight: Annotated[float, Ge(0)] = 0.0,
                  perceptual_width: Annotated[int, Ge(1)] = 64,
                  perceptual_init: Literal["official", "kaiming"] = "official",
-                 perceptual_seed: Annotated[int, Ge(0)] = 0):
+                 perceptual_seed: Annotated[int, Ge(0)] = 0, pixel_warmup_iters: Annotated[int, Ge(0)] = 0,
+                 instance_noise_decay_iters: Annotated[int, Ge(0)] = 0):
         super().__init__()
+        if pixel_warmup_iters < 0 or instance_noise_decay_iters < 0:
+            raise ValueError(f"DISGAN: pixel_warmup_iters ({pixel_warmup_iters}) and instance_noise_decay_iters "
+                             f"({instance_noise_decay_iters}) must be >= 0")
         if upscale < 2 or upscale & (upscale - 1):
             raise ValueError(f"DISGAN: upscale must be a power of 2 (one 3-D pixel shuffle per x2), got {upscale}")
         self.in_channels, self.upscale = in_channels, upscale
@@ -325,32 +349,59 @@ class DISGAN(RestorationModel):
         self.perceptual_weight = perceptual_weight
         self.feature_extractor = (VGG3dFeatures(in_channels, perceptual_width, perceptual_init, perceptual_seed)
                                   if perceptual_weight > 0 else None)
+        self.pixel_warmup_iters, self.instance_noise_decay_iters = pixel_warmup_iters, instance_noise_decay_iters
+        if pixel_warmup_iters or instance_noise_decay_iters:
+            # training steps taken (calls of loss() in train mode); only with a schedule, so that the default
+            # state dict stays the official one
+            self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    @property
+    def step_count(self) -> int:
+        """Training steps taken so far (0 without a schedule, whose models keep no counter)."""
+        return int(self.steps) if hasattr(self, "steps") else 0
+
+    @property
+    def warming_up(self) -> bool:
+        """Whether the next training step is a pixel-loss-only warm-up step."""
+        return self.step_count < self.pixel_warmup_iters
+
+    @property
+    def noise_std(self) -> float:
+        """The instance noise std of the next adversarial step (decayed linearly when a decay is set)."""
+        if self.instance_noise_decay_iters == 0:
+            return self.instance_noise
+        adversarial = max(0, self.step_count - self.pixel_warmup_iters)
+        return self.instance_noise * max(0.0, 1.0 - adversarial / self.instance_noise_decay_iters)
 
     def restore(self, x: torch.Tensor) -> torch.Tensor:
         return self.generator(x)
-
-    def _noisy(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.instance_noise * torch.randn_like(x) if self.instance_noise > 0 else x
 
     def loss(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         losses = super().loss(outputs, batch)  # {"loss": L1}
         if not self.training:
             return losses
+        warming_up, sigma = self.warming_up, self.noise_std
+        if hasattr(self, "steps"):
+            self.steps += 1
+        if warming_up:
+            return {"loss_pixel": losses["loss"]}
         real = batch["targets"]
         terms = {"loss_pixel": losses["loss"]}
         if self.feature_extractor is not None:
             terms["loss_perceptual"] = self.perceptual_weight * self.perceptual_loss(outputs, real)
         if self.adv_weight == 0:
             return terms if len(terms) > 1 else losses
+        # instance noise: one draw per step, added to every discriminator input of the step (as the release)
+        noise = sigma * torch.randn_like(real) if sigma > 0 else 0.0
         frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
         # generator's relativistic adversarial term; D's parameters detached: moves only G
-        d_real_g = functional_call(self.discriminator, frozen, (self._noisy(real),)).detach()
-        d_fake_g = functional_call(self.discriminator, frozen, (self._noisy(outputs),))
+        d_real_g = functional_call(self.discriminator, frozen, (real + noise,)).detach()
+        d_fake_g = functional_call(self.discriminator, frozen, (outputs + noise,))
         g_adv = F.binary_cross_entropy_with_logits(d_fake_g - d_real_g.mean(0, keepdim=True),
                                                    torch.ones_like(d_fake_g))
         # discriminator's loss on the detached generator output: moves only D
-        d_real = self.discriminator(self._noisy(real))
-        d_fake = self.discriminator(self._noisy(outputs.detach()))
+        d_real = self.discriminator(real + noise)
+        d_fake = self.discriminator(outputs.detach() + noise)
         d_loss = 0.5 * (F.binary_cross_entropy_with_logits(d_real - d_fake.mean(0, keepdim=True),
                                                            torch.ones_like(d_real))
                         + F.binary_cross_entropy_with_logits(d_fake - d_real.mean(0, keepdim=True),
