@@ -83,6 +83,23 @@ def test_evaluator_reports_model_and_baseline_and_merges():
         assert merged[k] == pytest.approx(v, rel=1e-12)
 
 
+def test_evaluator_scores_the_input_when_it_has_the_target_shape():
+    clean, noisy = _pair()
+    _, noisier = _pair(1)
+    degraded = (clean + 2 * (noisier - clean)).clamp(0, 1)
+    ev = ImageQuality(crop_border=2)
+    ev.process({"targets": clean[None], "inputs": degraded[None]}, noisy[None])
+    m = ev.compute()
+    assert set(m) == {"psnr", "ssim", "psnr_input", "ssim_input"}
+    want = skm.peak_signal_noise_ratio(clean[:, 2:-2, 2:-2].numpy(), degraded[:, 2:-2, 2:-2].numpy(), data_range=1.0)
+    assert m["psnr_input"] == pytest.approx(want, abs=1e-4)
+    assert m["psnr_input"] < m["psnr"]
+    # a low-resolution input (super-resolution) is not comparable: no input score
+    sr = ImageQuality()
+    sr.process({"targets": clean[None], "inputs": clean[None, :, ::2, ::2]}, noisy[None])
+    assert set(sr.compute()) == {"psnr", "ssim"}
+
+
 def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="shape"):
         ImageQuality().process({"targets": torch.zeros(1, 3, 16, 16)}, torch.zeros(1, 3, 16, 12))

@@ -16,7 +16,9 @@ of RGB images in [0, 1] (ITU-R BT.601, MATLAB's ``rgb2ycbcr``), as SR papers rep
 The evaluator reads ``outputs`` (the model's ``predict``: a batch of images) and ``batch["targets"]``;
 when the batch carries ``batch["baseline"]`` (bicubic / dark-channel prior / trilinear result that the
 restoration datasets attach) it reports ``psnr_baseline`` and ``ssim_baseline`` computed the same way,
-so the model and its baseline are compared on the same images in the same run.
+so the model and its baseline are compared on the same images in the same run. When the model's input
+``batch["inputs"]`` has the target's shape (dehazing, denoising: the degraded image itself), it also reports
+``psnr_input`` and ``ssim_input``: the identity's score, the floor a restoration model has to beat.
 """
 
 from __future__ import annotations
@@ -128,22 +130,23 @@ class ImageQuality(Evaluator):
     def process(self, batch: dict, outputs: Any) -> None:
         target = batch["targets"]
         pred = outputs if isinstance(outputs, torch.Tensor) else outputs["images"]
-        base = batch.get("baseline")
+        base, inputs = batch.get("baseline"), batch.get("inputs")
         scores = self._scores(pred, target)
         base_scores = self._scores(base, target) if base is not None else [None] * len(scores)
-        self.results.extend((s, b) for s, b in zip(scores, base_scores))
+        same = isinstance(inputs, torch.Tensor) and inputs.shape == target.shape
+        input_scores = self._scores(inputs, target) if same else [None] * len(scores)
+        self.results.extend(zip(scores, base_scores, input_scores))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         if not results:
             return {}
-        metrics = {"psnr": sum(s[0] for s, _ in results) / len(results)}
-        if self.compute_ssim:
-            metrics["ssim"] = sum(s[1] for s, _ in results) / len(results)
-        based = [b for _, b in results if b is not None]
-        if based:
-            metrics["psnr_baseline"] = sum(b[0] for b in based) / len(based)
-            if self.compute_ssim:
-                metrics["ssim_baseline"] = sum(b[1] for b in based) / len(based)
+        metrics = {}
+        for column, suffix in ((0, ""), (1, "_baseline"), (2, "_input")):
+            scored = [r[column] for r in results if r[column] is not None]
+            if scored:
+                metrics["psnr" + suffix] = sum(s[0] for s in scored) / len(scored)
+                if self.compute_ssim:
+                    metrics["ssim" + suffix] = sum(s[1] for s in scored) / len(scored)
         return metrics
 
     @classmethod
