@@ -666,6 +666,10 @@ def panconv_register_datasets(register):
     register("MRIPatches", "panconv_vision.datasets.restoration:MRIPatches",
              doc="3-D patches of the MNI152 T1 template bundled in nilearn, LR by blur + down-sampling + Rician "
                  "noise, with the trilinear baseline attached; split by axial slab")
+    # --- VOLO token labelling with an annotator's dense label maps ---
+    register("MNISTTokenLabels", "panconv_vision.datasets.token_labels:MNISTTokenLabels",
+             doc="vision.MNIST whose training samples carry an annotator's dense label maps (token_labels: a file "
+                 "written by python -m panconv_vision.tools.token_labels) for VOLO's token labelling")
     pass
 
 

@@ -7,7 +7,8 @@ back onto the map (fold). VOLO runs Outlookers on 1/8-scale tokens (stage 1; the
 are predicted on 2x2-pooled tokens, stride 2), then transformer blocks on 1/16-scale tokens with a
 learned position embedding, then two class-attention blocks (CaiT) on a class token. The classifier
 adds to the class-token logits half the per-class maximum of a linear layer on every patch token (the
-token-labelling auxiliary head, Sec. 3.2).
+token-labelling auxiliary head, Sec. 3.2). ``mix_token=True`` adds MixToken (token-level CutMix,
+Jiang et al. 2021, "All Tokens Matter") in training.
 
 Outputs: the final-normed 1/16 patch tokens as a map and the normed class token ``(N, C)``.
 Classifier: ``VOLO -> vision.VOLOClsHead``.
@@ -121,6 +122,16 @@ class VOLO(FixedSizeBackbone):
     ``layers``/``embed_dims``/``num_heads``: per stage (the first stage Outlookers at 1/8, the rest
     transformer blocks at 1/16; the widths after the first must be equal). ``drop_path_rate`` rises
     linearly over all blocks and applies to the transformer blocks, as in the reference code.
+
+    ``mix_token``: MixToken in training mode (Jiang et al. 2021, "All Tokens Matter"; VOLO trains with it): after the
+    patch embedding, the tokens inside a CutMix box are replaced by those of the batch's reversed order
+    (sample ``i`` takes them from sample ``N-1-i``). The box is drawn on the output (1/16) token grid with area
+    fraction ``1 - lam``, ``lam ~ Beta(mix_alpha, mix_alpha)`` (CutMix's rule: side ratio ``sqrt(1 - lam)``,
+    uniform centre, clipped), and covers the matching 2x2 blocks of 1/8 tokens, so the embedded patch under
+    every output token comes wholly from one image (the attention layers after it mix as they do). The box
+    then travels to the head as a third output, a ``(4,)`` long tensor ``(y1, x1, y2, x2)`` on the output grid
+    (empty when the draw is), which ``vision.VOLOClsHead`` (``token_labeling=True``) uses to mix the targets
+    the same way. Evaluation mode never mixes and returns the two declared outputs.
     """
 
     metadata_inputs = ("in_channels",)
@@ -134,8 +145,12 @@ class VOLO(FixedSizeBackbone):
                  post_layers: Annotated[int, Ge(0)] = 2, img_size: Annotated[int, Ge(1)] = 224,
                  patch_size: Annotated[int, Ge(2)] = 8, outlook_kernel: Annotated[int, Ge(1)] = 3,
                  in_channels: Annotated[int, Ge(1)] = 3, qkv_bias: bool = False,
-                 drop_path_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.0):
+                 drop_path_rate: Annotated[float, Interval(ge=0, lt=1)] = 0.0, mix_token: bool = False,
+                 mix_alpha: Annotated[float, Gt(0)] = 1.0):
         super().__init__()
+        if mix_alpha <= 0:
+            raise ValueError(f"VOLO: mix_alpha must be > 0, got {mix_alpha}")
+        self.mix_token, self.mix_alpha = mix_token, mix_alpha
         if not len(layers) == len(embed_dims) == len(num_heads):
             raise ValueError("VOLO: layers, embed_dims and num_heads need one entry per stage")
         if len(set(embed_dims[1:])) != 1:
@@ -172,9 +187,16 @@ class VOLO(FixedSizeBackbone):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(trunc_normal_init)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, mix_box: tuple[int, int, int, int] | None = None) -> list[torch.Tensor]:
+        """``[patch-token map, class token]``; in training with ``mix_token`` (or given an explicit
+        ``mix_box`` on the output token grid) also the MixToken box, see the class doc."""
         self.check_input(x)
         x = self.patch_embed(x).permute(0, 2, 3, 1)  # N, H/8, W/8, C
+        if mix_box is None and self.mix_token and self.training:
+            lam = float(torch.distributions.Beta(self.mix_alpha, self.mix_alpha).sample())
+            mix_box = mix_token_box(self.grid, lam)
+        if mix_box is not None:
+            x = mix_tokens(x, tuple(2 * b for b in mix_box))  # the 1/8 grid: 2x2 tokens per output token
         x = self.network[1](self.network[0](x)) + self.pos_embed
         for stage in self.network[2:]:
             x = stage(x)
@@ -183,11 +205,41 @@ class VOLO(FixedSizeBackbone):
         for block in self.post_network:
             x = block(x)
         x = self.norm(x)
-        return [tokens_to_map(x[:, 1:], self.grid), x[:, 0]]
+        out = [tokens_to_map(x[:, 1:], self.grid), x[:, 0]]
+        if mix_box is not None:
+            out.append(torch.tensor(mix_box, dtype=torch.long, device=x.device))
+        return out
 
     @classmethod
     def example_config(cls) -> dict:
         return {"layers": [1, 1], "embed_dims": [8, 16], "num_heads": [2, 4], "stem_hidden_dim": 8, "img_size": 32}
+
+
+def mix_token_box(grid: tuple[int, int], lam: float, generator: torch.Generator | None = None
+                  ) -> tuple[int, int, int, int]:
+    """CutMix's box ``(y1, x1, y2, x2)`` on an ``h x w`` token grid for mixing ratio ``lam``: side lengths
+    ``int(side * sqrt(1 - lam))``, a uniform centre, ``centre -+ length // 2`` clipped to the grid (the
+    reference ``rand_bbox``; the box's real area fraction, not ``1 - lam``, then mixes the labels)."""
+    h, w = grid
+    ratio = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(h * ratio), int(w * ratio)
+    cy = int(torch.randint(h, (1,), generator=generator))
+    cx = int(torch.randint(w, (1,), generator=generator))
+    y1, y2 = min(max(cy - cut_h // 2, 0), h), min(max(cy + cut_h // 2, 0), h)
+    x1, x2 = min(max(cx - cut_w // 2, 0), w), min(max(cx + cut_w // 2, 0), w)
+    return y1, x1, y2, x2
+
+
+def mix_tokens(x: torch.Tensor, box: Sequence[int], channels_last: bool = True) -> torch.Tensor:
+    """MixToken's swap: inside ``box = (y1, x1, y2, x2)`` every sample takes the batch-reversed sample's
+    values (``x.flip(0)``); ``x`` is ``(N, H, W, C)`` (``channels_last``) or ``(N, C, H, W)``. A new tensor."""
+    y1, x1, y2, x2 = (int(b) for b in box)
+    out = x.clone()
+    if channels_last:
+        out[:, y1:y2, x1:x2] = x.flip(0)[:, y1:y2, x1:x2]
+    else:
+        out[:, :, y1:y2, x1:x2] = x.flip(0)[:, :, y1:y2, x1:x2]
+    return out
 
 
 class _PatchMerge(nn.Module):
@@ -212,10 +264,16 @@ class VOLOClsHead(TokenClsHead):
     ``H`` the (soft-target) cross-entropy, ``t_i`` token i's target distribution from
     ``batch["token_labels"]``: ``(N, C, h, w)`` soft maps (the annotator's dense scores) or ``(N, h, w)``
     class indices, resampled to the token grid (area average for soft maps, nearest for indices); without
-    that key every token's target is the image label (the reference loss's fallback). Defaults 1.0/0.5
+    that key every token's target is the image label (the reference loss's fallback). ``vision.MNISTTokenLabels``
+    serves an annotator's maps (``panconv_vision.tools.token_labels`` writes them). Defaults 1.0/0.5
     are the reference training script's ``--cls-weight``/``--dense-weight``. The outputs are then a dict
     (``logits``: the combined evaluation logits; ``cls_logits``; ``token_logits`` ``(N, C, h, w)``).
-    MixToken (the token-level CutMix of the recipe) is not part of the head.
+
+    MixToken: when the backbone (``VOLO(mix_token=True)``, training mode) appends its box ``(y1, x1, y2, x2)``
+    after the two declared outputs, the loss mixes the targets as the tokens were mixed: inside the box the
+    token targets are the batch-reversed sample's (``t.flip(0)``), and the class target is
+    ``lam * y + (1 - lam) * y.flip(0)`` with ``lam = 1 - box area / (h * w)``, the exact token-area share
+    (the reference loss's rule). MixToken needs ``token_labeling=True``.
     """
 
     def __init__(self, in_features: list[FeatureInfo], num_classes: Annotated[int, Ge(1)] = 2,
@@ -233,14 +291,22 @@ class VOLOClsHead(TokenClsHead):
         self.aux_fc = nn.Linear(self.in_features[-2].channels, num_classes)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
-        fmap = features[-2]
+        declared = len(self.in_features)
+        mix_box = features[declared] if len(features) > declared else None  # VOLO's MixToken box (training)
+        fmap, cls = features[declared - 2], features[declared - 1]
+        if mix_box is not None and not self.token_labeling:
+            raise ValueError("VOLOClsHead: the backbone mixes tokens (VOLO mix_token=true), which needs "
+                             "token_labeling=true on the head")
         token_logits = self.aux_fc(fmap.flatten(2).transpose(1, 2))  # N, h*w, classes
-        cls_logits = self.fc(features[-1])
+        cls_logits = self.fc(cls)
         logits = cls_logits + self.aux_weight * token_logits.amax(1)
         if not self.token_labeling:
             return logits
         token_logits = token_logits.transpose(1, 2).reshape(fmap.shape[0], -1, *fmap.shape[2:])
-        return {"logits": logits, "cls_logits": cls_logits, "token_logits": token_logits}
+        out = {"logits": logits, "cls_logits": cls_logits, "token_logits": token_logits}
+        if mix_box is not None:
+            out["mix_box"] = mix_box
+        return out
 
     def token_targets(self, batch: dict, grid: tuple[int, int]) -> torch.Tensor:
         """Per-token target distributions ``(N, C, h, w)`` on the token grid (see the class doc)."""
@@ -263,9 +329,23 @@ class VOLOClsHead(TokenClsHead):
         if not self.token_labeling:
             return super().loss(outputs, batch)
         token_logits = outputs["token_logits"]
-        targets = self.token_targets(batch, tuple(token_logits.shape[2:]))
+        grid = tuple(token_logits.shape[2:])
+        targets = self.token_targets(batch, grid)
+        box = outputs.get("mix_box")
+        if box is None:
+            cls = super().loss(outputs["cls_logits"], batch)["loss"]
+        else:  # MixToken: the token targets swapped inside the box, the class target mixed by token area
+            y1, x1, y2, x2 = (int(b) for b in box)
+            lam = 1.0 - (y2 - y1) * (x2 - x1) / (grid[0] * grid[1])
+            targets = mix_tokens(targets.contiguous(), (y1, x1, y2, x2), channels_last=False)
+            labels = batch["labels"]
+            if labels.dim() == 1:
+                labels = F.one_hot(labels, self.num_classes).float()
+                if self.label_smoothing:
+                    labels = labels * (1 - self.label_smoothing) + self.label_smoothing / self.num_classes
+            mixed = lam * labels + (1.0 - lam) * labels.flip(0)
+            cls = torch.sum(-mixed * F.log_softmax(outputs["cls_logits"], dim=-1), dim=-1).mean()
         dense = torch.sum(-targets * F.log_softmax(token_logits, dim=1), dim=1).mean()
-        cls = super().loss(outputs["cls_logits"], batch)["loss"]
         return {"loss_cls": self.cls_weight * cls, "loss_dense": self.dense_weight * dense}
 
     def predict(self, outputs, batch: dict | None = None) -> torch.Tensor:
