@@ -563,3 +563,15 @@ def test_import_official_imports_from_the_named_folders_or_gives_none(tmp_path, 
     assert import_official("PAPER_OFFICIAL", "paper_official_mod").VALUE == 42
     assert sys.path[:2] == [str(tmp_path / "missing"), str(tmp_path)]               # first, in the given order
     assert import_official("PAPER_OFFICIAL", "no_such_official_module") is None
+
+
+def test_load_script_loads_a_file_outside_any_package_without_running_its_main(tmp_path):
+    from panconv.testing import load_script
+
+    script = tmp_path / "bench_thing.py"
+    script.write_text("def f(x):\n    return 2 * x\n\nif __name__ == '__main__':\n    raise SystemExit('ran main')\n")
+    module = load_script(script)
+    assert module.f(21) == 42 and module.__name__ == "bench_thing"
+    assert load_script(script, "other_name").__name__ == "other_name"
+    with pytest.raises(ImportError, match="notes.txt"):
+        load_script(tmp_path / "notes.txt")

@@ -1,13 +1,13 @@
 """``benchmarks/documents_structure.py``: the detector runs at its training resolution and the structure rules at
 a higher one, the boxes scaled between the two; the same pages rasterised at both resolutions line up."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from panconv.testing import load_script
 from panconv_documents.evaluators.adjacency import CellAdjacencyF1
 from panconv_documents.models.cascadetabnet import detections_from_structures, page_structure
 
@@ -15,10 +15,7 @@ BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "documents_stru
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("documents_structure_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARK, "documents_structure_benchmark")
 
 
 class TrueBoxDetector:

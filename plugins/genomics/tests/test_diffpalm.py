@@ -4,13 +4,13 @@ the whole pipeline recovering planted pairs well above chance."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from panconv.testing import load_script
 from panconv_genomics.models.diffpalm import (
     MSATransformer,
     PottsPairs,
@@ -30,10 +30,7 @@ BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "genomics_diffp
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("genomics_diffpalm_potts_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARK, "genomics_diffpalm_potts_benchmark")
 
 
 def test_sinkhorn_is_doubly_stochastic_and_sharpens_with_temperature():

@@ -6,10 +6,8 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import panconv
-from panconv.api import FeatureInfo
 from panconv_vision.models import volo
 
 KW = dict(layers=[1, 1], embed_dims=[8, 16], num_heads=[2, 4], stem_hidden_dim=8, img_size=64)  # 1/8: 8x8, out 4x4
@@ -95,74 +93,7 @@ def test_off_in_evaluation_and_when_not_asked():
     assert len(plain(x)) == 2  # mix_token=False: never a box
 
 
-C, DIM = 4, 6
-INFO = [FeatureInfo(DIM, 16, "norm"), FeatureInfo(DIM, 16, "cls_token")]
-
-
-def _head(**kw) -> volo.VOLOClsHead:
-    torch.manual_seed(0)
-    return volo.VOLOClsHead(INFO, num_classes=C, token_labeling=True, **kw)
-
-
-def _features(n=3, h=4, w=3):
-    g = torch.Generator().manual_seed(1)
-    return [torch.randn(n, DIM, h, w, generator=g), torch.randn(n, DIM, generator=g)]
-
-
-def test_loss_mixes_token_targets_in_the_box_and_the_class_target_by_token_area():
-    head = _head()
-    fmap, cls = _features()
-    n, _, h, w = fmap.shape
-    box = (1, 0, 3, 2)  # 2 x 2 = 4 of the 12 tokens
-    out = head([fmap, cls, torch.tensor(box)])
-    assert torch.equal(out["mix_box"], torch.tensor(box))
-    token_labels = torch.rand(n, C, h, w, generator=torch.Generator().manual_seed(2)).softmax(1)
-    labels = torch.tensor([1, 3, 0])
-    losses = head.loss(out, {"labels": labels, "token_labels": token_labels})
-    dense = 0.0
-    for i in range(n):
-        for y in range(h):
-            for x in range(w):
-                inside = 1 <= y < 3 and 0 <= x < 2
-                target = token_labels[n - 1 - i if inside else i, :, y, x]
-                logp = torch.log_softmax(head.aux_fc.weight @ fmap[i, :, y, x] + head.aux_fc.bias, 0)
-                dense = dense - (target * logp).sum()
-    dense = dense / (n * h * w)
-    lam = 1 - 4 / 12
-    cls_target = lam * F.one_hot(labels, C).float() + (1 - lam) * F.one_hot(labels.flip(0), C).float()
-    cls_term = torch.sum(-cls_target * torch.log_softmax(cls @ head.fc.weight.T + head.fc.bias, -1), -1).mean()
-    assert torch.allclose(losses["loss_dense"], 0.5 * dense, atol=1e-6)
-    assert torch.allclose(losses["loss_cls"], cls_term, atol=1e-6)
-
-
-def test_mixing_targets_equals_the_reference_unmixing_of_token_outputs():
-    """The reference code un-mixes the token logits inside the box and compares them with unmixed labels;
-    mixing the labels instead gives the same loss."""
-    head = _head()
-    fmap, cls = _features()
-    box = (0, 1, 2, 3)
-    out = head([fmap, cls, torch.tensor(box)])
-    token_labels = torch.rand(3, C, 4, 3, generator=torch.Generator().manual_seed(3)).softmax(1)
-    ours = head.loss(out, {"labels": torch.tensor([2, 2, 1]), "token_labels": token_labels})["loss_dense"]
-    logits = out["token_logits"].clone()
-    logits[:, :, 0:2, 1:3] = out["token_logits"].flip(0)[:, :, 0:2, 1:3]
-    reference = torch.sum(-token_labels * F.log_softmax(logits, 1), 1).mean()
-    assert torch.allclose(ours, 0.5 * reference, atol=1e-6)
-
-
-def test_an_empty_box_changes_nothing():
-    head = _head()
-    features = _features()
-    batch = {"labels": torch.tensor([0, 1, 2])}
-    mixed = head.loss(head([*features, torch.tensor((2, 1, 2, 3))]), batch)
-    plain = head.loss(head(features), batch)
-    assert all(torch.allclose(mixed[k], plain[k], atol=1e-6) for k in plain)
-
-
-def test_mix_token_needs_token_labeling():
-    head = volo.VOLOClsHead(INFO, num_classes=C)
-    with pytest.raises(ValueError, match="token_labeling"):
-        head([*_features(), torch.tensor((0, 0, 2, 2))])
+def test_mix_alpha_must_be_positive():
     with pytest.raises(ValueError, match="mix_alpha"):
         volo.VOLO(**{**KW, "mix_alpha": 0.0})
 

@@ -26,7 +26,7 @@ from pathlib import Path
 _KIT = ("CAPABILITIES", "CHECKS", "CheckResult", "ConformanceError", "SkipCheck", "capabilities_of", "check_plugin",
         "checks_for", "describe_capabilities", "describe_checks", "plugin_entries", "run_check")
 
-__all__ = [*_KIT, "assert_rejected_at_validation", "dry_run", "import_official", "shared_data_root"]
+__all__ = [*_KIT, "assert_rejected_at_validation", "dry_run", "import_official", "load_script", "shared_data_root"]
 
 
 def dry_run(config: str | os.PathLike, *overrides: str, cwd: str | os.PathLike | None = None) -> tuple[int, str, str]:
@@ -111,6 +111,20 @@ def import_official(env_var: str, module: str):
         return importlib.import_module(module)
     except ImportError:
         return None
+
+def load_script(path: str | os.PathLike, name: str | None = None):
+    """A script that is not in a package (a ``benchmarks/*.py`` file) loaded as a module, so that tests can call
+    its functions; ``name`` defaults to the file's stem. Its ``if __name__ == "__main__"`` block does not run."""
+    import importlib.util
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def __getattr__(name: str):
     if name in _KIT:
