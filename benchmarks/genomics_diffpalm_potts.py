@@ -21,12 +21,29 @@ For every generator seed in ``--seeds`` (the Potts model, the MSA LM's initialis
    under the *true* Potts model (``oracle_pairing``). The likelihood of a within-species pairing is proportional to
    ``exp(sum_i E_AB(A_i, B_perm(i)))`` (the fields and intra-family terms do not depend on it), so the pairing that
    maximises the summed true inter-family couplings is the most probable one; found exactly over all permutations
-   (greedily above 8 paralogs). It shows how much pairing signal a strength leaves in a sample at all (a ceiling up
-   to noise: the most probable pairing is not exactly the one with the most expected correct pairs).
+   (by the Hungarian algorithm above 8 paralogs). It shows how much pairing signal a strength leaves in a sample at
+   all (a ceiling up to noise: the most probable pairing is not exactly the one with the most expected correct
+   pairs).
 6. The coevolution baselines the paper compares with, both the Iterative Pairing Algorithm of Bitbol et al. from a
    random start: MI-IPA (mutual information, ``mi_ipa``) and DCA-IPA (mean-field Potts couplings, ``dca_ipa``), on
    the same test MSAs and on larger MSAs of the same Potts model (``--ipa-species``: more species of ``--paralogs``
    each), where counting statistics need many pairs.
+
+7. With ``--runs K [K ...]``, the read-out of the pairing: the single DiffPALM run read off by the Hungarian algorithm
+   (``hungarian``: the exact maximum-weight permutation of the learned scores, the paper's hard assignment) instead
+   of greedily (the ``trained`` row); and, for every ``K > 1``, ``K`` independent runs of the same optimisation
+   (masking seeds ``trial + k * RUN_SEED_STRIDE``; run 0 is the ``trained`` row's run) combined before the Hungarian
+   read-out (``combine_runs``): ``averaged@K`` takes the mean of the runs' soft permutations (Sinkhorn at the final
+   temperature), ``voted@K`` the fraction of runs whose Hungarian pairing has each pair. Several ``K`` share the
+   runs (the first ``K`` of ``max(K)``), so ``--runs 3 5`` costs 5 runs per test MSA.
+8. With ``--target-loss N``, the objective itself (the paper's "target loss"): the frozen MSA LM's masked-LM loss
+   of every row's pairing of each test MSA, and of the true pairing, each the mean over the same ``N`` random masks
+   (A and B tokens, probability 0.3, as during the optimisation). A pairing that scores below the truth
+   means the optimiser found what the objective asks for and the LM prefers a wrong pairing; one above it means the
+   optimisation stopped short of the truth's loss.
+9. ``--estimator straight_through`` runs every DiffPALM row with the paper's gradient bypass (the forward pass feeds
+   the hard Hungarian permutation of the current scores, the backward pass the soft one) instead of the soft
+   relaxation both ways (the default, ``soft``); same masks, steps and temperatures.
 
 With several seeds, a summary table gives each row's mean over the seeds' MSAs, the per-seed means, and the mean
 ± std over seeds. ``--skip`` leaves rows out (e.g. ``--skip untrained`` to save CPU).
@@ -39,6 +56,7 @@ row's mean ± std over seeds at each strength.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_diffpalm_potts.py
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_diffpalm_potts.py --inter-coupling 1.5 0.75 0.375
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_diffpalm_potts.py --rounds 1 --runs 3 5 --skip untrained
 """
 
 from __future__ import annotations
@@ -53,18 +71,25 @@ import torch.nn.functional as F
 
 from panconv.io import atomic_write
 from panconv_genomics.models.diffpalm import (
+    RUN_SEED_STRIDE,
     MSATransformer,
     PottsPairs,
+    combine_runs,
     dca_ipa,
     diffpalm_iterative,
     diffpalm_pairing,
+    diffpalm_scores,
     greedy_assignment,
+    hungarian_assignment,
+    mask_tokens,
     mi_ipa,
     pairing_precision,
     train_msa_lm,
 )
 
-METHODS = ("trained", "iterative", "equal_budget", "untrained", "mi_ipa", "dca_ipa", "oracle")
+METHODS = ("trained", "iterative", "equal_budget", "untrained", "mi_ipa", "dca_ipa", "oracle", "hungarian",
+           "averaged", "voted")
+RUN_ROWS = ("hungarian", "averaged", "voted")       # read off --runs independent DiffPALM runs
 
 
 def test_msa(potts: PottsPairs, species: int, paralogs: int, seed: int):
@@ -82,7 +107,8 @@ def oracle_pairing(potts: PottsPairs, a_rows: list[torch.Tensor], b_rows: list[t
     """The most probable pairing of every species under the true Potts model (``perm[i]``: the B row of A row i).
 
     ``scores[i, j] = sum_{p in A, r in B} J_pr(A_i[p], B_j[r])``; the permutation maximising
-    ``sum_i scores[i, perm(i)]`` is searched over all permutations up to ``exact_up_to`` rows, greedily above.
+    ``sum_i scores[i, perm(i)]`` is searched over all permutations up to ``exact_up_to`` rows, above by the
+    Hungarian algorithm (also exact).
     """
     la, q = potts.la, potts.q
     cross = potts.couplings[:la, la:].double()                            # (la, lb, q, q)
@@ -91,12 +117,30 @@ def oracle_pairing(potts: PottsPairs, a_rows: list[torch.Tensor], b_rows: list[t
         scores = torch.einsum("ipx,prxy,jry->ij", F.one_hot(a, q).double(), cross, F.one_hot(b, q).double())
         m = len(a)
         if m > exact_up_to:
-            perms.append(greedy_assignment(scores))
+            perms.append(hungarian_assignment(scores))
             continue
         candidates = torch.tensor(list(itertools.permutations(range(m))))   # (m!, m)
         totals = scores[torch.arange(m), candidates].sum(-1)
         perms.append(candidates[int(totals.argmax())])
     return perms
+
+
+@torch.no_grad()
+def lm_pairing_loss(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: list[torch.Tensor],
+                    perms: list[torch.Tensor], masks: int = 64, mask_prob: float = 0.3, seed: int = 0) -> float:
+    """The frozen LM's masked-LM loss of the MSA paired by ``perms`` (A row ``i`` with B row ``perms[s][i]``): the
+    mean over ``masks`` random masks of the cross-entropy on the masked A and B tokens. The masks depend on the seed
+    and the MSA's shape only, so every pairing of one MSA is scored on the same masks."""
+    model.eval()
+    rows = torch.cat([torch.cat([a, b[perm]], dim=1) for a, b, perm in zip(a_rows, b_rows, perms)])
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for _ in range(masks):
+        inputs, chosen = mask_tokens(rows, mask_prob, model.mask_id, g)
+        chosen[0, 0] = True                                         # never an empty mask
+        inputs[0, 0] = model.mask_id
+        total += float(F.cross_entropy(model(inputs[None])[0][chosen], rows[chosen]))
+    return total / masks
 
 
 def potts_model(args, inter: float, seed: int) -> PottsPairs:
@@ -145,36 +189,78 @@ def trained_lm(args, potts: PottsPairs, seed: int,
     return model, untrained, info, mean_std(losses[-20:])[0]
 
 
-def run_seed(args, seed: int, methods: list[str], inter: float | None = None) -> tuple[dict, dict, dict, float]:
+def run_seed(args, seed: int, methods: list[str],
+             inter: float | None = None) -> tuple[dict, dict, dict, float, dict]:
     """Precisions per row (one value per test MSA), seconds per row, pairs per MSA of each row, for one seed;
-    and the MSA LM's final masked-LM loss (mean of its last 20 steps)."""
+    the MSA LM's final masked-LM loss (mean of its last 20 steps); with ``--target-loss``, per row (and ``truth``)
+    the frozen LM's masked-LM loss of its pairing of each test MSA (:func:`lm_pairing_loss`; else empty)."""
     inter = args.coupling if inter is None else inter
     potts = potts_model(args, inter, seed)
-    if {"trained", "iterative", "equal_budget", "untrained"} & set(methods):
+    if {"trained", "iterative", "equal_budget", "untrained", *RUN_ROWS} & set(methods):
         model, untrained, info, final_loss = trained_lm(args, potts, seed, inter)
     else:                                                   # only the IPAs / the oracle: no MSA LM to train or load
         model = untrained = None
         info, final_loss = "no MSA LM (no DiffPALM row)", float("nan")
     strength = "" if inter == args.coupling else f" (inter-family {inter:g})"
+    estimator = getattr(args, "estimator", "soft")
     print(f"\n## seed {seed}: Potts la={args.la} lb={args.lb} q={args.q} links={args.links} "
-          f"coupling={args.coupling}{strength}; {info}", flush=True)
-    results: dict[str, list[float]] = {name: [] for name in methods}
-    seconds = dict.fromkeys(methods, 0.0)
+          f"coupling={args.coupling}{strength}; {info}; DiffPALM estimator: {estimator}", flush=True)
+    run_keys = run_rows(args, methods)
+    results: dict[str, list[float]] = {name: [] for name in methods if name not in RUN_ROWS}
+    results.update({key: [] for key in run_keys})
+    seconds = dict.fromkeys(list(results), 0.0)
+    # without the iterative row, the DiffPALM row is read off the first of the --runs runs (the same run)
+    trained_from_runs = bool(run_keys) and "iterative" not in methods
+    target_masks = getattr(args, "target_loss", 0) if model is not None else 0
+    lm_losses: dict[str, list[float]] = {}
     for trial in range(args.trials):
         a_rows, b_rows, truths = test_msa(potts, args.species, args.paralogs, seed=seed + trial)
+
+        def record(key: str, perms: list[torch.Tensor], a_rows=a_rows, b_rows=b_rows, truths=truths,
+                   trial=trial) -> None:
+            results[key].append(pairing_precision(perms, truths))
+            if target_masks:
+                lm_losses.setdefault(key, []).append(lm_pairing_loss(model, a_rows, b_rows, perms, target_masks,
+                                                                     seed=trial))
+
+        if target_masks:
+            lm_losses.setdefault("truth", []).append(lm_pairing_loss(model, a_rows, b_rows, truths, target_masks,
+                                                                     seed=trial))
+        if run_keys:
+            runs, run_seconds = [], []
+            for k in range(max(args.runs)):
+                started = time.perf_counter()
+                runs.append(diffpalm_scores(model, a_rows, b_rows, args.la, steps=args.pairing_steps,
+                                            seed=trial + k * RUN_SEED_STRIDE, estimator=estimator))
+                run_seconds.append(time.perf_counter() - started)
+            if trained_from_runs and "trained" in results:
+                record("trained", [greedy_assignment(x) for x in runs[0]])
+                seconds["trained"] += run_seconds[0]
+            for key in run_keys:
+                name, _, count = key.partition("@")
+                if name == "hungarian":
+                    perms = [hungarian_assignment(x) for x in runs[0]]
+                else:
+                    combined = combine_runs(runs[:int(count)], average="soft" if name == "averaged" else "hard")
+                    perms = [hungarian_assignment(x) for x in combined]
+                record(key, perms)
+                seconds[key] += sum(run_seconds[:int(count) if count else 1])
         for name in methods:
             started = time.perf_counter()
+            if name in RUN_ROWS or (name == "trained" and trained_from_runs):
+                continue                                # read off the --runs runs above
             if name in ("trained", "iterative"):
                 if name == "iterative" and "trained" in methods:
                     continue                            # read off the run below
                 # the iterative procedure's first round *is* DiffPALM (same seed): run once, read both rows off it
                 rounds = diffpalm_iterative(model, a_rows, b_rows, args.la,
                                             rounds=args.rounds if "iterative" in methods else 1,
-                                            steps=args.pairing_steps, seed=trial, return_rounds=True)
+                                            steps=args.pairing_steps, seed=trial, return_rounds=True,
+                                            estimator=estimator)
                 if "trained" in methods:
-                    results["trained"].append(pairing_precision(rounds[0], truths))
+                    record("trained", rounds[0])
                 if "iterative" in methods:
-                    results["iterative"].append(pairing_precision(rounds[-1], truths))
+                    record("iterative", rounds[-1])
                 seconds[name] += time.perf_counter() - started
                 continue
             if name == "mi_ipa":
@@ -185,11 +271,12 @@ def run_seed(args, seed: int, methods: list[str], inter: float | None = None) ->
                 perms = oracle_pairing(potts, a_rows, b_rows)
             elif name == "equal_budget":
                 perms = diffpalm_pairing(model, a_rows, b_rows, args.la, steps=args.rounds * args.pairing_steps,
-                                         seed=trial)
+                                         seed=trial, estimator=estimator)
             else:
-                perms = diffpalm_pairing(untrained, a_rows, b_rows, args.la, steps=args.pairing_steps, seed=trial)
+                perms = diffpalm_pairing(untrained, a_rows, b_rows, args.la, steps=args.pairing_steps, seed=trial,
+                                         estimator=estimator)
             seconds[name] += time.perf_counter() - started
-            results[name].append(pairing_precision(perms, truths))
+            record(name, perms)
     pairs = dict.fromkeys(results, args.species * args.paralogs)
     for species in args.ipa_species:
         for name, method in (("mi_ipa", mi_ipa), ("dca_ipa", dca_ipa)):
@@ -201,7 +288,40 @@ def run_seed(args, seed: int, methods: list[str], inter: float | None = None) ->
                 a_rows, b_rows, truths = test_msa(potts, species, args.paralogs, seed=1_000 + seed + trial)
                 results[key].append(pairing_precision(method(a_rows, b_rows, args.q, seed=trial), truths))
             seconds[key], pairs[key] = time.perf_counter() - started, species * args.paralogs
-    return results, seconds, pairs, final_loss
+    return results, seconds, pairs, final_loss, lm_losses
+
+
+def print_target_losses(lm_losses: list[dict], results: list[dict], rounds: int, masks: int, title: str) -> None:
+    """Per row: its pairings' masked-LM loss under the frozen LM minus the true pairing's (mean over the MSAs), and on
+    how many MSAs the row's pairing scores at or below the truth (the objective prefers it to the truth)."""
+    if not lm_losses or not lm_losses[0]:
+        return
+    truth = [v for losses in lm_losses for v in losses["truth"]]
+    print(f"\n{title}: the frozen MSA LM's masked-LM loss of each pairing ({masks} masks per MSA, the same for every "
+          f"pairing); the true pairing's: {sum(truth) / len(truth):.4f} (mean over {len(truth)} MSAs)")
+    oracle = [v for losses in lm_losses for v in losses.get("oracle", [])]
+    print("| pairing method | precision | loss - truth's loss (mean over MSAs) | MSAs scoring at or below the truth |"
+          + (" MSAs scoring at or below the oracle's pairing |" if oracle else ""))
+    print("|---|---|---|---|" + ("---|" if oracle else ""))
+    for key in lm_losses[0]:
+        if key == "truth":
+            continue
+        values = [v for losses in lm_losses for v in losses[key]]
+        gaps = [v - t for v, t in zip(values, truth)]
+        precision = [p for res in results for p in res[key]]
+        below_oracle = f" {sum(v <= o + 1e-9 for v, o in zip(values, oracle))} of {len(values)} |" if oracle else ""
+        print(f"| {label(key, rounds)} | {sum(precision) / len(precision):.3f} | {sum(gaps) / len(gaps):+.4f} | "
+              f"{sum(g <= 1e-9 for g in gaps)} of {len(gaps)} |{below_oracle}")
+
+
+def run_rows(args, methods: list[str]) -> list[str]:
+    """The rows read off the ``--runs`` runs: ``hungarian`` (run 1 alone), ``averaged@K`` / ``voted@K`` per K > 1."""
+    if not args.runs:
+        return []
+    keys = ["hungarian"] if "hungarian" in methods else []
+    for count in sorted(set(args.runs)):
+        keys += [f"{name}@{count}" for name in ("averaged", "voted") if name in methods and count > 1]
+    return keys
 
 
 def label(key: str, rounds: int) -> str:
@@ -209,7 +329,12 @@ def label(key: str, rounds: int) -> str:
              "equal_budget": f"DiffPALM, trained, 1 round of {rounds}x the steps (no fixing)",
              "untrained": "DiffPALM, untrained MSA LM", "mi_ipa": "MI-IPA (same MSAs)",
              "dca_ipa": "DCA-IPA (same MSAs)",
-             "oracle": "true-coupling maximum likelihood (oracle, same MSAs)"}
+             "oracle": "true-coupling maximum likelihood (oracle, same MSAs)",
+             "hungarian": "DiffPALM, trained, Hungarian read-out of the same run"}
+    if key.startswith(("averaged@", "voted@")):
+        name, runs = key.split("@")
+        how = "mean soft permutation" if name == "averaged" else "vote of the Hungarian pairings"
+        return f"DiffPALM, trained, {runs} runs combined ({how}) + Hungarian"
     if "@" in key:
         name, species = key.split("@")
         return f"{'MI-IPA' if name == 'mi_ipa' else 'DCA-IPA'}, {species} species"
@@ -218,11 +343,12 @@ def label(key: str, rounds: int) -> str:
 
 def run_strength(args, methods: list[str], inter: float) -> tuple[list[dict], dict, list[float]]:
     """Every seed at one inter-family strength: its tables; the per-seed results, pairs per row, final LM losses."""
-    per_seed, losses = [], []
+    per_seed, losses, lm_losses = [], [], []
     for seed in args.seeds:
-        results, seconds, pairs, final_loss = run_seed(args, seed, methods, inter)
+        results, seconds, pairs, final_loss, seed_lm_losses = run_seed(args, seed, methods, inter)
         per_seed.append(results)
         losses.append(final_loss)
+        lm_losses.append(seed_lm_losses)
         print(f"{args.trials} test MSAs x {args.species} species x {args.paralogs} paralogs "
               f"({args.species * args.paralogs} pairs each):")
         print("| pairing method | pairs per MSA | precision (mean ± std) | per MSA | s per MSA |")
@@ -231,6 +357,8 @@ def run_strength(args, methods: list[str], inter: float) -> tuple[list[dict], di
             mean, std = mean_std(values)
             if key == "trained" and "iterative" in results:
                 secs = "round 1 of the next row"           # the DiffPALM row is read off the iterative run
+            elif key == "hungarian" and trained_from_runs_of(args, results):
+                secs = "read off the DiffPALM row's run"
             else:                                           # whose time (all rounds) is booked under "trained"
                 secs = seconds["trained" if key == "iterative" and "trained" in seconds else key]
                 secs = f"{secs / len(values):.1f}"
@@ -248,7 +376,14 @@ def run_strength(args, methods: list[str], inter: float) -> tuple[list[dict], di
             print(f"| {label(key, args.rounds)} | {pairs[key]:,} | {mean_std(everything)[0]:.3f} | "
                   f"{', '.join(f'{m:.3f}' for m in means)} | {mean:.3f} ± {std:.3f} |")
         print(f"| chance (random permutation within species) | | {1 / args.paralogs:.3f} | | |")
+    print_target_losses(lm_losses, per_seed, args.rounds, getattr(args, "target_loss", 0),
+                        f"## target loss, seeds {args.seeds}")
     return per_seed, pairs, losses
+
+
+def trained_from_runs_of(args, results: dict) -> bool:
+    """Whether the DiffPALM row was read off the first of the ``--runs`` runs (then it holds that run's time)."""
+    return "hungarian" in results and "trained" in results and "iterative" not in results
 
 
 def print_sweep(args, sweep: dict) -> None:
@@ -297,10 +432,23 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="generator seeds (one LM per seed)")
     parser.add_argument("--skip", nargs="*", default=[], choices=METHODS, help="rows to leave out")
     parser.add_argument("--lm-cache", default=None, help="directory to keep / reuse the trained MSA LMs")
+    parser.add_argument("--runs", type=int, nargs="*", default=[],
+                        help="Hungarian read-out and combinations of K independent DiffPALM runs, for each K given "
+                             "(rows hungarian, averaged@K, voted@K; default: none of these rows)")
+    parser.add_argument("--estimator", default="soft", choices=("soft", "straight_through"),
+                        help="DiffPALM's gradient: the soft permutation both ways (default) or the paper's "
+                             "straight-through (hard Hungarian permutation forward, soft backward)")
+    parser.add_argument("--target-loss", type=int, default=0, metavar="N",
+                        help="also score every pairing (and the true one) by the frozen MSA LM's masked-LM loss, "
+                             "mean over N random masks (default 0: off)")
     parser.add_argument("--inter-coupling", type=float, nargs="+", default=None,
                         help="strengths of the inter-family couplings to sweep (intra-family stay at --coupling; "
                              "default: --coupling alone)")
     args = parser.parse_args()
+    if args.target_loss < 0:
+        parser.error(f"--target-loss takes a number of masks >= 0, got {args.target_loss}")
+    if any(k < 1 for k in args.runs):
+        parser.error(f"--runs takes counts >= 1, got {args.runs}")
     methods = [m for m in METHODS if m not in args.skip and (m != "iterative" or args.rounds > 1)
                and (m != "equal_budget" or (args.equal_budget and args.rounds > 1))]
     started = time.perf_counter()

@@ -18,6 +18,7 @@ from panconv_genomics.models.diffpalm import (
     diffpalm_pairing,
     diffpalm_scores,
     greedy_assignment,
+    mask_tokens,
     mi_ipa,
     pairing_precision,
     pmi_pair_scores,
@@ -259,3 +260,208 @@ def test_benchmark_oracle_pairing_is_the_most_probable_permutation():
     strong = PottsPairs(la=4, lb=4, q=4, n_links=8, coupling=4.0, n_intra=0, seed=0)
     a_rows, b_rows, truths = strong.pairing_task(4, 6, seed=3, sweeps=20)
     assert pairing_precision(bench.oracle_pairing(strong, a_rows, b_rows), truths) > 0.8
+
+
+# ----------------------------------------------------------------------------- wave 8 W4: Hungarian read-out, runs
+
+def _brute_force_best(scores: torch.Tensor) -> float:
+    import itertools
+
+    m = scores.shape[0]
+    return max(float(scores[torch.arange(m), torch.tensor(p)].double().sum()) for p in itertools.permutations(range(m)))
+
+
+def test_hungarian_assignment_is_the_maximum_weight_permutation():
+    from panconv_genomics.models.diffpalm import hungarian_assignment
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(48):
+        m = 1 + trial % 6
+        scores = torch.randn(m, m, generator=g, dtype=torch.float64)
+        if trial % 3 == 0:                                       # many ties
+            scores = torch.randint(3, (m, m), generator=g).double()
+        perm = hungarian_assignment(scores)
+        assert sorted(perm.tolist()) == list(range(m))
+        assert float(scores[torch.arange(m), perm].sum()) == pytest.approx(_brute_force_best(scores), abs=1e-9)
+
+
+def test_hungarian_beats_greedy_where_greedy_is_trapped():
+    from panconv_genomics.models.diffpalm import hungarian_assignment
+
+    # greedy takes the 10 (0 -> 0) and is then left with 0 + 0; the optimum pairs 0 -> 1 and 1 -> 0 for 9 + 9
+    scores = torch.tensor([[10.0, 9.0], [9.0, 0.0]])
+    assert greedy_assignment(scores).tolist() == [0, 1]
+    assert hungarian_assignment(scores).tolist() == [1, 0]
+
+
+def test_hungarian_agrees_with_scipy():
+    from panconv_genomics.models.diffpalm import hungarian_assignment
+
+    optimize = pytest.importorskip("scipy.optimize")
+    g = torch.Generator().manual_seed(1)
+    for m in (3, 9, 12, 20):
+        scores = torch.randn(m, m, generator=g, dtype=torch.float64)
+        rows, cols = optimize.linear_sum_assignment(scores.numpy(), maximize=True)
+        perm = hungarian_assignment(scores)
+        assert float(scores[torch.arange(m), perm].sum()) == pytest.approx(float(scores.numpy()[rows, cols].sum()))
+
+
+def test_hungarian_avoids_excluded_pairs_and_rejects_non_square():
+    import math
+
+    from panconv_genomics.models.diffpalm import hungarian_assignment
+
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(5, 5, generator=g)
+    scores[1, :], scores[:, 3] = -math.inf, -math.inf          # A row 1 may only go to B row 3 (a fixed pair)
+    scores[1, 3] = 0.0
+    scores[0, 0] = -math.inf
+    perm = hungarian_assignment(scores)
+    assert perm[1] == 3 and perm[0] != 0 and sorted(perm.tolist()) == list(range(5))
+    with pytest.raises(ValueError, match="square"):
+        hungarian_assignment(torch.zeros(2, 3))
+
+
+def test_hungarian_read_out_of_sinkhorn_equals_that_of_the_scores():
+    """Sinkhorn(X / tau) = exp(X / tau + u_i + v_j): the row and column terms add the same constant to every
+    permutation, so the log-soft matrix and X have the same maximum-weight permutation (greedy has no such
+    guarantee)."""
+    from panconv_genomics.models.diffpalm import hungarian_assignment
+
+    g = torch.Generator().manual_seed(3)
+    for _ in range(10):
+        x = torch.randn(6, 6, generator=g, dtype=torch.float64)
+        log_p = sinkhorn(x, tau=0.5, iterations=500).log()
+        assert torch.equal(hungarian_assignment(log_p), hungarian_assignment(x))
+
+
+def test_combine_runs_soft_average_and_vote():
+    from panconv_genomics.models.diffpalm import combine_runs, hungarian_assignment
+
+    big = 20.0
+    ident, swap = torch.eye(3) * big, torch.eye(3)[[1, 0, 2]] * big
+    # two runs agree on the identity, one says swap rows 0 and 1: both combinations follow the majority
+    runs = [[ident], [ident], [swap]]
+    for average in ("soft", "hard"):
+        combined = combine_runs(runs, tau=0.2, average=average)
+        assert len(combined) == 1 and hungarian_assignment(combined[0]).tolist() == [0, 1, 2]
+    soft = combine_runs(runs, tau=0.2, average="soft")[0].exp()
+    torch.testing.assert_close(soft.sum(-1), torch.ones(3, dtype=soft.dtype), atol=1e-6, rtol=0)  # doubly stochastic
+    assert soft[0, 0].item() == pytest.approx(2 / 3, abs=1e-6) and soft[0, 1].item() == pytest.approx(1 / 3, abs=1e-6)
+    votes = combine_runs(runs, tau=0.2, average="hard")[0]
+    assert votes[2, 2].item() == pytest.approx(1.0, abs=0.1) and votes[0, 1].item() == pytest.approx(1 / 3, abs=0.1)
+    # one run: the soft read-out is that run's own Hungarian pairing; several species are combined separately
+    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(hungarian_assignment(combine_runs([[x, ident]], tau=0.2)[0]), hungarian_assignment(x))
+    with pytest.raises(ValueError, match="average"):
+        combine_runs(runs, average="median")
+
+
+def test_diffpalm_pairing_options_hungarian_and_runs():
+    from panconv_genomics.models.diffpalm import RUN_SEED_STRIDE, combine_runs, hungarian_assignment
+
+    torch.manual_seed(0)
+    model = MSATransformer(q=4, length=6, d=16, layers=1, heads=2)
+    g = torch.Generator().manual_seed(5)
+    a_rows = [torch.randint(4, (4, 3), generator=g) for _ in range(2)]
+    b_rows = [torch.randint(4, (4, 3), generator=g) for _ in range(2)]
+    kwargs = dict(la=3, steps=4, seed=2)
+    runs = [diffpalm_scores(model, a_rows, b_rows, seed=2 + k * RUN_SEED_STRIDE, la=3, steps=4) for k in range(3)]
+    # the defaults are the single run read greedily (the earlier behaviour)
+    assert all(torch.equal(p, greedy_assignment(x)) for p, x in zip(diffpalm_pairing(model, a_rows, b_rows, **kwargs),
+                                                                    runs[0]))
+    hungarian = diffpalm_pairing(model, a_rows, b_rows, assignment="hungarian", **kwargs)
+    assert all(torch.equal(p, hungarian_assignment(x)) for p, x in zip(hungarian, runs[0]))
+    for average in ("soft", "hard"):
+        combined = diffpalm_pairing(model, a_rows, b_rows, assignment="hungarian", runs=3, average=average, **kwargs)
+        want = [hungarian_assignment(x) for x in combine_runs(runs, tau=0.2, average=average)]
+        assert all(torch.equal(p, w) for p, w in zip(combined, want))
+        assert all(sorted(p.tolist()) == list(range(4)) for p in combined)
+    # the runs really differ (different masks), else averaging them would be a no-op
+    assert not all(torch.equal(x, y) for x, y in zip(runs[0], runs[1]))
+    iterative = diffpalm_iterative(model, a_rows, b_rows, la=3, rounds=2, steps=4, seed=2, assignment="hungarian",
+                                   return_rounds=True)
+    assert all(torch.equal(p, h) for p, h in zip(iterative[0], hungarian))
+    for bad in (dict(assignment="argmax"), dict(runs=0), dict(average="median")):
+        with pytest.raises(ValueError):
+            diffpalm_pairing(model, a_rows, b_rows, **kwargs, **bad)
+    with pytest.raises(ValueError, match="assignment"):
+        diffpalm_iterative(model, a_rows, b_rows, la=3, rounds=2, steps=2, assignment="argmax")
+
+
+def test_benchmark_runs_rows_read_off_shared_runs(capsys, monkeypatch):
+    """``--runs``: the DiffPALM row, its Hungarian read-out and the combined rows come from the same runs."""
+    bench = _benchmark()
+    monkeypatch.setattr(bench, "train_msa_lm", lambda model, potts, steps, seed: train_msa_lm(
+        model, potts, steps=steps, seed=seed, pool=64))                  # a tiny LM: only the plumbing is tested
+    args = argparse.Namespace(la=3, lb=3, q=4, links=2, coupling=1.5, train_steps=2, species=2, paralogs=3, trials=1,
+                              pairing_steps=3, rounds=1, ipa_species=[], lm_cache=None, runs=[1, 2], target_loss=2)
+    methods = ["trained", "oracle", "hungarian", "averaged", "voted"]
+    assert bench.run_rows(args, methods) == ["hungarian", "averaged@2", "voted@2"]
+    results, seconds, pairs, _, lm_losses = bench.run_seed(args, 0, methods)
+    assert "seed 0" in capsys.readouterr().out                          # the seed's header line was printed
+    assert set(results) == {"trained", "oracle", "hungarian", "averaged@2", "voted@2"}
+    assert all(len(v) == 1 and 0.0 <= v[0] <= 1.0 for v in results.values())
+    assert set(lm_losses) == set(results) | {"truth"} and all(len(v) == 1 for v in lm_losses.values())
+    bench.print_target_losses([lm_losses], [results], 1, 2, "## target loss")
+    assert "MSAs scoring at or below the truth" in capsys.readouterr().out
+    assert pairs["averaged@2"] == 6
+    assert "2 runs combined (mean soft permutation)" in bench.label("averaged@2", 1)
+    args.runs = []
+    assert bench.run_rows(args, methods) == []
+
+
+def test_benchmark_target_loss_scores_pairings_on_shared_masks():
+    """``--target-loss``: the LM loss of a pairing depends on the pairing only (same masks), not on the row order."""
+    bench = _benchmark()
+    torch.manual_seed(0)
+    model = MSATransformer(q=4, length=6, d=16, layers=1, heads=2)
+    g = torch.Generator().manual_seed(6)
+    a_rows = [torch.randint(4, (4, 3), generator=g) for _ in range(2)]
+    b_rows = [torch.randint(4, (4, 3), generator=g) for _ in range(2)]
+    ident, other = [torch.arange(4)] * 2, [torch.tensor([1, 0, 3, 2]), torch.arange(4)]
+    loss = bench.lm_pairing_loss(model, a_rows, b_rows, ident, masks=3)
+    assert loss == bench.lm_pairing_loss(model, a_rows, b_rows, ident, masks=3)          # deterministic masks
+    assert loss != bench.lm_pairing_loss(model, a_rows, b_rows, other, masks=3)          # the pairing matters
+    # by hand: one mask, the cross-entropy on its masked tokens of the concatenated MSA
+    rows = torch.cat([torch.cat([a, b], 1) for a, b in zip(a_rows, b_rows)])
+    inputs, chosen = mask_tokens(rows, 0.3, model.mask_id, torch.Generator().manual_seed(0))
+    chosen[0, 0], inputs[0, 0] = True, model.mask_id
+    with torch.no_grad():
+        want = F.cross_entropy(model(inputs[None])[0][chosen], rows[chosen]).item()
+    assert bench.lm_pairing_loss(model, a_rows, b_rows, ident, masks=1) == pytest.approx(want, rel=1e-6)
+
+
+class _RecordingMSATransformer(MSATransformer):
+    """Keeps every input the optimisation feeds the frozen model."""
+
+    def forward(self, x):
+        self.seen = [*getattr(self, "seen", []), x.detach().clone()]
+        return super().forward(x)
+
+
+def test_straight_through_feeds_a_hard_pairing_forward_and_learns_through_the_soft_one():
+    torch.manual_seed(0)
+    model = _RecordingMSATransformer(q=4, length=6, d=16, layers=1, heads=2)
+    g = torch.Generator().manual_seed(7)
+    a_rows = [torch.randint(4, (4, 3), generator=g) for _ in range(2)]
+    b_rows = [torch.randint(4, (4, 3), generator=g) for _ in range(2)]
+    soft = diffpalm_scores(model, a_rows, b_rows, la=3, steps=3, seed=1)
+    assert not all(((x == 0) | (x == 1)).all() for x in model.seen)    # soft: mixtures of B rows (uniform at first)
+    model.seen = []
+    hard = diffpalm_scores(model, a_rows, b_rows, la=3, steps=3, seed=1, estimator="straight_through")
+    for x in model.seen:                                               # every B row fed is a real B row of its species
+        b_in = x[0, :, 3:]
+        assert (b_in - b_in.round()).abs().max() < 1e-5                 # one-hots (up to hard + soft - soft rounding)
+        assert torch.equal(b_in.round().sum(-1), torch.ones(8, 3))
+        for s, start in ((0, 0), (1, 4)):
+            for row in range(start, start + 4):
+                unmasked = b_in[row].argmax(-1) != model.mask_id
+                assert any(torch.equal(b_in[row].argmax(-1)[unmasked], b[unmasked]) for b in b_rows[s])
+    assert any(x.abs().sum() > 0 for x in hard)                         # the gradient reached the scores
+    assert not all(torch.equal(x, y) for x, y in zip(soft, hard))
+    perms = diffpalm_pairing(model, a_rows, b_rows, la=3, steps=3, estimator="straight_through", runs=2,
+                             assignment="hungarian")
+    assert all(sorted(p.tolist()) == list(range(4)) for p in perms)
+    with pytest.raises(ValueError, match="estimator"):
+        diffpalm_scores(model, a_rows, b_rows, la=3, steps=1, estimator="gumbel")

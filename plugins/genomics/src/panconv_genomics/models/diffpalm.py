@@ -19,9 +19,13 @@ What is here (faithful in kind, scaled down in size, see ``benchmarks/genomics_d
 * :class:`MSATransformer`: a small axial-attention MSA language model (row attention over positions, column
   attention over the rows, as the MSA Transformer, with learned positional embeddings), trained here by masked
   language modelling on sampled paired MSAs. It accepts soft one-hot inputs (``(R, L, q)`` probabilities).
-* :func:`sinkhorn`, :func:`diffpalm_pairing`: the soft permutation and the optimisation; the hard assignment
-  is the greedy maximum of ``X`` (the paper uses the Hungarian algorithm; for the ``m <= 8`` paralogs here the
-  greedy read-out of a converged ``X`` agrees with it in the runs we checked, and needs no scipy).
+* :func:`sinkhorn`, :func:`diffpalm_pairing`: the soft permutation and the optimisation. The hard assignment is
+  the greedy maximum of ``X`` by default; ``assignment="hungarian"`` takes the exact maximum-weight permutation
+  instead (:func:`hungarian_assignment`, the paper's read-out, here in pure Python with no scipy); ``runs=K``
+  repeats the optimisation with ``K`` masking seeds and reads the pairing off the runs' average
+  (:func:`combine_runs`: the mean of their soft permutations, or a vote of their hard pairings), in the spirit
+  of the paper's averaging over runs; ``estimator="straight_through"`` feeds the hard permutation forward and
+  the soft one backward (the paper's gradient bypass; the default feeds the soft one both ways).
 * :func:`diffpalm_iterative`: the paper's iterative fixing of confident pairs (fixed pairs enter the next
   round as hard, paired context: :func:`diffpalm_scores`' ``fixed``).
 * :func:`mi_ipa` (:func:`pmi_tables`, :func:`pmi_pair_scores`) and :func:`dca_ipa` (:func:`mean_field_couplings`,
@@ -30,13 +34,14 @@ What is here (faithful in kind, scaled down in size, see ``benchmarks/genomics_d
   information (MI-IPA) or by mean-field Potts couplings (DCA-IPA).
 
 Not here: the 100M-parameter pre-trained MSA Transformer, real Pfam pairs (HK-RR, MALG-MALK), the phylogenetic
-structure of real species (the Potts rows are independent samples), and the paper's multi-run averaging.
+structure of real species (the Potts rows are independent samples), the paper's Gumbel noise, optimiser (Adadelta
+with a plateau schedule) and masking of one family only.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -229,16 +234,107 @@ def greedy_assignment(scores: torch.Tensor) -> torch.Tensor:
     return perm
 
 
+def hungarian_assignment(scores: torch.Tensor) -> torch.Tensor:
+    """``perm`` maximising ``sum_i scores[i, perm[i]]`` exactly (the Hungarian algorithm, Kuhn-Munkres with
+    potentials, O(m^3)); ``perm[i]`` is the B row paired to A row ``i``. ``-inf`` entries (excluded pairs) are
+    only used when no permutation avoids them."""
+    weights = scores.detach().double().cpu()
+    m = weights.shape[-1]
+    if weights.shape != (m, m):
+        raise ValueError(f"hungarian_assignment takes a square (m, m) score matrix, got {tuple(scores.shape)}")
+    finite = torch.isfinite(weights)
+    if not finite.all():
+        # an excluded entry costs more than any assignment made of allowed entries can gain
+        low, high = (float(weights[finite].min()), float(weights[finite].max())) if finite.any() else (0.0, 0.0)
+        weights = torch.where(finite, weights, torch.full_like(weights, low - (high - low + 1.0) * (m + 1)))
+    cost = (-weights).tolist()                                    # minimise the cost = maximise the scores
+    inf = math.inf
+    u, v = [0.0] * (m + 1), [0.0] * (m + 1)                        # row / column potentials (1-based)
+    match, way = [0] * (m + 1), [0] * (m + 1)                      # match[j]: the row assigned to column j
+    for i in range(1, m + 1):
+        match[0], j0 = i, 0
+        slack, used = [inf] * (m + 1), [False] * (m + 1)
+        while True:                                                # grow an alternating tree from row i
+            used[j0] = True
+            i0, delta, j1 = match[j0], inf, 0
+            for j in range(1, m + 1):
+                if not used[j]:
+                    reduced = cost[i0 - 1][j - 1] - u[i0] - v[j]
+                    if reduced < slack[j]:
+                        slack[j], way[j] = reduced, j0
+                    if slack[j] < delta:
+                        delta, j1 = slack[j], j
+            for j in range(m + 1):
+                if used[j]:
+                    u[match[j]] += delta
+                    v[j] -= delta
+                else:
+                    slack[j] -= delta
+            j0 = j1
+            if match[j0] == 0:
+                break
+        while j0:                                                  # flip the augmenting path
+            j1 = way[j0]
+            match[j0] = match[j1]
+            j0 = j1
+    perm = torch.empty(m, dtype=torch.long)
+    for j in range(1, m + 1):
+        perm[match[j] - 1] = j - 1
+    return perm
+
+
+ASSIGNMENTS = {"greedy": greedy_assignment, "hungarian": hungarian_assignment}
+
+
+def combine_runs(runs: list[list[torch.Tensor]], tau: float = 0.2,
+                 average: Literal["soft", "hard"] = "soft") -> list[torch.Tensor]:
+    """Per species, one score matrix from several DiffPALM runs (``runs[k][s]``: run ``k``'s learned scores ``X_s``,
+    :func:`diffpalm_scores`), to read a hard pairing off (:func:`hungarian_assignment` or
+    :func:`greedy_assignment`).
+
+    ``average="soft"``: the log of the runs' mean soft permutation ``mean_k Sinkhorn(X_ks / tau)`` (the final
+    temperature), so the Hungarian read-out is the permutation with the largest product of averaged entries.
+    ``average="hard"``: a vote, the fraction of runs whose Hungarian pairing puts A row ``i`` with B row ``j``, ties
+    broken by the mean soft permutation (its weight is too small to outvote a single run)."""
+    if not runs:
+        raise ValueError("combine_runs needs at least one run")
+    if average not in ("soft", "hard"):
+        raise ValueError(f"average must be 'soft' or 'hard', got {average!r}")
+    combined = []
+    for per_species in zip(*runs):
+        soft = torch.stack([sinkhorn(x.double(), tau, iterations=50) for x in per_species]).mean(0)
+        if average == "soft":
+            combined.append(soft.clamp_min(1e-300).log())
+            continue
+        m = soft.shape[-1]
+        votes = torch.stack([F.one_hot(hungarian_assignment(x), m).double() for x in per_species]).mean(0)
+        combined.append(votes + soft / (m * (len(per_species) + 1)))
+    return combined
+
+
+RUN_SEED_STRIDE = 10_007   # run k of diffpalm_pairing(runs=K, seed=s) masks with seed s + k * RUN_SEED_STRIDE
+
+
 def diffpalm_scores(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], la: int,
                     steps: int = 150, lr: float = 0.1, mask_prob: float = 0.3, tau: tuple[float, float] = (1.0, 0.2),
-                    seed: int = 0, fixed: list[dict[int, int]] | None = None) -> list[torch.Tensor]:
+                    seed: int = 0, fixed: list[dict[int, int]] | None = None,
+                    estimator: Literal["soft", "straight_through"] = "soft") -> list[torch.Tensor]:
     """DiffPALM's optimisation on one paired MSA: species ``s`` has A rows ``a_rows[s]`` ``(m_s, la)`` and shuffled
     B rows ``b_rows[s]`` ``(m_s, lb)``. Learns per-species scores ``X_s`` so that ``Sinkhorn(X_s / tau)`` (``tau``
     annealed geometrically from ``tau[0]`` to ``tau[1]``) pairs the rows that minimise the frozen model's masked-LM
     loss on the A and B columns; returns the ``X_s``. ``fixed[s]`` maps A rows to B rows already paired (the
     iterative procedure's confident pairs): their entries of ``P`` are a hard one (every other entry of their row
-    and column is excluded), so they enter the MSA as paired context and only the other rows are optimised."""
+    and column is excluded), so they enter the MSA as paired context and only the other rows are optimised.
+
+    ``estimator="soft"`` (default) feeds the soft permutation ``P @ onehot(B)`` forward and back.
+    ``"straight_through"`` is the paper's gradient bypass: the forward pass feeds the *hard* permutation of the
+    current scores (:func:`hungarian_assignment`, ties broken by a tiny seeded jitter), so the frozen model always
+    sees a real paired MSA, while the gradient flows through the soft one (``hard + soft - soft.detach()``). The
+    masks are the same as with ``"soft"`` for the same ``seed``."""
+    if estimator not in ("soft", "straight_through"):
+        raise ValueError(f"estimator must be 'soft' or 'straight_through', got {estimator!r}")
     g = torch.Generator().manual_seed(seed)
+    jitter = torch.Generator().manual_seed(seed + 1)            # tie-breaking of the hard forward pass only
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -254,9 +350,15 @@ def diffpalm_scores(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: l
     b_onehot = [F.one_hot(b, q + 1).float() for b in b_rows]
     for step in range(steps):
         tau_now = tau[0] * (tau[1] / tau[0]) ** (step / max(1, steps - 1))
-        b_soft = torch.cat([sinkhorn(x + allowed * tau_now, tau_now) @ b.flatten(1)
-                            for x, allowed, b in zip(scores, log_allowed, b_onehot)])
-        b_soft = b_soft.view(len(a_all), -1, q + 1)
+        parts = []
+        for x, allowed, b in zip(scores, log_allowed, b_onehot):
+            p = sinkhorn(x + allowed * tau_now, tau_now)
+            if estimator == "straight_through":
+                noise = 1e-6 * torch.rand(x.shape, generator=jitter)
+                hard = F.one_hot(hungarian_assignment(x.detach() + allowed + noise), len(x)).to(p.dtype)
+                p = hard + p - p.detach()
+            parts.append(p @ b.flatten(1))
+        b_soft = torch.cat(parts).view(len(a_all), -1, q + 1)
         # mask A tokens (hard ids) and B tokens (their soft one-hots replaced by the mask token)
         a_in, a_mask = mask_tokens(a_all, mask_prob, model.mask_id, g)
         b_mask = torch.rand(b_soft.shape[:2], generator=g) < mask_prob
@@ -275,27 +377,46 @@ def diffpalm_scores(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: l
 
 def diffpalm_pairing(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], la: int,
                      steps: int = 150, lr: float = 0.1, mask_prob: float = 0.3, tau: tuple[float, float] = (1.0, 0.2),
-                     seed: int = 0, fixed: list[dict[int, int]] | None = None) -> list[torch.Tensor]:
+                     seed: int = 0, fixed: list[dict[int, int]] | None = None,
+                     assignment: Literal["greedy", "hungarian"] = "greedy", runs: int = 1,
+                     average: Literal["soft", "hard"] = "soft",
+                     estimator: Literal["soft", "straight_through"] = "soft") -> list[torch.Tensor]:
     """DiffPALM on one paired MSA (:func:`diffpalm_scores`): each species' hard pairing ``perm`` (A row ``i`` <->
-    B row ``perm[i]``), the greedy maximum of its learned scores."""
-    scores = diffpalm_scores(model, a_rows, b_rows, la, steps, lr, mask_prob, tau, seed, fixed)
-    return [greedy_assignment(x) for x in scores]
+    B row ``perm[i]``), read off its learned scores by ``assignment``: the greedy maximum (default) or the exact
+    maximum-weight permutation (``"hungarian"``, the paper's). With ``runs=K > 1`` the optimisation runs ``K``
+    times (run ``k`` with masking seed ``seed + k * RUN_SEED_STRIDE``; run 0 is the single run) and the pairing is
+    read off their combination (:func:`combine_runs` with ``average``, at the final temperature ``tau[1]``).
+    ``estimator`` is :func:`diffpalm_scores`' (the soft relaxation, or the paper's straight-through hard forward)."""
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(f"assignment must be one of {sorted(ASSIGNMENTS)}, got {assignment!r}")
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    if average not in ("soft", "hard"):
+        raise ValueError(f"average must be 'soft' or 'hard', got {average!r}")
+    every = [diffpalm_scores(model, a_rows, b_rows, la, steps, lr, mask_prob, tau, seed + k * RUN_SEED_STRIDE, fixed,
+                             estimator) for k in range(runs)]
+    scores = every[0] if runs == 1 else combine_runs(every, tau[1], average)
+    return [ASSIGNMENTS[assignment](x) for x in scores]
 
 
 def diffpalm_iterative(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], la: int,
                        rounds: int = 3, steps: int = 150, tau: tuple[float, float] = (1.0, 0.2), seed: int = 0,
-                       return_rounds: bool = False, **kwargs) -> list[torch.Tensor] | list[list[torch.Tensor]]:
+                       return_rounds: bool = False, assignment: Literal["greedy", "hungarian"] = "greedy",
+                       **kwargs) -> list[torch.Tensor] | list[list[torch.Tensor]]:
     """DiffPALM with the paper's iterative fixing of confident pairs: after each round the most confident of the
     still-free pairs (the largest entries ``P[i, perm[i]]`` of the final soft permutation, over all species; a
     ``1 / (rounds - r)`` share of them in round ``r``, so the last round places the rest) are fixed and enter the
     next round as paired context (:func:`diffpalm_scores`' ``fixed``). Returns the hard pairings (with
-    ``return_rounds``, those of every round: round 0 is :func:`diffpalm_pairing` with the same ``seed``)."""
+    ``return_rounds``, those of every round: round 0 is :func:`diffpalm_pairing` with the same ``seed``). Each
+    round's hard pairing is read off by ``assignment`` (as in :func:`diffpalm_pairing`)."""
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(f"assignment must be one of {sorted(ASSIGNMENTS)}, got {assignment!r}")
     fixed: list[dict[int, int]] = [{} for _ in a_rows]
     total = sum(len(a) for a in a_rows)
     history = []
     for r in range(rounds):
         scores = diffpalm_scores(model, a_rows, b_rows, la, steps=steps, tau=tau, seed=seed + r, fixed=fixed, **kwargs)
-        perms = [greedy_assignment(x) for x in scores]
+        perms = [ASSIGNMENTS[assignment](x) for x in scores]
         history.append(perms)
         free = total - sum(len(f) for f in fixed)
         if r == rounds - 1 or free == 0:
@@ -427,7 +548,8 @@ def pairing_precision(perms: list[torch.Tensor], truths: list[torch.Tensor]) -> 
     return right / sum(len(t) for t in truths)
 
 
-__all__ = ["AxialLayer", "MSATransformer", "PottsPairs", "dca_ipa", "dca_tables", "diffpalm_iterative",
-           "diffpalm_pairing", "diffpalm_scores", "greedy_assignment", "iterative_pairing", "mask_tokens",
+__all__ = ["ASSIGNMENTS", "RUN_SEED_STRIDE", "AxialLayer", "MSATransformer", "PottsPairs", "combine_runs", "dca_ipa",
+           "dca_tables", "diffpalm_iterative", "diffpalm_pairing", "diffpalm_scores", "greedy_assignment",
+           "hungarian_assignment", "iterative_pairing", "mask_tokens",
            "mean_field_couplings", "mi_ipa", "pairing_precision", "pmi_pair_scores", "pmi_tables", "potts_frequencies",
            "sinkhorn", "train_msa_lm", "zero_sum_gauge"]
