@@ -39,6 +39,7 @@ embeddings, 32 extra dimensions): ``embedding_resnet50`` (the old / independent 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
@@ -48,6 +49,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
 from panconv.api import Model
+from panconv.errors import CheckpointError
 
 from .cca import ViTTrunk
 
@@ -181,8 +183,14 @@ def _frozen_model(spec: str | dict | None, role: str) -> nn.Module | None:
             torch.manual_seed(0)
             model = panconv.create_model(dict(spec))
     elif isinstance(spec, str):
-        with torch.device("cpu"):
-            model = panconv.load_model(spec, attach_data=False)
+        if not Path(spec).exists():   # a ValueError: config validation names the key and the file
+            raise ValueError(f"{role}: {spec} does not exist (the work dir or checkpoint of the earlier stage: run "
+                             f"it first, from the directory this path is relative to)")
+        try:
+            with torch.device("cpu"):
+                model = panconv.load_model(spec, attach_data=False)
+        except CheckpointError as error:
+            raise ValueError(f"{role}: {error}") from None
     else:
         raise ValueError(f"{role} must be a work dir / checkpoint path or a model config, got {type(spec).__name__}")
     if not hasattr(model, "embed"):
