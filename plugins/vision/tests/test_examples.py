@@ -1,7 +1,7 @@
-"""Every vision example config validates (every key against its constructor, ``_base_`` chains resolved), so a
-config that inherits from another cannot drift from it unnoticed. A config whose earlier stage has not run (the
-BT^2 chain's ``old_model: work_dirs/...``) stops at validation with a one-line ConfigError naming the file, the
-key and the missing run."""
+"""Vision example configs beyond their validation (every example validates in ``tests/test_examples.py``): a
+config whose earlier stage has not run (the BT^2 chain's ``old_model: work_dirs/...``) stops at validation with a
+one-line ConfigError naming the file, the key and the missing run; a longer-budget config changes the budget, not
+the model."""
 
 from __future__ import annotations
 
@@ -17,13 +17,6 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 CONFIGS = sorted(EXAMPLES.glob("vision_*.yaml"))
 EARLIER_STAGE = re.compile(r"old_model: (work_dirs/[\w.-]+)")
 STAGED = [p for p in CONFIGS if EARLIER_STAGE.search(p.read_text())]
-
-
-@pytest.mark.parametrize("path", [p for p in CONFIGS if p not in STAGED], ids=lambda p: p.name)
-def test_example_config_validates(path, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no work_dirs here: a config must not depend on an earlier run to validate
-    cfg = panconv.load_config(path)
-    assert cfg["data"]["type"].startswith("vision."), cfg["data"]["type"]
 
 
 @pytest.mark.parametrize("path", STAGED, ids=lambda p: p.name)
