@@ -32,7 +32,7 @@ def test_info_shows_signature_plugin_and_parameters(capsys):
     out = capsys.readouterr().out
     assert "provided by: plugin 'core' (panconv-core" in out
     assert ("signature:   MLP(in_dim: int >= 1 = 2, hidden: list of int >= 1 = (32, 32), "
-            "dropout: float >= 0 < 1 = 0.0)") in out
+            "dropout: float >= 0 < 1 = 0.0, batch_norm: bool = False)") in out
     assert "parameters:  1,152 (0.00M) backbone alone" in out  # 2*32+32 + 32*32+32
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "AmbiguousNameError", "CheckpointError", "ConfigError", "DataError", "DuplicateComponentError", "PanconvError",
     "PluginError", "UnknownComponentError", "__version__", "build", "build_datasets", "create_model",
     "get_component", "hookimpl", "list_components", "list_models", "load_config", "load_model",
+    "recompute_batchnorm",
 ]
 
 
@@ -53,6 +54,14 @@ def load_model(path, *, config=None, device="cpu", attach_data=None, data_root=N
     from .factory import load_model as _load
 
     return _load(path, config=config, device=device, attach_data=attach_data, data_root=data_root)
+
+
+def recompute_batchnorm(model, batches) -> int:
+    """Precise BN: the model's batch-norm running statistics become the average over ``batches`` under its
+    current weights; no weight changes (see :mod:`panconv.precise_bn`; ``panconv precise-bn`` on a checkpoint)."""
+    from .precise_bn import recompute_batchnorm as _recompute
+
+    return _recompute(model, batches)
 
 
 def get_component(kind: str, name: str):

@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="data root to check (default: $PANCONV_DATA, else ~/.cache/panconv)")
     p.set_defaults(func=cmd_doctor)
 
+    p = sub.add_parser("precise-bn", help="re-estimate a trained model's batch-norm statistics on training batches",
+                       description=("Write a copy of a checkpoint whose batch-norm running statistics are the plain "
+                                    "average over training batches of the run's own config, computed with its final "
+                                    "weights (precise BN); every weight is kept. Evaluate it with "
+                                    "'panconv run CONFIG --eval-only --resume OUTPUT'."))
+    p.add_argument("path", help="a work dir or checkpoint written by 'panconv run' (its config.yaml beside it)")
+    p.add_argument("output", help="the checkpoint file to write (config.yaml is copied beside it if absent)")
+    p.add_argument("--batches", type=_positive_int, default=20, help="training batches to average over (default 20)")
+    p.add_argument("--data-root", help="data root (default: $PANCONV_DATA, else ~/.cache/panconv)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the order the training samples are drawn in")
+    p.set_defaults(func=cmd_precise_bn)
+
     p = sub.add_parser("new-plugin", help="write a ready-to-install plugin package")
     p.add_argument("name", help="plugin name (a Python identifier, e.g. 'demo')")
     p.add_argument("-o", "--output", default=".", help="directory to create panconv-<name>/ in")
@@ -417,6 +429,20 @@ def _dataset_status(entry, root) -> str:
     if not issues:
         return f"dataset {entry.qualname}: ok"
     return f"dataset {entry.qualname}: not usable here: " + "; ".join(issues)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def cmd_precise_bn(args) -> int:
+    from .precise_bn import precise_bn
+
+    print(precise_bn(args.path, args.output, batches=args.batches, data_root=args.data_root, seed=args.seed))
+    return 0
 
 
 def cmd_new_plugin(args) -> int:

@@ -1,11 +1,16 @@
-"""``tools/precise_bn.py``: batch-norm statistics re-estimated on batches, weights untouched."""
+"""Precise BN on CAKT (core's ``panconv.recompute_batchnorm``, which ``tools/precise_bn.py`` applies to the README's
+windows): batch-norm statistics re-estimated on batches, weights untouched."""
 
 import pytest
 import torch
 
+from panconv import recompute_batchnorm
 from panconv_education.models.cakt import CAKT
 from panconv_education.models.layers import example_batch
-from panconv_education.tools.precise_bn import batchnorm_layers, recompute_batchnorm
+
+
+def batchnorm_layers(model):
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
 def _model():

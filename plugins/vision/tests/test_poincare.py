@@ -187,3 +187,39 @@ def test_parity_with_the_official_code():
     rec = torch.load(FIXTURE)
     with torch.no_grad():
         torch.testing.assert_close(_ours()({"inputs": _input()}), rec["output"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_precise_bn_re_estimates_the_midpoint_statistics(fast, monkeypatch):
+    """``panconv.recompute_batchnorm`` (``panconv precise-bn``) treats the midpoint batch norm as a batch norm:
+    re-estimated on one batch, eval mode with running statistics equals the batch-statistics evaluation of that
+    batch; on two batches the statistics are the plain average of the two; no weight moves."""
+    monkeypatch.setattr(PoincareBatchNorm2d, "fast", fast)
+    torch.manual_seed(0)
+    model = PoincareResNet(channels=(4, 8), depths=(1, 1), num_classes=3, in_channels=1).double()
+    layers = [m for m in model.modules() if isinstance(m, PoincareBatchNorm2d)]
+    batches = [{"inputs": torch.randn(6, 1, 10, 10, dtype=torch.float64) + s} for s in (0.0, 0.5)]
+    for layer in layers:  # stale statistics, as after a short training
+        layer.running_mean.fill_(0.3)
+        layer.running_var.fill_(5.0)
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    assert panconv.recompute_batchnorm(model, batches[:1]) == 1 and not model.training
+    with torch.no_grad():
+        running = model(batches[0])
+        for layer in layers:
+            layer.eval_stats = "batch"
+        batch = model(batches[0])
+    torch.testing.assert_close(running, batch, rtol=0, atol=1e-9)
+    for layer in layers:
+        layer.eval_stats = "running"
+    single = []
+    for b in batches:
+        panconv.recompute_batchnorm(model, [b])
+        single.append([(m.running_mean.clone(), m.running_var.clone()) for m in layers])
+    panconv.recompute_batchnorm(model, batches)
+    # the first layer sees the same inputs whatever the statistics: its average is exact
+    torch.testing.assert_close(layers[0].running_mean, (single[0][0][0] + single[1][0][0]) / 2)
+    torch.testing.assert_close(layers[0].running_var, (single[0][0][1] + single[1][0][1]) / 2)
+    assert all(m.momentum == 0.1 for m in layers)
+    for name, value in model.named_parameters():
+        assert torch.equal(value, weights[name]), name

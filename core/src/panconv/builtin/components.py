@@ -17,17 +17,18 @@ from ..errors import DataError
 
 
 class MLP(Backbone):
-    """``in_dim`` -> hidden layers with ReLU; one output feature ``(N, hidden[-1])``."""
+    """``in_dim`` -> hidden layers with ReLU (``batch_norm``: Linear -> BatchNorm1d -> ReLU); one output feature
+    ``(N, hidden[-1])``."""
 
     metadata_inputs = ("in_dim",)
 
     def __init__(self, in_dim: Annotated[int, Ge(1)] = 2, hidden: Sequence[Annotated[int, Ge(1)]] = (32, 32),
-                 dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0):
+                 dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0, batch_norm: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         dims = [in_dim, *hidden]
         for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
+            layers += [nn.Linear(a, b), *([nn.BatchNorm1d(b)] if batch_norm else []), nn.ReLU()]
             if dropout:
                 layers.append(nn.Dropout(dropout))
         self.layers = nn.Sequential(*layers)

@@ -7,7 +7,10 @@ longer matches what the current weights produce. Evaluation then scores worse th
 with batch statistics. This tool keeps every weight and replaces only the running mean and variance
 with their plain average over ``--batches`` training batches, computed with the final weights and no
 gradient (the "precise BN" of Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021). It writes a
-checkpoint that ``core-run --eval-only --resume`` evaluates as usual::
+checkpoint that ``core-run --eval-only --resume`` evaluates as usual. The re-estimation is core's
+(``panconv.recompute_batchnorm``; ``panconv precise-bn`` does it for any run from the run's own config); this
+tool keeps the windows the figures in the README were measured on (a seeded draw of ``--batches`` x
+``--batch-size`` training windows)::
 
     python -m panconv_education.tools.precise_bn work_dirs/X/epoch_2.pth work_dirs/X/epoch_2_precise_bn.pth \\
         --data-root /work/shared/data --name assist2009_updated --batches 10
@@ -16,41 +19,11 @@ checkpoint that ``core-run --eval-only --resume`` evaluates as usual::
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
 
 import torch
-from torch import nn
 
+from panconv import recompute_batchnorm
 from panconv.io import load_checkpoint, save_checkpoint
-
-
-def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-
-
-@torch.no_grad()
-def recompute_batchnorm(model: nn.Module, batches: Iterable[dict]) -> int:
-    """Replace the running statistics of every batch-norm layer of ``model`` by their average over ``batches``
-    (forward passes in train mode, no gradient; the weights do not change). Returns the number of batches
-    used; raises ``ValueError`` when there is none. The model is left in eval mode."""
-    layers = batchnorm_layers(model)
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None                       # cumulative average over the batches
-    model.train()
-    count = 0
-    try:
-        for batch in batches:
-            model(batch)
-            count += 1
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-        model.eval()
-    if count == 0:
-        raise ValueError("recompute_batchnorm: no batches")
-    return count
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint["state_dict"] = {**checkpoint["state_dict"],
                                 **{prefix + k: v for k, v in model.state_dict().items()}}
     save_checkpoint(checkpoint, args.output)
-    print(f"re-estimated {len(batchnorm_layers(model))} batch-norm layers on {used} x {args.batch_size} "
+    layers = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    print(f"re-estimated {layers} batch-norm layers on {used} x {args.batch_size} "
           f"training windows -> {args.output}")
 
 

@@ -376,6 +376,22 @@ class PoincareBatchNorm2d(nn.Module):
         self.var = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("running_mean", torch.zeros(features))  # tangent vector at 0 of the midpoint
         self.register_buffer("running_var", torch.tensor(1.0))
+        self._tracked = 0  # batches averaged since reset_running_stats (for momentum None)
+
+    def reset_running_stats(self) -> None:
+        """The initial statistics (midpoint at the origin, variance 1), as ``nn.BatchNorm2d``'s; with ``momentum``
+        ``None`` the next training batches then give their plain average (``panconv precise-bn``)."""
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self._tracked = 0
+
+    @torch.no_grad()
+    def _track(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Running statistics: an EMA with weight ``momentum``, or the cumulative average when it is ``None``."""
+        self._tracked += 1
+        weight = self.momentum if self.momentum is not None else 1.0 / self._tracked
+        self.running_mean.lerp_(mean.detach(), weight)
+        self.running_var.lerp_(var.detach(), weight)
 
     fast = True  #: the fused formula (set False for the step-by-step reference path; same outputs)
 
@@ -426,9 +442,7 @@ class PoincareBatchNorm2d(nn.Module):
         ad = _artanh(sc * dn)
         var = (2 / sc * ad).pow(2).mean() if batch_stats else self.running_var  # Fréchet variance: E d(x, μ)^2
         if self.training:
-            with torch.no_grad():
-                self.running_mean.lerp_(logmap0(mu, c).detach(), self.momentum)
-                self.running_var.lerp_(var.detach(), self.momentum)
+            self._track(logmap0(mu, c), var)
         # v = rescale * transport(log_μ(s0 x)) = rho Gμ + sig Gx
         k = (self.var / (var + 1e-6)).sqrt() * lam_mu / lam_t * 2 / (sc * lam_mu) * ad / dn
         rho, sig = -k * alpha, k * beta * s0
@@ -457,9 +471,7 @@ class PoincareBatchNorm2d(nn.Module):
             mu = midpoint(pts, self.c)
             var = distance(pts, mu, self.c).pow(2).mean()
             if self.training:
-                with torch.no_grad():
-                    self.running_mean.lerp_(logmap0(mu, self.c)[0].detach(), self.momentum)
-                    self.running_var.lerp_(var.detach(), self.momentum)
+                self._track(logmap0(mu, self.c)[0], var)
         else:
             mu, var = expmap0(self.running_mean, self.c)[None], self.running_var
         v = transport(mu, target, logmap(mu, pts, self.c), self.c)
