@@ -191,6 +191,18 @@ def test_curriculum_weights_ramp_in_large_motions():
     assert _tiny().train().curriculum_weights(batch).tolist() == [1.0] * 4
 
 
+def test_the_curriculum_position_is_saved_so_a_resumed_run_continues_the_ramp():
+    m = _tiny(curriculum_steps=4).train()
+    batch = {"inputs": torch.rand(4, 2, 3, 32, 32), "targets": torch.rand(4, 3, 32, 32),
+             "magnitude": torch.tensor([0.1, 0.4, 0.2, 0.3])}
+    m.loss(m(batch), batch)
+    m.loss(m(batch), batch)
+    resumed = _tiny(curriculum_steps=4).train()
+    resumed.load_state_dict(m.state_dict())
+    assert resumed.step == 2 and resumed.curriculum_weights(batch).tolist() == [1.0, 0.75, 1.0, 0.75]
+    assert "steps" not in _tiny().state_dict()  # without a curriculum the state dict is the official one
+
+
 def test_learns_to_interpolate_a_moving_square():
     """A square moving 4 px per frame: 15 Adam steps on the triplet take the error from 1.4x frame averaging's
     (at initialisation) to well under half of it."""

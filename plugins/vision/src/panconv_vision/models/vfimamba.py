@@ -382,8 +382,12 @@ class VFIMamba(Model):
             raise ValueError(f"VFIMamba: block in ('mamba', 'conv'), 0 < timestep < 1, in_channels, d_state >= 1, "
                              f"ssm_ratio > 0 (got {block!r}, {timestep}, {in_channels}, {d_state}, {ssm_ratio})")
         dims = tuple(embed_dim * 2 ** i for i in range(len(depths)))
-        self.in_channels, self.timestep, self.curriculum_steps, self.step = in_channels, timestep, \
-            curriculum_steps, 0
+        self.in_channels, self.timestep, self.curriculum_steps = in_channels, timestep, curriculum_steps
+        self._step = 0
+        if curriculum_steps:
+            # the ramp's position is saved with the weights, so a resumed run continues the ramp where it was; only
+            # with a curriculum, so that the default state dict stays the official one
+            self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.stride = 2 ** len(depths)
         self.features = FeatureExtractor(in_channels, dims, depths, conv_stages, d_state, ssm_ratio, block,
                                          merge)
@@ -451,6 +455,18 @@ class VFIMamba(Model):
         if self.training:
             self.step += 1
         return {"loss_pred": (per_sample * weights).mean(), "loss_warp": (warp * weights).mean()}
+
+    @property
+    def step(self) -> int:
+        """Training steps taken (calls of ``loss`` in train mode): the curriculum's position."""
+        return int(self.steps) if hasattr(self, "steps") else self._step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        if hasattr(self, "steps"):
+            self.steps.fill_(int(value))
+        else:
+            self._step = int(value)
 
     def curriculum_weights(self, batch: dict) -> torch.Tensor:
         """Per-sample loss weights of the motion-magnitude curriculum (ones when off or without ``magnitude``)."""
