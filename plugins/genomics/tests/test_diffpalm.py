@@ -185,13 +185,19 @@ def test_msa_transformer_trains_through_the_engine(tmp_path):
     assert "perplexity" in json.dumps(metrics)
 
 
-def test_first_round_of_the_iterative_procedure_is_diffpalm():
-    """benchmarks/genomics_diffpalm_potts.py reads its DiffPALM row off the iterative run's first round."""
+def _tiny_pairing_problem(seed: int, rows: int):
+    """A 1-layer MSA LM (initialised with seed 0) and two species of ``rows`` random A and B rows (3 letters each)."""
     torch.manual_seed(0)
     model = MSATransformer(q=4, length=6, d=16, layers=1, heads=2)
-    g = torch.Generator().manual_seed(1)
-    a_rows = [torch.randint(4, (5, 3), generator=g) for _ in range(2)]
-    b_rows = [torch.randint(4, (5, 3), generator=g) for _ in range(2)]
+    g = torch.Generator().manual_seed(seed)
+    a_rows = [torch.randint(4, (rows, 3), generator=g) for _ in range(2)]
+    b_rows = [torch.randint(4, (rows, 3), generator=g) for _ in range(2)]
+    return model, a_rows, b_rows
+
+
+def test_first_round_of_the_iterative_procedure_is_diffpalm():
+    """benchmarks/genomics_diffpalm_potts.py reads its DiffPALM row off the iterative run's first round."""
+    model, a_rows, b_rows = _tiny_pairing_problem(seed=1, rows=5)
     rounds = diffpalm_iterative(model, a_rows, b_rows, la=3, rounds=2, steps=6, seed=4, return_rounds=True)
     assert len(rounds) == 2
     for got, want in zip(rounds[0], diffpalm_pairing(model, a_rows, b_rows, la=3, steps=6, seed=4)):
@@ -360,11 +366,7 @@ def test_combine_runs_soft_average_and_vote():
 def test_diffpalm_pairing_options_hungarian_and_runs():
     from panconv_genomics.models.diffpalm import RUN_SEED_STRIDE, combine_runs, hungarian_assignment
 
-    torch.manual_seed(0)
-    model = MSATransformer(q=4, length=6, d=16, layers=1, heads=2)
-    g = torch.Generator().manual_seed(5)
-    a_rows = [torch.randint(4, (4, 3), generator=g) for _ in range(2)]
-    b_rows = [torch.randint(4, (4, 3), generator=g) for _ in range(2)]
+    model, a_rows, b_rows = _tiny_pairing_problem(seed=5, rows=4)
     kwargs = dict(la=3, steps=4, seed=2)
     runs = [diffpalm_scores(model, a_rows, b_rows, seed=2 + k * RUN_SEED_STRIDE, la=3, steps=4) for k in range(3)]
     # the defaults are the single run read greedily (the earlier behaviour)
@@ -414,11 +416,7 @@ def test_benchmark_runs_rows_read_off_shared_runs(capsys, monkeypatch):
 def test_benchmark_target_loss_scores_pairings_on_shared_masks():
     """``--target-loss``: the LM loss of a pairing depends on the pairing only (same masks), not on the row order."""
     bench = _benchmark()
-    torch.manual_seed(0)
-    model = MSATransformer(q=4, length=6, d=16, layers=1, heads=2)
-    g = torch.Generator().manual_seed(6)
-    a_rows = [torch.randint(4, (4, 3), generator=g) for _ in range(2)]
-    b_rows = [torch.randint(4, (4, 3), generator=g) for _ in range(2)]
+    model, a_rows, b_rows = _tiny_pairing_problem(seed=6, rows=4)
     ident, other = [torch.arange(4)] * 2, [torch.tensor([1, 0, 3, 2]), torch.arange(4)]
     loss = bench.lm_pairing_loss(model, a_rows, b_rows, ident, masks=3)
     assert loss == bench.lm_pairing_loss(model, a_rows, b_rows, ident, masks=3)          # deterministic masks
