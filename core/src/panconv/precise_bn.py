@@ -63,6 +63,8 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[Any]) -> int:
         for batch in batches:
             model(batch)
             count += 1
+        if count == 0:
+            raise ValueError("recompute_batchnorm: no batches")
     except BaseException:
         for layer, state in zip(layers, saved):  # nothing half-done: the statistics it had
             layer.load_state_dict(state)
@@ -71,10 +73,6 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[Any]) -> int:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
         model.eval()
-    if count == 0:
-        for layer, state in zip(layers, saved):
-            layer.load_state_dict(state)
-        raise ValueError("recompute_batchnorm: no batches")
     return count
 
 
