@@ -3,6 +3,7 @@ errors at validation with their place, declared metadata, transforms and losses 
 
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,10 +81,20 @@ class WeightedHead(panconv.api.Head):
         return {"loss": self.criterion(outputs, batch["labels"])}
 
 
+class Pretrained(Stages):
+    """Stages whose constructor reads a weights file (as a backbone with ``pretrained: PATH``)."""
+
+    def __init__(self, in_dim: int = 2, weights: str = ""):
+        super().__init__(in_dim)
+        if not Path(weights).is_file():
+            raise panconv.CheckpointError(f"{weights}: the weights file does not exist")
+
+
 class _Local:
     @panconv.hookimpl
     def panconv_register_models(self, register):
         register("Stages", Stages, kind="backbone")
+        register("Pretrained", Pretrained, kind="backbone")
         register("tiny_wide", Stages, kind="backbone", args={"depths": (1, 2), "dims": (6, 12)},
                  doc="Stages with depths 1/2 and dims 6/12")
         register("WeightedHead", WeightedHead, kind="head")
@@ -216,6 +227,19 @@ def test_a_constructor_error_names_file_and_key_before_data_loads(local, tmp_pat
     message = _error(tmp_path, "model.backbone.depths=[1, 2]", "model.backbone.dims=[24, 48, 96]")
     assert message.startswith(f"{tmp_path / 'cfg.yaml'}: model.backbone: local.tiny_wide rejects these arguments: ")
     assert "ValueError: Stages: depths (1, 2) and dims (24, 48, 96) differ in length" in message
+
+
+def test_a_panconv_error_of_a_constructor_keeps_its_type_and_gains_its_place(local, tmp_path, capsys):
+    # a missing weights file the section names: still a CheckpointError, now naming the config file and key
+    missing = tmp_path / "nowhere.pth"
+    text = BASE.replace("{type: local.tiny_wide}", f"{{type: local.Pretrained, weights: '{missing}'}}")
+    with pytest.raises(panconv.CheckpointError) as info:
+        _config(tmp_path, text=text)
+    assert str(info.value) == f"{tmp_path / 'cfg.yaml'}: model.backbone: {missing}: the weights file does not exist"
+    assert main(["run", str(tmp_path / "cfg.yaml"), "--dry-run"]) != 0
+    err = capsys.readouterr().err
+    assert f"cfg.yaml: model.backbone: {missing}: the weights file does not exist" in err
+    assert "Traceback" not in err
 
 
 def test_dry_run_catches_it_too(local, tmp_path, capsys):

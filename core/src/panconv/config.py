@@ -669,7 +669,15 @@ def dry_build(model_cfg: dict, file: str) -> None:
     except _TooLarge as exc:
         raise ConfigError(f"{file}: {part.path}: {part.type} would build {exc}; check the sizes in this "
                           f"section") from None
-    except (PanconvError, MemoryError, RecursionError):
+    except ConfigError:
+        raise
+    except PanconvError as exc:  # e.g. a CheckpointError of a file the section names: same type, with its place
+        try:
+            placed = type(exc)(f"{file}: {part.path}: {exc}")
+        except TypeError:  # a plugin's error class with its own constructor: raised as it came
+            raise exc from None
+        raise placed from None
+    except (MemoryError, RecursionError):
         raise
     except Exception as exc:  # noqa: BLE001 - the constructor's own complaint, with its place
         text = " ".join(str(exc).split())

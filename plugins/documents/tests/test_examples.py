@@ -26,8 +26,11 @@ def test_example_configs_load(name):
 
 def test_a_missing_init_checkpoint_is_named_at_validation(tmp_path):
     missing = tmp_path / "epoch_2.pth"
-    with pytest.raises(panconv.CheckpointError, match=str(missing)):
+    with pytest.raises(panconv.CheckpointError) as caught:
         panconv.load_config(ROOT / "examples" / EXAMPLES[1], [f"model.init_from={missing}"])
+    # one line naming the config file, the section and the missing checkpoint
+    assert str(caught.value) == (f"{ROOT / 'examples' / EXAMPLES[1]}: model: {missing}: the init_from checkpoint "
+                                 f"does not exist")
 
 
 @pytest.mark.slow
