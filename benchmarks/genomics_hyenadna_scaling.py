@@ -17,8 +17,18 @@ Memory on the CPU: the peak resident-set growth over the step (sampled every mil
 whose ``PeakRSS`` and ``step`` this script uses) and the bytes autograd saves for backward; on CUDA
 ``torch.cuda.max_memory_allocated``. ``--plot PATH`` writes the two curves (log-log) as a PNG.
 
+``--mode`` chooses what one step is: ``train`` (forward + backward, the default), ``checkpointed`` (forward +
+backward with each block's activations recomputed in the backward pass: the engine's
+``train.activation_checkpointing: true``, applied to both models) or ``inference`` (forward only, in
+``torch.inference_mode``: embedding a long sequence). On the CPU a model also stops once its peak memory is
+predicted (from the last two lengths) above ``--memory-limit`` GB (default: 80 % of the memory available at the
+start), since an allocation the machine cannot back kills the process instead of raising. ``--min-steps 1``
+measures one step per length with no warm-up step (for lengths where a step takes minutes).
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_hyenadna_scaling.py \
         --plot plugins/genomics/figures/hyenadna_scaling.png
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_hyenadna_scaling.py --mode inference --start 131072 \
+        --stop 1048576 --min-steps 1 --step-limit 900     # L = 1M (2^20) forward, tiny-1k's width
 """
 
 from __future__ import annotations
@@ -66,26 +76,59 @@ def build(name: str, length: int, d_model: int, n_layers: int, device: str, offi
     return Wrapped()
 
 
-def measure(model, length: int, device: str, min_time: float):
+def run_step(model, x, mode: str) -> int:
+    """One step of ``mode``; returns the bytes autograd saved for backward (0 in inference)."""
+    if mode == "inference":
+        with torch.inference_mode():
+            model(x)
+        return 0
+    return step(model, x)
+
+
+def measure(model, length: int, device: str, min_time: float, mode: str = "train", min_steps: int = 3):
+    if mode == "checkpointed":
+        from panconv.engine.scale import apply_activation_checkpointing
+
+        apply_activation_checkpointing(model, True)
     x = torch.randint(7, 12, (1, length), device=device)
-    step(model, x)                                                               # warm-up
-    model.zero_grad(set_to_none=True)
+    if min_steps > 1:
+        run_step(model, x, mode)                                                 # warm-up
+        model.zero_grad(set_to_none=True)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     times, start = [], time.perf_counter()
     with PeakRSS() as rss:
-        while len(times) < 3 or time.perf_counter() - start < min_time:
+        while len(times) < min_steps or time.perf_counter() - start < min_time:
             began = time.perf_counter()
-            saved = step(model, x)
+            saved = run_step(model, x, mode)
             model.zero_grad(set_to_none=True)
             if device == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - began)
-    seconds = min(times)  # the fastest of >= 3 steps: the least disturbed by other processes on a shared machine
+    seconds = min(times)  # the fastest of the steps: the least disturbed by other processes on a shared machine
     peak = torch.cuda.max_memory_allocated() - base if device == "cuda" else rss.growth
     return seconds, peak, saved
+
+
+def available_gb() -> float:
+    """``MemAvailable`` of /proc/meminfo in GB (inf where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return math.inf
+
+
+def predict(points: dict, length: int, index: int) -> float | None:
+    """Field ``index`` of the measurement at ``length``, extrapolated from ``length / 2`` and ``length / 4``
+    (their growth ratio, at least 2: no better than linear; 4 where only one point exists)."""
+    previous, before = points.get(length // 2), points.get(length // 4)
+    if not previous:
+        return None
+    return previous[index] * max(previous[index] / before[index] if before and before[index] > 0 else 4.0, 2.0)
 
 
 def main(argv=None):
@@ -94,21 +137,34 @@ def main(argv=None):
     parser.add_argument("--n-layers", type=int, default=2)
     parser.add_argument("--start", type=int, default=1024)
     parser.add_argument("--stop", type=int, default=1 << 20)
-    parser.add_argument("--step-limit", type=float, default=20.0, help="seconds one fwd+bwd step may take")
+    parser.add_argument("--step-limit", type=float, default=20.0, help="seconds one step may take")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of repeated steps per measurement")
+    parser.add_argument("--min-steps", type=int, default=3,
+                        help="steps per measurement (the fastest counts); 1: one step, no warm-up step")
+    parser.add_argument("--mode", choices=("train", "checkpointed", "inference"), default="train",
+                        help="train: fwd+bwd; checkpointed: fwd+bwd recomputing each block; inference: fwd only")
+    parser.add_argument("--memory-limit", type=float, default=None,
+                        help="GB a model's predicted peak may reach (CPU; default 80%% of the available memory)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--official", default=None, help="directory holding the official standalone_hyenadna.py")
     parser.add_argument("--plot", default=None, help="write the curves to this PNG")
     args = parser.parse_args(argv)
     if args.device == "cpu" and argv is None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+    if args.min_steps < 1:
+        parser.error(f"--min-steps must be >= 1, got {args.min_steps}")
     names = ["HyenaDNA", "Transformer (SDPA)"] + (["official HyenaDNA"] if args.official else [])
+    limit_gb = args.memory_limit
+    if limit_gb is None and args.device == "cpu":
+        limit_gb = 0.8 * available_gb()
     print(f"device={args.device} threads={torch.get_num_threads()} d_model={args.d_model} n_layers={args.n_layers} "
-          f"batch=1 torch={torch.__version__}")
+          f"batch=1 mode={args.mode} memory-limit={f'{limit_gb:.1f} GB' if limit_gb else 'none'} "
+          f"torch={torch.__version__}")
     print(f"{'L':>8} {'model':<20}{'tokens/s':>11}{'peak MB':>10}{'saved MB':>10}{'growth':>8}"
           f"{'speed x':>9}{'memory x':>10}")
-    measure(build(names[0], args.start, args.d_model, args.n_layers, args.device, args.official), args.start,
-            args.device, 0.0)                                               # warm-up (thread pools, allocator)
+    warm = min(args.start, 1024)
+    measure(build(names[0], warm, args.d_model, args.n_layers, args.device, args.official), warm, args.device, 0.0,
+            args.mode)                                                      # warm-up (thread pools, allocator)
     results: dict[str, dict[int, tuple]] = {n: {} for n in names}
     stopped: dict[str, str] = {}
     length = args.start
@@ -116,16 +172,19 @@ def main(argv=None):
         for name in names:
             if name in stopped:
                 continue
-            previous, before = results[name].get(length // 2), results[name].get(length // 4)
-            if previous:
-                predicted = previous[0] * max(previous[0] / before[0] if before else 4.0, 2.0)
-                if predicted > args.step_limit:
-                    stopped[name] = f"stopped before L={length}: a step predicted at {predicted:.1f}s"
-                    continue
+            seconds, peak = predict(results[name], length, 0), predict(results[name], length, 1)
+            if seconds is not None and seconds > args.step_limit:
+                stopped[name] = f"stopped before L={length}: a step predicted at {seconds:.1f}s"
+                continue
+            if peak is not None and limit_gb and peak / 2**30 > limit_gb:
+                stopped[name] = (f"stopped before L={length}: its peak memory predicted at {peak / 2**30:.1f} GB "
+                                 f"(--memory-limit {limit_gb:.1f} GB)")
+                continue
             model = None
             try:
                 model = build(name, length, args.d_model, args.n_layers, args.device, args.official)
-                results[name][length] = measure(model, length, args.device, args.min_time)
+                results[name][length] = measure(model, length, args.device, args.min_time, args.mode,
+                                                args.min_steps)
             except (RuntimeError, MemoryError) as exc:                         # out of memory
                 stopped[name] = f"failed at L={length}: {str(exc).splitlines()[0][:100]}"
             finally:
@@ -157,14 +216,17 @@ def plot(results: dict, args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    step_name = {"train": "fwd+bwd", "checkpointed": "checkpointed fwd+bwd", "inference": "forward"}[args.mode]
+    # inference saves nothing for backward: its memory is the peak (resident-set growth / CUDA allocation)
+    memory, memory_name = (1, "peak MB") if args.mode == "inference" else (2, "MB saved for backward")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for name, points in results.items():
         lengths = sorted(points)
         if not lengths:
             continue
         axes[0].plot(lengths, [points[L][0] for L in lengths], "o-", label=name)
-        axes[1].plot(lengths, [points[L][2] / 2**20 for L in lengths], "o-", label=name)
-    for ax, label in zip(axes, ("seconds per fwd+bwd step", "MB saved for backward")):
+        axes[1].plot(lengths, [points[L][memory] / 2**20 for L in lengths], "o-", label=name)
+    for ax, label in zip(axes, (f"seconds per {step_name} step", memory_name)):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length L (nucleotides)")
