@@ -34,13 +34,17 @@ What is here (faithful in kind, scaled down in size, see ``benchmarks/genomics_d
   information (MI-IPA) or by mean-field Potts couplings (DCA-IPA).
 
 Not here: the 100M-parameter pre-trained MSA Transformer, real Pfam pairs (HK-RR, MALG-MALK), the phylogenetic
-structure of real species (the Potts rows are independent samples), the paper's Gumbel noise, optimiser (Adadelta
-with a plateau schedule) and masking of one family only.
+structure of real species (the Potts rows are independent samples). The default optimisation differs from the
+official code's by design (both families masked, B permuted as soft one-hots, annealed ``tau``, Adam);
+:class:`OfficialRecipe` (``diffpalm_scores(..., recipe=...)``) follows the official one instead (A permuted and
+masked alone, straight-through, Adadelta with a plateau schedule, mean-centring, optional Gumbel noise), verified
+step by step against the official code in ``tests/test_diffpalm_official.py``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import torch
@@ -315,10 +319,163 @@ def combine_runs(runs: list[list[torch.Tensor]], tau: float = 0.2,
 RUN_SEED_STRIDE = 10_007   # run k of diffpalm_pairing(runs=K, seed=s) masks with seed s + k * RUN_SEED_STRIDE
 
 
+@dataclass(frozen=True)
+class OfficialRecipe:
+    """The optimisation of the official DiffPALM code (Bitbol-Lab/DiffPALM, ``DiffPALM.train``), for
+    :func:`diffpalm_scores`' ``recipe``; the defaults are the official ones (the paper's example notebook runs
+    ``epochs=100, std_init=0, lr=9, weight_decay=0.1, noise_std=True, noise_scheduler=True, rand_perm=True``).
+
+    Against the default recipe it changes: which family moves (the *A* rows are permuted, ``A_perm[j] = sum_i
+    P[i, j] A[i]``, and sit beside B row ``j``; B stays in place), what is masked (only A tokens, each with
+    probability ``p_mask``; B is never masked), the loss (cross-entropy on the masked A tokens against the permuted
+    A one-hots, which are the hard ones forward and the soft ones backward), the estimator (always
+    straight-through: the hard Hungarian matching forward, Sinkhorn at a fixed ``tau`` with
+    ``sinkhorn_iterations`` backward), the scores (``std_init * randn`` at the start, mean-centred before every
+    iteration), the steps (``epochs`` optimiser steps, each on the gradient summed over ``batch_size`` masks of
+    ``loss / batch_size``, then one more ``batch_size`` masks that only evaluate), the optimiser (``optimizer``
+    from ``torch.optim`` by name with ``lr`` and ``weight_decay``; with ``plateau``, torch's default
+    ``ReduceLROnPlateau`` stepped on the summed loss of each batch: the official code ignores its
+    ``scheduler_kwargs``) and the noise (with ``noise``, Gumbel noise ``-log(-log(u))`` times ``noise_factor``,
+    times the scores' std with ``noise_std``, times ``lr_now / lr`` with ``noise_scheduler``, drawn once per batch
+    and added to the scores before both the matching and Sinkhorn; ``rand_perm`` shuffles the scores' rows and
+    columns before the matching, which only changes how ties are broken).
+
+    The random numbers come from a ``torch.Generator`` seeded with :func:`diffpalm_scores`' ``seed`` and are
+    drawn in the official order (the initial scores per species; per batch the noise, then the shuffles; per
+    iteration the mask), so the trajectory equals the official one run after ``torch.manual_seed(seed)``
+    (``tests/test_diffpalm_official.py``). The official ``positive_examples`` are :func:`diffpalm_scores`'
+    ``context``."""
+
+    epochs: int = 1
+    p_mask: float = 0.7
+    std_init: float = 0.1
+    tau: float = 1.0
+    sinkhorn_iterations: int = 10
+    batch_size: int = 1
+    optimizer: str = "Adadelta"
+    lr: float = 1.0
+    weight_decay: float = 0.0
+    plateau: bool = True
+    noise: bool = True
+    noise_factor: float = 0.1
+    noise_std: bool = False
+    noise_scheduler: bool = False
+    rand_perm: bool = False
+    mean_centering: bool = True
+
+    def __post_init__(self):
+        if min(self.epochs, self.batch_size, self.sinkhorn_iterations) < 1:
+            raise ValueError(f"OfficialRecipe needs epochs, batch_size and sinkhorn_iterations >= 1, got "
+                             f"{self.epochs}, {self.batch_size}, {self.sinkhorn_iterations}")
+        if not 0.0 < self.p_mask <= 1.0 or self.tau <= 0.0:
+            raise ValueError(f"OfficialRecipe needs 0 < p_mask <= 1 and tau > 0, got {self.p_mask}, {self.tau}")
+        if not isinstance(getattr(torch.optim, self.optimizer, None), type):
+            raise ValueError(f"OfficialRecipe.optimizer must name a torch.optim optimiser, got {self.optimizer!r}")
+
+
+def gumbel_noise(uniform: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel samples ``-log(-log(u))`` from uniform ones (with the official code's ``1e-20`` guards)."""
+    return -torch.log(-torch.log(uniform + 1e-20) + 1e-20)
+
+
+def _official_scores(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], la: int,
+                     recipe: OfficialRecipe, seed: int, fixed: list[dict[int, int]] | None,
+                     history: dict | None, context: torch.Tensor | None) -> list[torch.Tensor]:
+    """:func:`diffpalm_scores` under :class:`OfficialRecipe` (see there); ``fixed`` as the official
+    ``fixed_pairings`` (a species with a single free row left has that pair fixed implicitly)."""
+    g = torch.Generator().manual_seed(seed)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    q, sizes = model.q, [len(a) for a in a_rows]
+    rows, cols, pairs = [], [], []                      # per species: free A rows, free B rows, fixed (i, j)
+    for s, m in enumerate(sizes):
+        given = dict(fixed[s]) if fixed is not None else {}
+        free_a = [i for i in range(m) if i not in given]
+        free_b = [j for j in range(m) if j not in given.values()]
+        if fixed is not None and len(free_a) == 1:
+            given[free_a[0]], free_a, free_b = free_b[0], [], []
+        rows.append(torch.tensor(free_a, dtype=torch.long))
+        cols.append(torch.tensor(free_b, dtype=torch.long))
+        pairs.append(given)
+    scores = [(recipe.std_init * torch.randn(len(r), len(r), generator=g)).requires_grad_() for r in rows]
+    optimizer = getattr(torch.optim, recipe.optimizer)([{"params": x} for x in scores], lr=recipe.lr,
+                                                       weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer) if recipe.plateau else None
+
+    def place(block: torch.Tensor, s: int, background: float, pair: float) -> torch.Tensor:
+        """Species ``s``'s ``(m, m)`` matrix: ``block`` on its free rows x columns, ``pair`` at fixed pairs."""
+        full = torch.full((sizes[s], sizes[s]), background)
+        for i, j in pairs[s].items():
+            full[i, j] = pair
+        return full.index_put((rows[s][:, None], cols[s][None, :]), block) if len(block) else full
+
+    def matching(x: torch.Tensor, shuffle: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        if shuffle is None:
+            return F.one_hot(hungarian_assignment(x), len(x)).float()
+        r0, r1 = (F.one_hot(perm, len(x)).float() for perm in shuffle)
+        return r0.t() @ F.one_hot(hungarian_assignment(r0 @ x @ r1.t()), len(x)).float() @ r1
+
+    a_onehot = F.one_hot(torch.cat(a_rows), q + 1).float()                            # (D, la, q+1)
+    b_onehot = F.one_hot(torch.cat(b_rows), q + 1).float()
+    mask_vec = F.one_hot(torch.tensor(model.mask_id), q + 1).float()
+    starts = [sum(sizes[:s]) for s in range(len(sizes))]
+    never_masked = [start + j for start, given in zip(starts, pairs) for j in given.values()]
+    iterations, batch = recipe.epochs * recipe.batch_size, recipe.batch_size
+    losses, lrs, snapshots, pairings = [], [], [], []
+    for it in range(iterations + batch):                 # the last batch only evaluates
+        if it % batch == 0:
+            snapshots.append([x.detach().clone() for x in scores])
+            uniforms = [torch.rand(x.shape, generator=g) if recipe.noise else None for x in scores]
+            shuffles = [tuple(torch.randperm(len(x), generator=g) for _ in range(2)) if recipe.rand_perm else None
+                        for x in scores]
+        factor = recipe.noise_factor
+        if recipe.noise_scheduler:
+            factor = recipe.noise_factor * optimizer.param_groups[0]["lr"] / recipe.lr
+        if recipe.mean_centering:
+            with torch.no_grad():
+                for x in scores:
+                    x -= x.mean()
+        hard, soft = [], []
+        for s, (x, uniform, shuffle) in enumerate(zip(scores, uniforms, shuffles)):
+            if len(x) and recipe.noise:
+                x = x + gumbel_noise(uniform) * (factor * x.std() if recipe.noise_std else factor)
+            free_hard = matching(x.detach(), shuffle) if len(x) else x.detach()      # empty: all pairs fixed
+            free_soft = sinkhorn(x, recipe.tau, recipe.sinkhorn_iterations) if len(x) else x
+            hard.append(place(free_hard, s, 0.0, 1.0))
+            soft.append(place(free_soft, s, 0.0, 1.0))
+        pairings.append([h.argmax(1) for h in hard])
+        # permute the A rows (a_perm[j] = sum_i P[i, j] a[i]): hard forward, soft backward
+        a_soft = torch.einsum("pq,prs->qrs", torch.block_diag(*soft), a_onehot)
+        a_hard = torch.einsum("pq,prs->qrs", torch.block_diag(*hard), a_onehot)
+        a_perm = (a_hard - a_soft).detach() + a_soft
+        chosen = torch.rand((len(a_perm), la), generator=g) < recipe.p_mask               # A tokens only
+        chosen[never_masked] = False                    # the A row beside a fixed pair's B row is its partner
+        inputs = torch.cat([torch.where(chosen[..., None], mask_vec, a_perm), b_onehot], dim=1)
+        if context is not None:
+            inputs = torch.cat([context, inputs])
+        logits = model(inputs[None])[0, len(inputs) - len(a_perm):, :la]
+        loss = F.cross_entropy(logits[chosen], a_perm[..., :q][chosen]) / batch
+        losses.append(loss.item() * batch)
+        if it < iterations:
+            loss.backward()
+            if (it + 1) % batch == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+                if scheduler is not None:
+                    scheduler.step(sum(losses[-batch:]))
+                lrs.append(optimizer.param_groups[0]["lr"])
+    if history is not None:
+        history.update(loss=losses, lr=lrs, scores=snapshots, pairings=pairings)
+    return [place(x.detach(), s, -math.inf, 0.0) for s, x in enumerate(scores)]
+
+
 def diffpalm_scores(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: list[torch.Tensor], la: int,
                     steps: int = 150, lr: float = 0.1, mask_prob: float = 0.3, tau: tuple[float, float] = (1.0, 0.2),
                     seed: int = 0, fixed: list[dict[int, int]] | None = None,
-                    estimator: Literal["soft", "straight_through"] = "soft") -> list[torch.Tensor]:
+                    estimator: Literal["soft", "straight_through"] = "soft", recipe: OfficialRecipe | None = None,
+                    history: dict | None = None,
+                    context: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[torch.Tensor]:
     """DiffPALM's optimisation on one paired MSA: species ``s`` has A rows ``a_rows[s]`` ``(m_s, la)`` and shuffled
     B rows ``b_rows[s]`` ``(m_s, lb)``. Learns per-species scores ``X_s`` so that ``Sinkhorn(X_s / tau)`` (``tau``
     annealed geometrically from ``tau[0]`` to ``tau[1]``) pairs the rows that minimise the frozen model's masked-LM
@@ -330,7 +487,31 @@ def diffpalm_scores(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: l
     ``"straight_through"`` is the paper's gradient bypass: the forward pass feeds the *hard* permutation of the
     current scores (:func:`hungarian_assignment`, ties broken by a tiny seeded jitter), so the frozen model always
     sees a real paired MSA, while the gradient flows through the soft one (``hard + soft - soft.detach()``). The
-    masks are the same as with ``"soft"`` for the same ``seed``."""
+    masks are the same as with ``"soft"`` for the same ``seed``.
+
+    ``recipe=OfficialRecipe(...)`` runs the official code's optimisation instead (:class:`OfficialRecipe`: it
+    permutes and masks the A family only, Adadelta with a plateau schedule, optional Gumbel noise, ...) with the
+    random numbers of ``torch.manual_seed(seed)``; its fields replace ``steps``, ``lr``, ``mask_prob``, ``tau`` and
+    ``estimator``, which must then stay at their defaults. The returned scores are its final (mean-centred)
+    scores, ``-inf`` outside the allowed pairs when ``fixed`` is given.
+
+    ``history``: a dict to fill with the per-iteration losses (``"loss"``); with ``recipe`` also the learning rate
+    after each step (``"lr"``), the scores at the start of each batch before centring (``"scores"``, the official
+    ``list_log_alpha``, free blocks only) and the hard pairings fed forward at each iteration (``"pairings"``).
+
+    ``context``: known pairs ``(A rows (n, la), B rows (n, lb))`` placed above the MSA as extra rows, never masked
+    and outside the loss (the official ``positive_examples``)."""
+    context_rows = None
+    if context is not None:
+        context_rows = F.one_hot(torch.cat(context, dim=1), model.q + 1).float()          # (n, la + lb, q+1)
+    if recipe is not None:
+        defaults = {"steps": 150, "lr": 0.1, "mask_prob": 0.3, "tau": (1.0, 0.2), "estimator": "soft"}
+        given = {"steps": steps, "lr": lr, "mask_prob": mask_prob, "tau": tuple(tau), "estimator": estimator}
+        changed = [name for name in defaults if given[name] != defaults[name]]
+        if changed:
+            raise ValueError(f"diffpalm_scores: {', '.join(changed)} do not apply with recipe=OfficialRecipe(...); "
+                             "set its fields instead (epochs, lr, p_mask, tau)")
+        return _official_scores(model, a_rows, b_rows, la, recipe, seed, fixed, history, context_rows)
     if estimator not in ("soft", "straight_through"):
         raise ValueError(f"estimator must be 'soft' or 'straight_through', got {estimator!r}")
     g = torch.Generator().manual_seed(seed)
@@ -364,14 +545,18 @@ def diffpalm_scores(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: l
         b_mask = torch.rand(b_soft.shape[:2], generator=g) < mask_prob
         mask_vec = F.one_hot(torch.tensor(model.mask_id), q + 1).float()
         b_in = torch.where(b_mask[..., None], mask_vec, b_soft)
-        inputs = torch.cat([F.one_hot(a_in, q + 1).float(), b_in], dim=1)[None]
-        log_p = model(inputs)[0].log_softmax(-1)                                       # (R, L, q)
+        inputs = torch.cat([F.one_hot(a_in, q + 1).float(), b_in], dim=1)
+        if context_rows is not None:
+            inputs = torch.cat([context_rows, inputs])
+        log_p = model(inputs[None])[0, len(inputs) - len(a_all):].log_softmax(-1)     # (R, L, q)
         loss_a = -(log_p[:, :la].gather(-1, a_all[..., None])[..., 0] * a_mask).sum()
         loss_b = -(log_p[:, la:] * b_soft[..., :q] * b_mask[..., None]).sum()         # soft targets
         loss = (loss_a + loss_b) / max(1, int(a_mask.sum() + b_mask.sum()))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if history is not None:
+            history.setdefault("loss", []).append(loss.item())
     return [(x.detach() + allowed) for x, allowed in zip(scores, log_allowed)]
 
 
@@ -380,13 +565,17 @@ def diffpalm_pairing(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: 
                      seed: int = 0, fixed: list[dict[int, int]] | None = None,
                      assignment: Literal["greedy", "hungarian"] = "greedy", runs: int = 1,
                      average: Literal["soft", "hard"] = "soft",
-                     estimator: Literal["soft", "straight_through"] = "soft") -> list[torch.Tensor]:
+                     estimator: Literal["soft", "straight_through"] = "soft",
+                     recipe: OfficialRecipe | None = None,
+                     context: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[torch.Tensor]:
     """DiffPALM on one paired MSA (:func:`diffpalm_scores`): each species' hard pairing ``perm`` (A row ``i`` <->
     B row ``perm[i]``), read off its learned scores by ``assignment``: the greedy maximum (default) or the exact
     maximum-weight permutation (``"hungarian"``, the paper's). With ``runs=K > 1`` the optimisation runs ``K``
     times (run ``k`` with masking seed ``seed + k * RUN_SEED_STRIDE``; run 0 is the single run) and the pairing is
     read off their combination (:func:`combine_runs` with ``average``, at the final temperature ``tau[1]``).
-    ``estimator`` is :func:`diffpalm_scores`' (the soft relaxation, or the paper's straight-through hard forward)."""
+    ``estimator`` is :func:`diffpalm_scores`' (the soft relaxation, or the paper's straight-through hard forward);
+    ``recipe=OfficialRecipe(...)`` runs the official code's optimisation instead (:class:`OfficialRecipe`; runs are
+    then combined at its ``tau``); ``context`` is :func:`diffpalm_scores`' (known pairs as extra rows)."""
     if assignment not in ASSIGNMENTS:
         raise ValueError(f"assignment must be one of {sorted(ASSIGNMENTS)}, got {assignment!r}")
     if runs < 1:
@@ -394,8 +583,8 @@ def diffpalm_pairing(model: MSATransformer, a_rows: list[torch.Tensor], b_rows: 
     if average not in ("soft", "hard"):
         raise ValueError(f"average must be 'soft' or 'hard', got {average!r}")
     every = [diffpalm_scores(model, a_rows, b_rows, la, steps, lr, mask_prob, tau, seed + k * RUN_SEED_STRIDE, fixed,
-                             estimator) for k in range(runs)]
-    scores = every[0] if runs == 1 else combine_runs(every, tau[1], average)
+                             estimator, recipe, context=context) for k in range(runs)]
+    scores = every[0] if runs == 1 else combine_runs(every, tau[1] if recipe is None else recipe.tau, average)
     return [ASSIGNMENTS[assignment](x) for x in scores]
 
 
@@ -408,7 +597,8 @@ def diffpalm_iterative(model: MSATransformer, a_rows: list[torch.Tensor], b_rows
     ``1 / (rounds - r)`` share of them in round ``r``, so the last round places the rest) are fixed and enter the
     next round as paired context (:func:`diffpalm_scores`' ``fixed``). Returns the hard pairings (with
     ``return_rounds``, those of every round: round 0 is :func:`diffpalm_pairing` with the same ``seed``). Each
-    round's hard pairing is read off by ``assignment`` (as in :func:`diffpalm_pairing`)."""
+    round's hard pairing is read off by ``assignment`` (as in :func:`diffpalm_pairing`). With
+    ``recipe=OfficialRecipe(...)`` (passed on to :func:`diffpalm_scores`) the confidences are read at its ``tau``."""
     if assignment not in ASSIGNMENTS:
         raise ValueError(f"assignment must be one of {sorted(ASSIGNMENTS)}, got {assignment!r}")
     fixed: list[dict[int, int]] = [{} for _ in a_rows]
@@ -423,7 +613,7 @@ def diffpalm_iterative(model: MSATransformer, a_rows: list[torch.Tensor], b_rows
             break
         candidates = []
         for s, (x, perm) in enumerate(zip(scores, perms)):
-            p = sinkhorn(x, tau[1], iterations=50)
+            p = sinkhorn(x, tau[1] if kwargs.get("recipe") is None else kwargs["recipe"].tau, iterations=50)
             candidates += [(float(p[i, perm[i]]), s, i, int(perm[i])) for i in range(len(perm)) if i not in fixed[s]]
         candidates.sort(reverse=True)
         for _, s, i, j in candidates[:math.ceil(free / (rounds - r))]:
@@ -548,8 +738,8 @@ def pairing_precision(perms: list[torch.Tensor], truths: list[torch.Tensor]) -> 
     return right / sum(len(t) for t in truths)
 
 
-__all__ = ["ASSIGNMENTS", "RUN_SEED_STRIDE", "AxialLayer", "MSATransformer", "PottsPairs", "combine_runs", "dca_ipa",
-           "dca_tables", "diffpalm_iterative", "diffpalm_pairing", "diffpalm_scores", "greedy_assignment",
-           "hungarian_assignment", "iterative_pairing", "mask_tokens",
+__all__ = ["ASSIGNMENTS", "RUN_SEED_STRIDE", "AxialLayer", "MSATransformer", "OfficialRecipe", "PottsPairs",
+           "combine_runs", "dca_ipa", "dca_tables", "diffpalm_iterative", "diffpalm_pairing", "diffpalm_scores",
+           "greedy_assignment", "gumbel_noise", "hungarian_assignment", "iterative_pairing", "mask_tokens",
            "mean_field_couplings", "mi_ipa", "pairing_precision", "pmi_pair_scores", "pmi_tables", "potts_frequencies",
            "sinkhorn", "train_msa_lm", "zero_sum_gauge"]
