@@ -44,6 +44,13 @@ For every generator seed in ``--seeds`` (the Potts model, the MSA LM's initialis
 9. ``--estimator straight_through`` runs every DiffPALM row with the paper's gradient bypass (the forward pass feeds
    the hard Hungarian permutation of the current scores, the backward pass the soft one) instead of the soft
    relaxation both ways (the default, ``soft``); same masks, steps and temperatures.
+10. ``--recipe paper`` runs every DiffPALM call (the trained, iterative, equal-budget, untrained and ``--runs`` rows)
+   with the official code's optimisation at the paper's example-notebook settings (``OfficialRecipe``: A permuted
+   and masked alone with p 0.7, straight-through, Adadelta lr 9 with weight decay 0.1 and the plateau schedule,
+   tau 1, scores from zero, scaled and scheduled Gumbel noise, random tie-breaking; :data:`PAPER_RECIPE`) instead
+   of ours (``default``), with ``epochs`` = the call's steps: the same number of optimiser steps, each one LM
+   forward + backward pass on one mask, as the default recipe's; the official loop evaluates one more mask at the
+   end (a forward pass only). The combined ``--runs`` rows then average at the recipe's tau (1).
 
 With several seeds, a summary table gives each row's mean over the seeds' MSAs, the per-seed means, and the mean
 ± std over seeds. ``--skip`` leaves rows out (e.g. ``--skip untrained`` to save CPU).
@@ -57,6 +64,8 @@ row's mean ± std over seeds at each strength.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_diffpalm_potts.py
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_diffpalm_potts.py --inter-coupling 1.5 0.75 0.375
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_diffpalm_potts.py --rounds 1 --runs 3 5 --skip untrained
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_diffpalm_potts.py --seeds 0 1 2 --trials 3 --rounds 1 \
+        --recipe paper
 """
 
 from __future__ import annotations
@@ -73,6 +82,7 @@ from panconv.io import atomic_write
 from panconv_genomics.models.diffpalm import (
     RUN_SEED_STRIDE,
     MSATransformer,
+    OfficialRecipe,
     PottsPairs,
     combine_runs,
     dca_ipa,
@@ -90,6 +100,19 @@ from panconv_genomics.models.diffpalm import (
 METHODS = ("trained", "iterative", "equal_budget", "untrained", "mi_ipa", "dca_ipa", "oracle", "hungarian",
            "averaged", "voted")
 RUN_ROWS = ("hungarian", "averaged", "voted")       # read off --runs independent DiffPALM runs
+# --recipe paper: the official optimisation at the paper's example notebook's settings (the other fields of
+# OfficialRecipe default to the notebook's: p_mask 0.7, tau 1, 10 Sinkhorn iterations, batch 1, Adadelta, noise 0.1)
+PAPER_RECIPE = {"std_init": 0.0, "lr": 9.0, "weight_decay": 0.1, "noise_std": True, "noise_scheduler": True,
+                "rand_perm": True}
+
+
+def diffpalm_options(args, steps: int) -> dict:
+    """The keyword arguments of a DiffPALM call of ``steps`` optimiser steps (``diffpalm_scores``,
+    ``diffpalm_pairing``, ``diffpalm_iterative``) under ``--recipe``: ours (``steps``, ``--estimator``), or the
+    paper's ``OfficialRecipe`` with ``epochs=steps`` (it replaces ``steps`` and the estimator)."""
+    if getattr(args, "recipe", "default") == "paper":
+        return {"recipe": OfficialRecipe(epochs=steps, **PAPER_RECIPE)}
+    return {"steps": steps, "estimator": getattr(args, "estimator", "soft")}
 
 
 def test_msa(potts: PottsPairs, species: int, paralogs: int, seed: int):
@@ -202,9 +225,13 @@ def run_seed(args, seed: int, methods: list[str],
         model = untrained = None
         info, final_loss = "no MSA LM (no DiffPALM row)", float("nan")
     strength = "" if inter == args.coupling else f" (inter-family {inter:g})"
-    estimator = getattr(args, "estimator", "soft")
+    options = diffpalm_options(args, args.pairing_steps)
+    if "recipe" in options:
+        how = f"DiffPALM recipe: paper ({options['recipe']})"
+    else:
+        how = f"DiffPALM estimator: {options['estimator']}"
     print(f"\n## seed {seed}: Potts la={args.la} lb={args.lb} q={args.q} links={args.links} "
-          f"coupling={args.coupling}{strength}; {info}; DiffPALM estimator: {estimator}", flush=True)
+          f"coupling={args.coupling}{strength}; {info}; {how}", flush=True)
     run_keys = run_rows(args, methods)
     results: dict[str, list[float]] = {name: [] for name in methods if name not in RUN_ROWS}
     results.update({key: [] for key in run_keys})
@@ -230,8 +257,8 @@ def run_seed(args, seed: int, methods: list[str],
             runs, run_seconds = [], []
             for k in range(max(args.runs)):
                 started = time.perf_counter()
-                runs.append(diffpalm_scores(model, a_rows, b_rows, args.la, steps=args.pairing_steps,
-                                            seed=trial + k * RUN_SEED_STRIDE, estimator=estimator))
+                runs.append(diffpalm_scores(model, a_rows, b_rows, args.la, seed=trial + k * RUN_SEED_STRIDE,
+                                            **options))
                 run_seconds.append(time.perf_counter() - started)
             if trained_from_runs and "trained" in results:
                 record("trained", [greedy_assignment(x) for x in runs[0]])
@@ -241,7 +268,8 @@ def run_seed(args, seed: int, methods: list[str],
                 if name == "hungarian":
                     perms = [hungarian_assignment(x) for x in runs[0]]
                 else:
-                    combined = combine_runs(runs[:int(count)], average="soft" if name == "averaged" else "hard")
+                    tau = options["recipe"].tau if "recipe" in options else 0.2    # the final temperature
+                    combined = combine_runs(runs[:int(count)], tau, "soft" if name == "averaged" else "hard")
                     perms = [hungarian_assignment(x) for x in combined]
                 record(key, perms)
                 seconds[key] += sum(run_seconds[:int(count) if count else 1])
@@ -255,8 +283,7 @@ def run_seed(args, seed: int, methods: list[str],
                 # the iterative procedure's first round *is* DiffPALM (same seed): run once, read both rows off it
                 rounds = diffpalm_iterative(model, a_rows, b_rows, args.la,
                                             rounds=args.rounds if "iterative" in methods else 1,
-                                            steps=args.pairing_steps, seed=trial, return_rounds=True,
-                                            estimator=estimator)
+                                            seed=trial, return_rounds=True, **options)
                 if "trained" in methods:
                     record("trained", rounds[0])
                 if "iterative" in methods:
@@ -270,11 +297,10 @@ def run_seed(args, seed: int, methods: list[str],
             elif name == "oracle":
                 perms = oracle_pairing(potts, a_rows, b_rows)
             elif name == "equal_budget":
-                perms = diffpalm_pairing(model, a_rows, b_rows, args.la, steps=args.rounds * args.pairing_steps,
-                                         seed=trial, estimator=estimator)
+                perms = diffpalm_pairing(model, a_rows, b_rows, args.la, seed=trial,
+                                         **diffpalm_options(args, args.rounds * args.pairing_steps))
             else:
-                perms = diffpalm_pairing(untrained, a_rows, b_rows, args.la, steps=args.pairing_steps, seed=trial,
-                                         estimator=estimator)
+                perms = diffpalm_pairing(untrained, a_rows, b_rows, args.la, seed=trial, **options)
             seconds[name] += time.perf_counter() - started
             record(name, perms)
     pairs = dict.fromkeys(results, args.species * args.paralogs)
@@ -438,6 +464,9 @@ def main() -> None:
     parser.add_argument("--estimator", default="soft", choices=("soft", "straight_through"),
                         help="DiffPALM's gradient: the soft permutation both ways (default) or the paper's "
                              "straight-through (hard Hungarian permutation forward, soft backward)")
+    parser.add_argument("--recipe", default="default", choices=("default", "paper"),
+                        help="DiffPALM's optimisation: ours (default) or the official code's at the paper's notebook "
+                             "settings (OfficialRecipe, epochs = the steps; straight-through already)")
     parser.add_argument("--target-loss", type=int, default=0, metavar="N",
                         help="also score every pairing (and the true one) by the frozen MSA LM's masked-LM loss, "
                              "mean over N random masks (default 0: off)")
@@ -449,6 +478,9 @@ def main() -> None:
         parser.error(f"--target-loss takes a number of masks >= 0, got {args.target_loss}")
     if any(k < 1 for k in args.runs):
         parser.error(f"--runs takes counts >= 1, got {args.runs}")
+    if args.recipe == "paper" and args.estimator != "soft":
+        parser.error("--estimator straight_through does not apply with --recipe paper: the paper's recipe is "
+                     "straight-through already (drop --estimator)")
     methods = [m for m in METHODS if m not in args.skip and (m != "iterative" or args.rounds > 1)
                and (m != "equal_budget" or (args.equal_budget and args.rounds > 1))]
     started = time.perf_counter()

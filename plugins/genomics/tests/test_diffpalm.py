@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from panconv.testing import load_script
 from panconv_genomics.models.diffpalm import (
     MSATransformer,
+    OfficialRecipe,
     PottsPairs,
     diffpalm_iterative,
     diffpalm_pairing,
@@ -428,6 +429,54 @@ def test_benchmark_target_loss_scores_pairings_on_shared_masks():
     with torch.no_grad():
         want = F.cross_entropy(model(inputs[None])[0][chosen], rows[chosen]).item()
     assert bench.lm_pairing_loss(model, a_rows, b_rows, ident, masks=1) == pytest.approx(want, rel=1e-6)
+
+
+def test_benchmark_paper_recipe_runs_every_diffpalm_row_with_the_notebook_settings(capsys, monkeypatch):
+    """``--recipe paper``: every DiffPALM call of the benchmark (trained + iterative, equal budget, untrained, the
+    ``--runs`` runs) gets the paper notebook's OfficialRecipe with ``epochs`` = that call's steps and none of our
+    recipe's arguments; the header names the recipe; the runs' scores are the official optimisation's."""
+    bench = _benchmark()
+    monkeypatch.setattr(bench, "train_msa_lm", lambda model, potts, steps, seed: train_msa_lm(
+        model, potts, steps=steps, seed=seed, pool=64))                  # a tiny LM: only the plumbing is tested
+    calls = []
+
+    def recorded(name, function):
+        def call(*args, **kwargs):
+            out = function(*args, **kwargs)
+            calls.append((name, args, kwargs, out))
+            return out
+        return call
+
+    for name in ("diffpalm_scores", "diffpalm_pairing", "diffpalm_iterative"):
+        monkeypatch.setattr(bench, name, recorded(name, getattr(bench, name)))
+    args = argparse.Namespace(la=3, lb=3, q=4, links=2, coupling=1.5, train_steps=2, species=2, paralogs=3, trials=1,
+                              pairing_steps=3, rounds=2, ipa_species=[], lm_cache=None, runs=[1, 2], recipe="paper")
+    methods = ["trained", "iterative", "equal_budget", "untrained", "hungarian", "averaged"]
+    results, *_ = bench.run_seed(args, 0, methods)
+    assert set(results) == {"trained", "iterative", "equal_budget", "untrained", "hungarian", "averaged@2"}
+
+    def notebook(epochs):                    # the paper's example notebook, every field spelled out
+        return OfficialRecipe(epochs=epochs, p_mask=0.7, std_init=0.0, tau=1.0, sinkhorn_iterations=10,
+                              batch_size=1, optimizer="Adadelta", lr=9.0, weight_decay=0.1, plateau=True, noise=True,
+                              noise_factor=0.1, noise_std=True, noise_scheduler=True, rand_perm=True)
+
+    assert f"DiffPALM recipe: paper ({notebook(3)})" in capsys.readouterr().out
+    # runs 0 and 1 (--runs 1 2), trained + iterative in one call, equal budget (2 rounds x 3 steps), untrained
+    assert [(name, kwargs["recipe"]) for name, _, kwargs, _ in calls] == [
+        ("diffpalm_scores", notebook(3)), ("diffpalm_scores", notebook(3)), ("diffpalm_iterative", notebook(3)),
+        ("diffpalm_pairing", notebook(6)), ("diffpalm_pairing", notebook(3))]
+    assert all(set(kwargs) <= {"recipe", "seed", "rounds", "return_rounds"} for _, _, kwargs, _ in calls)
+    official = diffpalm_scores(*calls[1][1], seed=calls[1][2]["seed"], recipe=notebook(3))
+    ours = diffpalm_scores(*calls[1][1], seed=calls[1][2]["seed"], steps=3)
+    assert all(torch.equal(x, y) for x, y in zip(calls[1][3], official))
+    assert not any(torch.allclose(x, y) for x, y in zip(calls[1][3], ours))
+    # --recipe default keeps our recipe's arguments; the paper's recipe is straight-through already
+    assert bench.diffpalm_options(argparse.Namespace(recipe="default", estimator="soft"), 5) == {
+        "steps": 5, "estimator": "soft"}
+    monkeypatch.setattr("sys.argv", ["bench", "--recipe", "paper", "--estimator", "straight_through"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "straight-through already" in capsys.readouterr().err
 
 
 class _RecordingMSATransformer(MSATransformer):
