@@ -101,6 +101,20 @@ def test_photo_patches(task):
     assert {str(f.name) for f in photo_files("train")}.isdisjoint({f.name for f in photo_files("test")})
 
 
+@pytest.mark.skipif(not photo_files("test"), reason="no bundled photos (scikit-image / opencv-doc)")
+def test_eval_patches_keep_the_evaluation_set_when_training_crops_change():
+    # fewer, larger training crops with the evaluation set of the default run: the same fixed val/test patches
+    default = RestorationPhotos(split="test", task="dehaze", eval_size=64, patches_per_image=8)
+    changed = RestorationPhotos(split="test", task="dehaze", eval_size=64, patches_per_image=2,
+                                eval_patches_per_image=8)
+    assert len(changed) == len(default) == 8 * len(photo_files("test"))
+    for i in (0, len(default) - 1):
+        torch.testing.assert_close(changed[i]["inputs"], default[i]["inputs"])
+    train = RestorationPhotos(split="train", task="dehaze", patch_size=64, patches_per_image=2,
+                              eval_patches_per_image=8)
+    assert len(train) == 2 * len(photo_files("train"))   # training draws patches_per_image
+
+
 def test_photo_dataset_errors(tmp_path):
     with pytest.raises(ValueError, match="multiple"):
         RestorationPhotos(split="val", task="sr", scale=3, eval_size=64)

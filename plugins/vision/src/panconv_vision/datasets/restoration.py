@@ -106,6 +106,8 @@ class RestorationPhotos(Dataset):
         patch_size: side of the clean training patches.
         eval_size: side of the clean val/test patches.
         patches_per_image: patches drawn from each image per epoch (train) / fixed per image (val, test).
+        eval_patches_per_image: fixed patches per image on val/test (default: ``patches_per_image``), so a
+            run can change its training crops (fewer, larger) and keep the evaluation set.
         image_dir: read the split's photos from ``<image_dir>/<split>/*.png|jpg`` instead of the bundled set.
         baseline: attach the baseline restoration (dark channel prior / bicubic) as ``"baseline"``.
         seed: crops and degradations.
@@ -125,7 +127,8 @@ class RestorationPhotos(Dataset):
     def __init__(self, root=None, split: str = "train", task: Literal["dehaze", "sr"] = "sr",
                  scale: Annotated[int, Ge(2)] = 4, patch_size: Annotated[int, Ge(8)] = 64,
                  eval_size: Annotated[int, Ge(8)] = 128, patches_per_image: Annotated[int, Ge(1)] = 8,
-                 image_dir: str | None = None, baseline: bool = True,
+                 eval_patches_per_image: Annotated[int, Ge(1)] | None = None, image_dir: str | None = None,
+                 baseline: bool = True,
                  seed: Annotated[int, Interval(ge=0, lt=2**32)] = 0):
         super().__init__(root, split)
         if task not in ("dehaze", "sr"):
@@ -134,6 +137,8 @@ class RestorationPhotos(Dataset):
         if task == "sr" and size % scale:
             raise ValueError(f"RestorationPhotos: patch size {size} is not a multiple of the scale {scale}")
         self.task, self.scale, self.size = task, scale, size
+        if split != "train" and eval_patches_per_image is not None:
+            patches_per_image = eval_patches_per_image
         self.patches_per_image, self.with_baseline, self.seed, self.epoch = patches_per_image, baseline, seed, 0
         if image_dir is not None:
             folder = Path(image_dir).expanduser() / split
