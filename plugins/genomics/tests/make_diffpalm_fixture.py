@@ -134,18 +134,45 @@ def official_fixed(fixed):
     return None if fixed is None else [sorted(pairs.items()) for pairs in fixed]
 
 
+def official_core(lm):
+    """The official ``diffpalm.core`` (on ``sys.path``) with ``lm`` as its MSA model: a stub ``esm`` module is put in
+    ``sys.modules`` before the import (its loader returns ``OfficialAdapter(lm)``), ``plot_real_time`` patched out.
+    Called again, it swaps the (module-global) model for ``lm``."""
+    sys.modules["esm"] = types.SimpleNamespace(
+        pretrained=types.SimpleNamespace(esm_msa1b_t12_100M_UR50S=lambda: (OfficialAdapter(lm), None)))
+    from diffpalm import core
+
+    core.msa_transformer = OfficialAdapter(lm).eval()
+    core.DiffPALM.plot_real_time = lambda self, *args, **kwargs: None
+    return core
+
+
+def official_train(core, species, recipe, seed: int, left: torch.Tensor, right: torch.Tensor, fixed=None,
+                   positive: torch.Tensor | None = None):
+    """``DiffPALM(species, p_mask, random_seed=seed).train(...)`` at ``recipe``'s settings (an ``OfficialRecipe``),
+    on the official one-hots ``left`` / ``right``; ``fixed`` in the official format, ``positive`` the official
+    ``positive_examples``. Returns the ``DiffPALM`` object and ``train``'s outputs."""
+    r = recipe
+    dpalm = core.DiffPALM(list(species), p_mask=r.p_mask, random_seed=seed, device="cpu")
+    out = dpalm.train(
+        left, right, fixed_pairings=fixed, std_init=r.std_init, epochs=r.epochs,
+        optimizer_name=r.optimizer, optimizer_kwargs={"lr": r.lr, "weight_decay": r.weight_decay}, tau=r.tau,
+        n_sink_iter=r.sinkhorn_iterations, noise=r.noise, noise_std=r.noise_std, noise_factor=r.noise_factor,
+        noise_scheduler=r.noise_scheduler, scheduler_name="ReduceLROnPlateau" if r.plateau else None,
+        batch_size=r.batch_size, use_rand_perm=r.rand_perm, mean_centering=r.mean_centering,
+        positive_examples=positive)
+    return dpalm, out
+
+
 def record() -> None:
     import numpy as np
 
     from panconv_genomics.models.diffpalm import OfficialRecipe
 
     lm = msa_model()
-    sys.modules["esm"] = types.SimpleNamespace(
-        pretrained=types.SimpleNamespace(esm_msa1b_t12_100M_UR50S=lambda: (OfficialAdapter(lm), None)))
-    from diffpalm import core
+    core = official_core(lm)
     from diffpalm import gumbel_sinkhorn_utils as gsu
 
-    core.DiffPALM.plot_real_time = lambda self, *args, **kwargs: None
     pieces = []
     for x, u in piece_inputs():
         entry = {"matching": gsu.gumbel_matching(x, noise=False),
@@ -159,16 +186,10 @@ def record() -> None:
     left, right = official_onehot(torch.cat(a_rows)), official_onehot(torch.cat(b_rows))
     cases = {}
     for name, case in CASES.items():
-        r = OfficialRecipe(**case["recipe"])
-        dpalm = core.DiffPALM(list(SPECIES), p_mask=r.p_mask, random_seed=case["seed"], device="cpu")
-        losses, lrs, idx, _, _, log_alphas = dpalm.train(
-            left, right, fixed_pairings=official_fixed(case["fixed"]), std_init=r.std_init, epochs=r.epochs,
-            optimizer_name=r.optimizer, optimizer_kwargs={"lr": r.lr, "weight_decay": r.weight_decay}, tau=r.tau,
-            n_sink_iter=r.sinkhorn_iterations, noise=r.noise, noise_std=r.noise_std, noise_factor=r.noise_factor,
-            noise_scheduler=r.noise_scheduler, scheduler_name="ReduceLROnPlateau" if r.plateau else None,
-            batch_size=r.batch_size, use_rand_perm=r.rand_perm, mean_centering=r.mean_centering,
-            positive_examples=None if not case["context"] else official_onehot(torch.cat(context_rows(case["context"]),
-                                                                                         dim=1)))
+        positive = None if not case["context"] else official_onehot(torch.cat(context_rows(case["context"]), dim=1))
+        dpalm, (losses, lrs, idx, _, _, log_alphas) = official_train(
+            core, SPECIES, OfficialRecipe(**case["recipe"]), case["seed"], left, right,
+            fixed=official_fixed(case["fixed"]), positive=positive)
         cases[name] = {"loss": torch.tensor(losses, dtype=torch.float64), "lr": torch.tensor(lrs, dtype=torch.float64),
                        "log_alpha": torch.from_numpy(np.stack(log_alphas)),
                        "idx": torch.from_numpy(np.stack(idx)).round().long(),
