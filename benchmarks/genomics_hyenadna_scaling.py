@@ -29,6 +29,8 @@ measures one step per length with no warm-up step (for lengths where a step take
         --plot plugins/genomics/figures/hyenadna_scaling.png
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/genomics_hyenadna_scaling.py --mode inference --start 131072 \
         --stop 1048576 --min-steps 1 --step-limit 900     # L = 1M (2^20) forward, tiny-1k's width
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/genomics_hyenadna_scaling.py --mode inference --d-model 256 \
+        --n-layers 8 --start 1000000 --stop 1000000 --min-steps 1 --no-transformer   # large-1m's size at 1,000,000
 """
 
 from __future__ import annotations
@@ -143,6 +145,8 @@ def main(argv=None):
                         help="steps per measurement (the fastest counts); 1: one step, no warm-up step")
     parser.add_argument("--mode", choices=("train", "checkpointed", "inference"), default="train",
                         help="train: fwd+bwd; checkpointed: fwd+bwd recomputing each block; inference: fwd only")
+    parser.add_argument("--no-transformer", action="store_true",
+                        help="measure HyenaDNA alone (one long L: --start L --stop L, where attention takes hours)")
     parser.add_argument("--memory-limit", type=float, default=None,
                         help="GB a model's predicted peak may reach (CPU; default 80%% of the available memory)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -153,7 +157,8 @@ def main(argv=None):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     if args.min_steps < 1:
         parser.error(f"--min-steps must be >= 1, got {args.min_steps}")
-    names = ["HyenaDNA", "Transformer (SDPA)"] + (["official HyenaDNA"] if args.official else [])
+    names = ["HyenaDNA"] + ([] if args.no_transformer else ["Transformer (SDPA)"]) + (
+        ["official HyenaDNA"] if args.official else [])
     limit_gb = args.memory_limit
     if limit_gb is None and args.device == "cpu":
         limit_gb = 0.8 * available_gb()
@@ -191,7 +196,7 @@ def main(argv=None):
                 del model
                 if args.device == "cuda":
                     torch.cuda.empty_cache()
-        base = results["Transformer (SDPA)"].get(length)
+        base = results.get("Transformer (SDPA)", {}).get(length)
         for name in names:
             got = results[name].get(length)
             if got is None:

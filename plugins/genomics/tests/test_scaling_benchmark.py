@@ -50,3 +50,11 @@ def test_main_prints_both_models_per_length_in_inference_mode(bench, capsys):
 def test_min_steps_below_one_is_refused(bench):
     with pytest.raises(SystemExit):
         bench.main(["--min-steps", "0", "--device", "cpu"])
+
+
+def test_no_transformer_measures_hyenadna_alone(bench, capsys):
+    bench.main(["--mode", "inference", "--start", "64", "--stop", "64", "--min-time", "0", "--d-model", "8",
+                "--n-layers", "1", "--device", "cpu", "--no-transformer", "--min-steps", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()[:1].isdigit()]
+    assert [(r[0], r[1]) for r in rows] == [("64", "HyenaDNA")]
+    assert rows[0][-2:] == ["-", "-"]                                  # no Transformer to take ratios against
