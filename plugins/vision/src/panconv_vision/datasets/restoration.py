@@ -5,7 +5,9 @@
 (``/usr/share/doc/opencv-doc/examples/data``), split by image (``PHOTO_SPLITS``: no image, or a
 near-duplicate of one, in two splits). Each item is a patch: random crops on ``train`` (seeded by
 ``seed``, the epoch and the index), fixed seeded crops on ``val``/``test``; degraded on the fly by
-the functions of ``panconv_vision.transforms``:
+the functions of ``panconv_vision.transforms``. With ``video_frames=n`` the ``train`` split also takes
+``n`` frames of each opencv-doc video (``vtest.avi``, ``Megamind.avi``, ``tree.avi``: :func:`opencv_video_frames`)
+as extra clean images; ``val``/``test`` stay the held-out photos.
 
 * ``task="dehaze"``: haze by the atmospheric scattering model with a smooth random depth and airlight
   (:func:`~panconv_vision.transforms.add_haze`); baseline = the dark channel prior;
@@ -38,8 +40,9 @@ from panconv.api import Dataset
 from panconv.errors import DataError
 
 from ..transforms import add_haze, bicubic_downsample, bicubic_upsample, dark_channel_prior_dehaze, mri_degrade
+from .video import OPENCV_VIDEOS, _cv2, read_video
 
-__all__ = ["MRIPatches", "PHOTO_SPLITS", "RestorationPhotos", "photo_files"]
+__all__ = ["MRIPatches", "PHOTO_SPLITS", "RestorationPhotos", "opencv_video_frames", "photo_files"]
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
@@ -97,6 +100,43 @@ def read_rgb(path: Path) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
+def opencv_video_frames(count: int, folder: Path = OPENCV_DATA) -> list[tuple[str, int, torch.Tensor]]:
+    """``count`` evenly spaced full-size frames of each opencv-doc video: ``(video, frame index, (3, H, W) uint8)``.
+
+    Decoded with :func:`~panconv_vision.datasets.video.read_video`: a video whose header frame count is
+    honest (``OPENCV_VIDEOS``, strict decoding) keeps every ``(declared - 1) // (count - 1)``-th frame, so
+    only about ``count`` frames are held in memory; ``tree.avi`` (whose header over-counts) is decoded
+    whole (68 small frames). Then ``count`` frames evenly spaced over the decoded ones, first and last
+    included. A missing or unreadable video raises a one-line DataError naming it; so does a ``count``
+    above the frames a video has.
+    """
+    if count < 0:
+        raise ValueError(f"opencv_video_frames: count must be >= 0, got {count}")
+    out: list[tuple[str, int, torch.Tensor]] = []
+    if count == 0:
+        return out
+    for name, strict in OPENCV_VIDEOS.items():
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"{path}: no such video file (install the Debian package opencv-doc, or set "
+                            f"video_frames=0)")
+        step = 1
+        if strict and count > 1:
+            cv2 = _cv2()
+            cap = cv2.VideoCapture(str(path))
+            try:
+                declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+            finally:
+                cap.release()
+            step = max(1, (declared - 1) // (count - 1))
+        video = read_video(path, step=step, strict=strict)
+        if count > len(video):
+            raise DataError(f"{path}: {count} frames asked, the video has {len(video)} (at step {step})")
+        for k in np.linspace(0, len(video) - 1, count).round().astype(int).tolist():
+            out.append((name, k * step, video[k].clone()))
+    return out
+
+
 class RestorationPhotos(Dataset):
     """Degraded/clean photo patches for dehazing (``task="dehaze"``) or x``scale`` SR (``task="sr"``).
 
@@ -109,6 +149,12 @@ class RestorationPhotos(Dataset):
         eval_patches_per_image: fixed patches per image on val/test (default: ``patches_per_image``), so a
             run can change its training crops (fewer, larger) and keep the evaluation set.
         image_dir: read the split's photos from ``<image_dir>/<split>/*.png|jpg`` instead of the bundled set.
+        video_frames: add to the ``train`` split only this many frames of each opencv-doc video (vtest,
+            Megamind, tree; evenly spaced over the video, full size: :func:`opencv_video_frames`) as extra clean
+            images, i.e. ``3 * video_frames`` more images (``patches_per_image`` patches each); ``val`` and
+            ``test`` are unchanged. Frames of one video are near-duplicates of each other (same scene and
+            camera; vtest's camera is fixed), so they add far less variety than as many new photos. 0 (the
+            default): photos only. Needs the Debian package ``opencv-doc`` (DataError naming a missing video).
         baseline: attach the baseline restoration (dark channel prior / bicubic) as ``"baseline"``.
         seed: crops and degradations.
     """
@@ -128,9 +174,11 @@ class RestorationPhotos(Dataset):
                  scale: Annotated[int, Ge(2)] = 4, patch_size: Annotated[int, Ge(8)] = 64,
                  eval_size: Annotated[int, Ge(8)] = 128, patches_per_image: Annotated[int, Ge(1)] = 8,
                  eval_patches_per_image: Annotated[int, Ge(1)] | None = None, image_dir: str | None = None,
-                 baseline: bool = True,
+                 video_frames: Annotated[int, Ge(0)] = 0, baseline: bool = True,
                  seed: Annotated[int, Interval(ge=0, lt=2**32)] = 0):
         super().__init__(root, split)
+        if isinstance(video_frames, bool) or not isinstance(video_frames, int) or video_frames < 0:
+            raise ValueError(f"RestorationPhotos: video_frames must be an integer >= 0, got {video_frames!r}")
         if task not in ("dehaze", "sr"):
             raise ValueError(f"RestorationPhotos: task must be 'dehaze' or 'sr', got {task!r}")
         size = patch_size if split == "train" else eval_size
@@ -148,8 +196,15 @@ class RestorationPhotos(Dataset):
         if not files:
             where = Path(image_dir) / split if image_dir is not None else "the bundled photo set"
             raise DataError(f"{where}: no images for split '{split}'")
-        self.files = files
         self.images = [read_rgb(f) for f in files]
+        #: the training video frames, as (video, frame index); their images follow the photos in ``images``
+        self.frames: list[tuple[str, int]] = []
+        if split == "train" and video_frames:
+            for name, index, frame in opencv_video_frames(video_frames):
+                self.frames.append((name, index))
+                files.append(OPENCV_DATA / f"{name}#frame{index}")
+                self.images.append(frame)
+        self.files = files
         for f, im in zip(files, self.images):
             if min(im.shape[1:]) < size:
                 raise DataError(f"{f}: image {tuple(im.shape[1:])} is smaller than the patch size {size}")
