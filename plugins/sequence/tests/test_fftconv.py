@@ -1,4 +1,5 @@
-"""sequence.fftconv: the torch.fft reference against direct convolution, its gradients, and the Triton kernel."""
+"""sequence.fftconv: the torch.fft reference against direct convolution, its gradients, the lean-backward CPU path
+and the Triton kernel."""
 
 import json
 import os
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from panconv_sequence.kernels.fftconv import fft_size, fftconv, fftconv_reference
+from panconv_sequence.kernels.fftconv import fft_size, fftconv, fftconv_recompute, fftconv_reference
 
 
 def direct(u, k, bidirectional):
@@ -80,10 +81,66 @@ def test_bad_shapes_raise_value_error():
         fftconv_reference(torch.randn(2, 3, 10), torch.randn(3, 10), torch.randn(4))
 
 
-def test_reference_runs_on_cpu_without_the_interpreter(monkeypatch):
+def test_the_lean_backward_runs_on_cpu_without_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     u, k = torch.randn(1, 2, 8), torch.randn(2, 8)
+    assert fftconv.select(u, k).name == "fft_recompute"
+    monkeypatch.setenv("PANCONV_KERNELS", "reference")
     assert fftconv.select(u, k) is None
+
+
+def _inputs(batch, channels, length, taps, with_d, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(*batch, channels, length, generator=g, dtype=dtype, requires_grad=True)
+    k = torch.randn(channels, taps, generator=g, dtype=dtype, requires_grad=True)
+    d = torch.randn(channels, generator=g, dtype=dtype, requires_grad=True) if with_d else None
+    return u, k, d
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch,length,taps", [((2,), 37, 37), ((2, 2), 100, 9), ((1,), 5, 11), ((2,), 70, 141),
+                                               ((), 16, 15)])
+@pytest.mark.parametrize("with_d", [True, False])
+def test_lean_backward_gradcheck(batch, length, taps, with_d, bidirectional):
+    """The hand-written backward (correlations by FFT) against finite differences, in float64."""
+    if bidirectional and taps % 2 == 0:
+        taps += 1
+    u, k, d = _inputs(batch, 3, length, taps, with_d)
+    extra = (d,) if with_d else ()
+    assert torch.autograd.gradcheck(lambda u, k, *d: fftconv_recompute(u, k, d[0] if d else None, bidirectional),
+                                    (u, k, *extra))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lean_backward_equals_autograd_through_the_reference(dtype, bidirectional):
+    u, k, d = _inputs((2,), 4, 300, 301 if bidirectional else 300, True, dtype=dtype, seed=3)
+    y = fftconv_recompute(u, k, d, bidirectional)
+    y_ref = fftconv_reference(u, k, d, bidirectional)
+    assert torch.equal(y, y_ref)                          # the forward is the reference's
+    grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(4)).to(dtype)
+    got = torch.autograd.grad(y, (u, k, d), grad)
+    want = torch.autograd.grad(y_ref, (u, k, d), grad)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype
+        tol = 1e-4 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(a.float(), b.float(), atol=tol * b.float().abs().max().item(), rtol=tol)
+
+
+def test_lean_backward_keeps_only_the_inputs():
+    """What autograd keeps for the backward: u, k and D, where the reference keeps the spectra as well."""
+    def saved_bytes(fn):
+        u, k, d = _inputs((1,), 8, 512, 512, True, dtype=torch.float32)
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+            fn(u, k, d)
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in kept}
+        return sum(storages.values()), (u, k, d)
+
+    lean, (u, k, d) = saved_bytes(fftconv_recompute)
+    assert lean == sum(t.numel() * t.element_size() for t in (u, k, d))
+    reference, _ = saved_bytes(fftconv_reference)
+    assert reference >= lean + 2 * 8 * (fft_size(512, 512) // 2 + 1) * 8   # + both complex64 spectra
 
 
 TRITON_CHECK = textwrap.dedent("""

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt, Interval
 from torch import nn
 
-from ..kernels.fftconv import fftconv_reference
+from ..kernels.fftconv import fftconv
 from .layers import SequenceBackbone
 
 
@@ -147,7 +147,7 @@ class SGConvMixer(nn.Module):
             k = centred_kernel(k[: self.channels], k[self.channels:])  # (C, d, 2L-1)
         c, d = self.channels, self.d_model
         u_c = u if c == 1 else u.unsqueeze(1).expand(-1, c, -1, -1).reshape(u.shape[0], c * d, length)
-        y = fftconv_reference(u_c, k.reshape(c * d, -1), self.D.reshape(c * d), bidirectional=self.bidirectional)
+        y = fftconv(u_c, k.reshape(c * d, -1), self.D.reshape(c * d), bidirectional=self.bidirectional)
         y = self.dropout(F.gelu(y))  # (N, C*d, L)
         y = self.output_linear(y.transpose(1, 2))
         return F.glu(y, dim=-1) if self.postact == "glu" else y
