@@ -20,7 +20,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CONFIGS = sorted(EXAMPLES.glob("*.yaml"))
 STAGED = {  # the model builds from an earlier run's work dir
     "documents_cascadetabnet_cells.yaml", "documents_cascadetabnet_tables_long.yaml",
-    "genomics_hyenadna_species.yaml", "genomics_hyenadna_splice.yaml",
+    "genomics_hyenadna_species.yaml", "genomics_hyenadna_species_probe.yaml",
+    "genomics_hyenadna_species_softprompt.yaml", "genomics_hyenadna_splice.yaml",
     "vision_bt2_step1_bct.yaml", "vision_bt2_step1_bt2.yaml", "vision_bt2_step1_independent.yaml",
     "vision_bt2_step2_bct.yaml", "vision_bt2_step2_bt2.yaml", "vision_bt2_step2_independent.yaml",
 }
