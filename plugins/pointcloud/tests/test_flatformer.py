@@ -120,7 +120,7 @@ def test_parity_with_official_flatformer():
         for name, p in ours.items():
             p.copy_(parameter_value(index[_official_parameter_name(name)], p.shape))
         y = model.encode(x, coords, len(COUNTS))
-    torch.testing.assert_close(y, torch.tensor(record["output"]), atol=2e-5, rtol=0)
+    torch.testing.assert_close(y, torch.tensor(record["output"]), atol=1e-5, rtol=0)  # measured 6.0e-7
 
 
 def test_backbone_outputs_and_padding():
