@@ -120,8 +120,9 @@ def test_parity_with_reference():
         out = model({"mixture": x})
     ref_a = [-0.06609424948692322, 0.4733038544654846, 0.26175206899642944, -0.5219140648841858, -0.0974823385477066]
     ref_b = [-0.2616671323776245, -0.6274447441101074, 0.31777504086494446, -0.3303687274456024, -0.04576587677001953]
-    torch.testing.assert_close(out[0, 0, 100:105], torch.tensor(ref_a), atol=2e-5, rtol=0)
-    torch.testing.assert_close(out[1, 1, 200:205], torch.tensor(ref_b), atol=2e-5, rtol=0)
+    # measured 2.1e-7 (values up to 0.63)
+    torch.testing.assert_close(out[0, 0, 100:105], torch.tensor(ref_a), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[1, 1, 200:205], torch.tensor(ref_b), atol=1e-5, rtol=0)
     assert out.sum().item() == pytest.approx(-12.29397201538086, abs=1e-3)
     assert out.abs().sum().item() == pytest.approx(427.9297180175781, abs=1e-3)
 

@@ -181,7 +181,7 @@ def test_padding_does_not_change_valid_outputs(t):
         xp = torch.cat([x, torch.zeros(1, pad, 16)], 1)
         b, lb = enc.forward_with_lengths(xp, torch.tensor([t]))
         assert la.tolist() == lb.tolist() == [t // 4]
-        torch.testing.assert_close(a[:, : t // 4], b[:, : t // 4], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a[:, : t // 4], b[:, : t // 4], atol=1e-5, rtol=1e-5)  # measured 4.8e-7
 
 
 def test_backbone_view_and_feature_info():

@@ -72,7 +72,7 @@ def test_matches_pytorch_grad_cam_eigencam(name, backbone_cls, seed):
     theirs_raw = torch.from_numpy(get_2d_projection(acts.numpy()))
     ours_raw = cam.principal_projection(acts)
     sign = 1.0 if (ours_raw * theirs_raw).sum() >= 0 else -1.0
-    assert (ours_raw - sign * theirs_raw).abs().max() <= 1e-4 * theirs_raw.abs().max()
+    assert (ours_raw - sign * theirs_raw).abs().max() <= 1e-5 * theirs_raw.abs().max()  # measured <= 1.4e-7
 
     with EigenCAM(model=Logits(model), target_layers=[model.backbone.stages[-1]]) as eigen:
         theirs = torch.from_numpy(eigen(input_tensor=x, targets=None))
@@ -80,7 +80,7 @@ def test_matches_pytorch_grad_cam_eigencam(name, backbone_cls, seed):
         size = (x.shape[-1], x.shape[-2])
         theirs = torch.from_numpy(scale_cam_image(scale_cam_image(np.maximum(-theirs_raw.numpy(), 0), size)))
     assert theirs.shape == ours.shape == (1, 64, 64)
-    assert (ours - theirs).abs().max() <= 1e-4
+    assert (ours - theirs).abs().max() <= 1e-5  # measured <= 2.4e-7 (heatmaps in [0, 1])
 
 
 def write_run(tmp_path, data: str):

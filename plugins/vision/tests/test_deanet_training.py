@@ -83,7 +83,7 @@ def test_training_step_matches_the_official_code():
     loss, grad_norms = _step(model, x, y)
     torch.testing.assert_close(loss, rec["loss"], atol=1e-6, rtol=1e-6)
     assert grad_norms.shape == rec["grad_norms"].shape  # same parameters, in the same order
-    torch.testing.assert_close(grad_norms, rec["grad_norms"], atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(grad_norms, rec["grad_norms"], atol=1e-6, rtol=1e-5)  # measured 1.2e-7
     with torch.no_grad():
         torch.testing.assert_close(model(x), rec["output_after_step"], atol=1e-5, rtol=1e-5)
 

@@ -147,5 +147,6 @@ def test_discriminator_parity_with_the_official_code(record):
     _, d = _ours()
     with torch.no_grad():
         out = d(_inputs()[1])
-    torch.testing.assert_close(out[:, :, ::8, ::8, ::8], record["disc_sub"], atol=1e-4, rtol=1e-4)
+    # measured 1.4e-6 (values up to 0.51)
+    torch.testing.assert_close(out[:, :, ::8, ::8, ::8], record["disc_sub"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.mean(), record["disc_mean"], atol=1e-5, rtol=1e-5)

@@ -66,7 +66,7 @@ def test_reparameterize_keeps_outputs():
         after = m(x)
     assert num_parameters(m) < n
     for a, b in zip(after, before):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)  # measured 9.5e-7 (values up to 4.1)
     assert not any(isinstance(x, RepVGGDW) and x.fused is None for x in m.modules())
 
 
@@ -123,6 +123,6 @@ def test_parity_with_the_official_code():
         scale = rec["logits"].abs().max()
         torch.testing.assert_close(ours({"inputs": _input()}) / scale, rec["logits"] / scale, atol=1e-5, rtol=0)
         feats = ours.neck.norm(ours.backbone(_input())[-1])
-        torch.testing.assert_close(feats, rec["features"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(feats, rec["features"], atol=1e-5, rtol=0)  # measured 6.0e-8
         ours.backbone.reparameterize()
         torch.testing.assert_close(ours({"inputs": _input()}) / scale, rec["logits"] / scale, atol=1e-5, rtol=0)

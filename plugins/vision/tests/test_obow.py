@@ -249,7 +249,7 @@ def test_parity_with_the_official_code():
         torch.testing.assert_close(torch.stack(losses).detach(), expected["losses"], atol=1e-5, rtol=1e-5)
         perplexity = [bow_perplexity(t) for t in out["targets"]]  # official logs: batch per level, image per level
         torch.testing.assert_close(torch.tensor([p[0] for p in perplexity] + [p[1] for p in perplexity]),
-                                   expected["perplexity"], atol=1e-4, rtol=1e-5)
+                                   expected["perplexity"], atol=1e-5, rtol=1e-5)  # measured 3.3e-6 on values ~8
         for key, value in _state(model).items():
             torch.testing.assert_close(value, expected[key], atol=1e-5, rtol=1e-5, msg=key)
 

@@ -156,10 +156,11 @@ def test_matches_recorded_official_output(deploy):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         feats = model(x)
+    # measured <= 6.0e-7 in both forms (the recorded values are rounded to 6 decimals)
     for out, (mean, std, first) in zip(feats, OFFICIAL_REFERENCE):
-        assert abs(out.mean().item() - mean) < 1e-4
-        assert abs(out.std().item() - std) < 1e-4
-        torch.testing.assert_close(out.flatten()[:4], torch.tensor(first), atol=1e-4, rtol=0)
+        assert abs(out.mean().item() - mean) < 1e-5
+        assert abs(out.std().item() - std) < 1e-5
+        torch.testing.assert_close(out.flatten()[:4], torch.tensor(first), atol=1e-5, rtol=0)
 
 
 def _official_key(key: str, model: UniRepLKNet) -> str:

@@ -53,7 +53,7 @@ def test_features_are_the_vision_backbone_on_the_image_and_reparameterisation_ke
         deployed = model(clips)
     for a, b, c in zip(ours, direct, deployed):
         torch.testing.assert_close(a, b)
-        torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)  # measured 3.6e-7 (values up to 3.0)
 
 
 def test_frame_order_matters_in_both_layouts():
