@@ -25,6 +25,15 @@ def panconv_register_models(register):
     register("UniRepLKNetPoints", f"{_M}.unireplknet_points:UniRepLKNetPoints", kind="backbone",
              doc="UniRepLKNet's point-cloud pathway (Ding et al. CVPR 2024): point encodings max-pooled into a "
                  "top-view 2-D map -> panconv-vision's UniRepLKNet -> every stage sampled back at each point")
+    register("UniRepLKNetP2P", f"{_M}.unireplknet_points:UniRepLKNetP2P", kind="backbone",
+             doc="UniRepLKNet's official point pathway (P2P projection, AILab-CVC/UniRepLKNet Point/): official "
+                 "views, kNN edge-conv point encoding scattered into 3x3 pixel footprints, multi-view attention "
+                 "fusion -> image -> panconv-vision's UniRepLKNet -> every stage read back at each point")
+    register("unireplknet_s_p2p", f"{_M}.unireplknet_points:UniRepLKNetP2P", kind="backbone",
+             args=dict(views=4, local_size=32, trans_dim=8, graph_dim=64, obj_size=224, img_size=224,
+                       atten_fusion=True, depths=(3, 3, 27, 3), dims=(96, 192, 384, 768), drop_path_rate=0.4),
+             doc="UniRepLKNetP2P as the official ModelNet40 config multiview_UniRepLKNet-S.yaml (UniRepLKNet-S, "
+                 "4 views, k 32, 224 px, attention fusion): 56.84M params (without the PoolingClsHead)")
     register("SECONDFPN", f"{_M}.layers:SECONDFPN", kind="neck",
              doc="SECOND 2-D BEV backbone (residual) + SECONDFPN neck, as FlatFormer's Waymo detector")
     register("PointSegHead", f"{_M}.layers:PointSegHead", kind="head",
