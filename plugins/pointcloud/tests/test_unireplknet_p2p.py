@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -18,7 +17,13 @@ import pytest
 import torch
 
 import panconv
-from panconv_pointcloud.models.unireplknet_points import P2P_VIEW_ANGLES, PoolingClsHead, UniRepLKNetP2P
+from panconv_pointcloud.models.unireplknet_points import (
+    P2P_UNUSED,
+    P2P_VIEW_ANGLES,
+    PoolingClsHead,
+    UniRepLKNetP2P,
+    map_official_p2p_state_dict,
+)
 
 HERE = Path(__file__).parent
 _spec = importlib.util.spec_from_file_location("make_unireplknet_p2p_fixture", HERE / "make_unireplknet_p2p_fixture.py")
@@ -29,54 +34,24 @@ _spec.loader.exec_module(recorder)
 FIXTURE = torch.load(HERE / "fixtures" / "unireplknet_p2p_official.pt", weights_only=True)
 SMALL = {k: v for k, v in recorder.SMALL.items() if k != "classes"}
 
-_FUSION = {"patch_embed.": "conv1.", "attn_norm.": "transformer.layers.0.0.norm.",
-           "qkv.": "transformer.layers.0.0.fn.to_qkv.", "attn_out.": "transformer.layers.0.0.fn.to_out.0.",
-           "ffn_norm.": "transformer.layers.0.1.norm.", "ffn.0.": "transformer.layers.0.1.fn.net.0.",
-           "ffn.2.": "transformer.layers.0.1.fn.net.3.", "expand.": "conv2.", "merge.": "conv3."}
-
-
-def official_key(key: str, model: UniRepLKNetP2P) -> str:
-    """Our state-dict key -> the official P2P one (``enc.``, ``base_model.`` = the official unireplknet.py)."""
-    if key.startswith("enc.fusion."):
-        rest = key[len("enc.fusion."):]
-        for ours, theirs in _FUSION.items():
-            if rest.startswith(ours):
-                return "enc.fusion." + theirs + rest[len(ours):]
-    if not key.startswith("backbone."):
-        return key
-    key = key[len("backbone."):]
-    key = re.sub(r"^stem\.", "downsample_layers.0.", key)
-    key = re.sub(r"^downsamples\.(\d+)\.", lambda m: f"downsample_layers.{int(m.group(1)) + 1}.", key)
-    key = key.replace("dwconv.lk.", "dwconv.lk_origin.").replace("dwconv.lk_bn.", "dwconv.origin_bn.")
-    m = re.search(r"stages\.(\d+)\.(\d+)\.dwconv\.branches\.(\d+)\.(conv|bn)\.", key)
-    if m:
-        conv = model.backbone.stages[int(m.group(1))][int(m.group(2))].dwconv.branches[int(m.group(3))].conv
-        name = f"dil_{m.group(4)}_k{conv.kernel_size[0]}_{conv.dilation[0]}."
-        key = key.replace(m.group(0), f"stages.{m.group(1)}.{m.group(2)}.dwconv.{name}")
-    for ours, theirs in ((".pwconv1.", ".pwconv1.1."), (".grn.", ".act.1."), (".pwconv2.", ".pwconv2.0."),
-                         (".ffn_norm.", ".pwconv2.2.")):
-        key = key.replace(ours, theirs)
-    return "base_model." + key
-
-
-def official_head_key(key: str) -> str:
-    """Our PoolingClsHead key -> the official one."""
-    return "cls_head." + key.replace("fc.", "cls_head.")
+def official_state() -> dict[str, torch.Tensor]:
+    """The fixture's seeded official weights under the official names (``recorder.state_value``)."""
+    return {name: recorder.state_value(i, name, shape)
+            for i, (name, shape) in enumerate(zip(FIXTURE["state_names"], FIXTURE["state_shapes"]))}
 
 
 def small_model_and_head() -> tuple[UniRepLKNetP2P, PoolingClsHead]:
-    """Ours in the SMALL config with the fixture's seeded official weights (``recorder.state_value``)."""
+    """Ours in the SMALL config loaded, through ``map_official_p2p_state_dict``, with the official weights."""
     model = UniRepLKNetP2P(**SMALL).eval()
     head = PoolingClsHead(SMALL["dims"][-1], SMALL["views"], recorder.SMALL["classes"]).eval()
-    index = {name: i for i, name in enumerate(FIXTURE["state_names"])}
-    for module, to_official in ((model, lambda k: official_key(k, model)), (head, official_head_key)):
+    mapped = map_official_p2p_state_dict(official_state())
+    for prefix, module in (("backbone.", model), ("head.", head)):
         state = module.state_dict()
-        for key, value in state.items():
-            if value.is_floating_point():
-                name = to_official(key)
-                official = recorder.state_value(index[name], name, FIXTURE["state_shapes"][index[name]])
-                state[key] = official.reshape(value.shape)
-        module.load_state_dict(state)
+        ours = {k[len(prefix):]: v.reshape(state[k[len(prefix):]].shape) for k, v in mapped.items()
+                if k.startswith(prefix)}
+        # every floating entry of ours comes from the official weights (BatchNorm's step counters stay ours)
+        assert set(ours) == {k for k, v in state.items() if v.is_floating_point()}
+        module.load_state_dict({**state, **ours})
     return model, head
 
 
@@ -92,12 +67,14 @@ def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_official_weight_names_cover_ours_exactly():
-    model, _ = small_model_and_head()
-    mapped = {official_key(k, model) for k, v in model.state_dict().items() if v.is_floating_point()}
-    unused = set(FIXTURE["state_names"]) - mapped
-    assert unused == {"base_model.norm.weight", "base_model.norm.bias", "base_model.head.weight",
-                      "base_model.head.bias", "cls_head.norm.weight", "cls_head.norm.bias",
-                      "cls_head.cls_head.weight", "cls_head.cls_head.bias"}
+    mapped = map_official_p2p_state_dict(official_state())
+    dropped = set(FIXTURE["state_names"]) & set(P2P_UNUSED)  # the recording left out the view table
+    assert dropped == set(P2P_UNUSED) - {"views"}
+    assert len(mapped) == len(FIXTURE["state_names"]) - len(dropped)  # every other official entry is used
+    with pytest.raises(KeyError, match="unexpected key in an official P2P state dict: enc.fusion.pool.weight"):
+        map_official_p2p_state_dict({"enc.fusion.pool.weight": torch.zeros(1)})
+    with pytest.raises(KeyError, match="unexpected key in an official P2P state dict: decoder.weight"):
+        map_official_p2p_state_dict({"decoder.weight": torch.zeros(1)})
 
 
 @pytest.mark.parametrize("output", ["image", "final_map", "logits"])

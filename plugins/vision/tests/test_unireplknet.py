@@ -18,6 +18,7 @@ from panconv_vision.models.unireplknet import (
     DilatedReparamBlock,
     UniRepLKNet,
     UniRepLKNetBlock,
+    map_official_state_dict,
 )
 from panconv_vision.testing import fill_, max_diff, num_parameters, paper_classifier
 
@@ -223,4 +224,38 @@ def test_parity_with_official_code(variant, monkeypatch):
     print(f"UniRepLKNet parity {variant}: max abs diff train form {train[0]:.2e} (rel {train[1]:.1e}), "
           f"deploy form {deploy[0]:.2e} (rel {deploy[1]:.1e})")
     assert train[1] < 1e-5 and deploy[1] < 1e-5
+    # the official deploy-form weights, loaded by the library's map into a deploy-form model, give its outputs
+    mapped = map_official_state_dict(theirs.state_dict())
+    reloaded = UniRepLKNet(**PARITY_CONFIGS[variant], deploy=True).eval()
+    reloaded.load_state_dict({k[len("backbone."):]: v for k, v in mapped.items() if k.startswith("backbone.")})
+    with torch.no_grad():
+        assert max_diff(reloaded(x), official_features(x))[1] < 1e-5
+
+
+def test_official_state_dict_map_inverts_the_official_names():
+    """``map_official_state_dict`` on official names (``_official_key``, checked against the official model by
+    the live test above) and official shapes (GRN's are (1, 1, 1, C)) gives back our keys and values exactly, for
+    every block type (plain 3x3 and 5x5 depthwise, Dilated Reparam Blocks 7/9/13), the final norm and the head."""
+    ours = fill_(tiny())
+    state = ours.state_dict()
+    official = {}
+    for key, value in state.items():
+        name = _official_key(key, ours)
+        official[name] = value.reshape(1, 1, 1, -1) if name.endswith((".act.1.gamma", ".act.1.beta")) else value
+    official.update({"norm.weight": torch.ones(64), "norm.bias": torch.zeros(64), "head.weight": torch.ones(10, 64),
+                     "head.bias": torch.zeros(10)})
+    mapped = map_official_state_dict(official)
+    assert set(mapped) == {"backbone." + k for k in state} | {"neck.norm.weight", "neck.norm.bias", "head.fc.weight",
+                                                                "head.fc.bias"}
+    for key, value in state.items():
+        assert torch.equal(mapped["backbone." + key], value), key
+    assert any(".dwconv.branches.4." in k for k in mapped)  # the 13x13 block's fifth branch
+    reloaded = tiny()
+    reloaded.load_state_dict({k[len("backbone."):]: v for k, v in mapped.items() if k.startswith("backbone.")})
+    with pytest.raises(KeyError, match="unexpected key in an official UniRepLKNet state dict: pos_embed"):
+        map_official_state_dict({"pos_embed": torch.zeros(1)})
+    bad = {"stages.2.0.dwconv.lk_origin.weight": torch.zeros(32, 1, 13, 13),
+           "stages.2.0.dwconv.dil_conv_k11_1.weight": torch.zeros(32, 1, 11, 11)}
+    with pytest.raises(KeyError, match="dil_conv_k11_1.weight: no dilated branch k=11, r=1"):
+        map_official_state_dict(bad)
 

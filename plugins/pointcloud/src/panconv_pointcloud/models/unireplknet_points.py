@@ -388,4 +388,47 @@ class UniRepLKNetP2P(Backbone):
         return example_point_batch(batch_size, channels=self.enc.input_trans.in_channels)["inputs"]
 
 
-__all__ = ["P2P_VIEW_ANGLES", "PoolingClsHead", "UniRepLKNetP2P", "UniRepLKNetPoints", "euler_to_matrix"]
+#: our multi-view fusion's sub-modules -> the official ``MultiViewFusionV2``'s (its one ``Transformer`` layer)
+_FUSION_NAMES = (("patch_embed.", "conv1."), ("attn_norm.", "transformer.layers.0.0.norm."),
+                 ("qkv.", "transformer.layers.0.0.fn.to_qkv."), ("attn_out.", "transformer.layers.0.0.fn.to_out.0."),
+                 ("ffn_norm.", "transformer.layers.0.1.norm."), ("ffn.0.", "transformer.layers.0.1.fn.net.0."),
+                 ("ffn.2.", "transformer.layers.0.1.fn.net.3."), ("expand.", "conv2."), ("merge.", "conv3."))
+#: official P2P entries no module here holds: the fixed view table, the UniRepLKNet's unused ImageNet norm and head
+P2P_UNUSED = ("views", "base_model.norm.weight", "base_model.norm.bias", "base_model.head.weight",
+              "base_model.head.bias")
+
+
+def map_official_p2p_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official P2P weights (UniRepLKNet's ``Point/models/p2p_adaptor_lk.py``) -> ``backbone.*``
+    (:class:`UniRepLKNetP2P`: the encoder ``enc.*`` and the UniRepLKNet through panconv-vision's
+    ``map_official_state_dict``) and ``head.*`` (:class:`PoolingClsHead`). :data:`P2P_UNUSED` entries are dropped;
+    any other key the official model does not have raises a KeyError naming it."""
+    from panconv_vision.models.unireplknet import map_official_state_dict
+
+    out, base = {}, {}
+    for key, value in state_dict.items():
+        if key in P2P_UNUSED:
+            continue
+        if key.startswith("base_model."):
+            base[key[len("base_model."):]] = value
+        elif key.startswith("cls_head."):
+            out["head." + key[len("cls_head."):].replace("cls_head.", "fc.")] = value
+        elif key.startswith("enc.fusion."):
+            rest = key[len("enc.fusion."):]
+            for ours, theirs in _FUSION_NAMES:
+                if rest.startswith(theirs):
+                    out["backbone.enc.fusion." + ours + rest[len(theirs):]] = value
+                    break
+            else:
+                raise KeyError(f"unexpected key in an official P2P state dict: {key}")
+        elif key.startswith("enc."):
+            out["backbone." + key] = value
+        else:
+            raise KeyError(f"unexpected key in an official P2P state dict: {key}")
+    for key, value in map_official_state_dict(base).items():  # backbone.* only: norm and head were dropped
+        out["backbone.backbone." + key[len("backbone."):]] = value
+    return out
+
+
+__all__ = ["P2P_UNUSED", "P2P_VIEW_ANGLES", "PoolingClsHead", "UniRepLKNetP2P", "UniRepLKNetPoints",
+           "euler_to_matrix", "map_official_p2p_state_dict"]

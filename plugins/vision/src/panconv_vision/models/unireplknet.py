@@ -26,6 +26,7 @@ ours. The paper's sizes are registered variants (``vision.unireplknet_a`` ... ``
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import torch
@@ -39,7 +40,7 @@ from ..kernels.dwconv_large import large_depthwise_conv
 from .layers import LayerNorm2d, check_out_indices, drop_path, drop_path_rates, trunc_normal_init
 from .reparam import ConvBN, conv_from, dilate_kernel, fuse_conv_bn, pad_kernel_to
 
-__all__ = ["DilatedReparamBlock", "UniRepLKNet", "UniRepLKNetBlock"]
+__all__ = ["DilatedReparamBlock", "UniRepLKNet", "UniRepLKNetBlock", "map_official_state_dict"]
 
 #: Dilated Reparam Block settings (official defaults): large kernel K -> (small kernel sizes k,
 #: dilation rates r) of the parallel branches; each is a sparse kernel of size r(k-1)+1 <= K.
@@ -338,3 +339,58 @@ DEFAULT_KERNEL_SIZES: dict[tuple[int, ...], tuple[tuple[int, ...], ...]] = {
     (3, 3, 18, 3): ((3,) * 3, (13,) * 3, (13, 3) * 9, (13,) * 3),  # T
     (3, 3, 27, 3): ((3,) * 3, (13,) * 3, (13, 3, 3) * 9, (13,) * 3),  # S, B, L, XL
 }
+
+
+# ---- weights from the official code -------------------------------------------------------------
+#: official (AILab-CVC/UniRepLKNet ``unireplknet.py``) block sub-module names -> ours
+_OFFICIAL_RENAMES = (
+    (".dwconv.lk_origin.", ".dwconv.lk."), (".dwconv.origin_bn.", ".dwconv.lk_bn."),
+    (".pwconv1.1.", ".pwconv1."), (".act.1.", ".grn."), (".pwconv2.0.", ".pwconv2."), (".pwconv2.2.", ".ffn_norm."),
+)
+_OFFICIAL_BRANCH = re.compile(r"\.dwconv\.dil_(conv|bn)_k(\d+)_(\d+)\.")
+
+
+def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official UniRepLKNet weights (AILab-CVC/UniRepLKNet ``unireplknet.py``) -> a composed classifier's keys.
+
+    Returns ``backbone.*`` (:class:`UniRepLKNet`; a training-form checkpoint fits a model built as usual, a
+    reparameterised one a model built with ``deploy=True``), ``neck.norm.*`` (the final LayerNorm:
+    ``vision.PoolNorm`` of :attr:`UniRepLKNet.paper_head`) and ``head.fc.*`` (``core.LinearClsHead``). The
+    Dilated Reparam Block's branches ``dil_conv_k{k}_{r}`` / ``dil_bn_k{k}_{r}`` become ``branches.{i}`` in the
+    order of :data:`DILATED_BRANCHES` for the block's large kernel (read off its ``lk_origin`` weight); GRN's
+    ``(1, 1, 1, C)`` parameters become ``(C,)``. A key the official model does not have raises a KeyError naming it.
+    """
+    large = {k[: -len(".dwconv.lk_origin.weight")]: v.shape[-1]
+             for k, v in state_dict.items() if k.endswith(".dwconv.lk_origin.weight")}
+    out = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if parts[0] == "norm":
+            out["neck." + key] = value
+            continue
+        if parts[0] == "head":
+            out["head.fc." + ".".join(parts[1:])] = value
+            continue
+        if parts[0] == "downsample_layers" and len(parts) > 2:
+            i = int(parts[1])
+            new = ".".join(["stem" if i == 0 else f"downsamples.{i - 1}", *parts[2:]])
+        elif parts[0] == "stages" and len(parts) > 3:
+            new = key
+            for old, ours in _OFFICIAL_RENAMES:
+                new = new.replace(old, ours)
+            m = _OFFICIAL_BRANCH.search(new)
+            if m:
+                block = ".".join(parts[:3])
+                table = DILATED_BRANCHES.get(large.get(block, 0))
+                pair = (int(m.group(2)), int(m.group(3)))
+                if table is None or pair not in zip(*table):
+                    raise KeyError(f"official UniRepLKNet key {key}: no dilated branch k={pair[0]}, r={pair[1]} in "
+                                   f"a block whose large kernel is {large.get(block)}")
+                index = list(zip(*table)).index(pair)
+                new = new.replace(m.group(0), f".dwconv.branches.{index}.{m.group(1)}.")
+            if ".grn." in new:
+                value = value.reshape(-1)
+        else:
+            raise KeyError(f"unexpected key in an official UniRepLKNet state dict: {key}")
+        out["backbone." + new] = value
+    return out
