@@ -232,6 +232,29 @@ def test_parity_with_official_code(variant, monkeypatch):
         assert max_diff(reloaded(x), official_features(x))[1] < 1e-5
 
 
+@pytest.mark.skipif(not os.environ.get("PANCONV_UNIREPLKNET_REF"),
+                    reason="set PANCONV_UNIREPLKNET_REF to the official unireplknet.py (needs timm)")
+def test_official_classifier_weights_give_the_official_logits(monkeypatch):
+    """A whole official classifier (training form, final norm and head included) loaded through
+    ``map_official_state_dict`` into ``backbone + UniRepLKNet.paper_head`` gives the official logits."""
+    spec = importlib.util.spec_from_file_location("unireplknet_official", os.environ["PANCONV_UNIREPLKNET_REF"])
+    official = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, official)
+    with contextlib.redirect_stdout(io.StringIO()):
+        spec.loader.exec_module(official)
+        theirs = official.UniRepLKNet(num_classes=10, depths=[2, 2, 6, 2], dims=[40, 80, 160, 320],
+                                      attempt_use_lk_impl=False).eval()
+    fill_(theirs)
+    head = {**UniRepLKNet.paper_head, "head": {**UniRepLKNet.paper_head["head"], "num_classes": 10}}
+    ours = panconv.create_model({"backbone": {"type": "vision.unireplknet_a"}, **head}).eval()
+    ours.load_state_dict(map_official_state_dict(theirs.state_dict()))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        diff, rel = max_diff([ours({"inputs": x})], [theirs(x)])
+    print(f"UniRepLKNet-A classifier via map_official_state_dict: logits max abs diff {diff:.2e} (rel {rel:.1e})")
+    assert rel < 1e-5
+
+
 def test_official_state_dict_map_inverts_the_official_names():
     """``map_official_state_dict`` on official names (``_official_key``, checked against the official model by
     the live test above) and official shapes (GRN's are (1, 1, 1, C)) gives back our keys and values exactly, for
