@@ -21,7 +21,15 @@ from torch import nn
 
 import panconv
 from panconv_vision.models.convnext import ConvNeXt
-from panconv_vision.models.obow import BoWExtractor, BoWPredictor, OBoW, bow_perplexity
+from panconv_vision.models.obow import (
+    OFFICIAL_DROPPED,
+    BoWExtractor,
+    BoWPredictor,
+    OBoW,
+    ResNetTrunk,
+    bow_perplexity,
+    map_official_state_dict,
+)
 from panconv_vision.models.ssl import cosine_momentum
 from panconv_vision.testing import fill_, num_parameters
 
@@ -180,7 +188,18 @@ def _steps():
                                                        torch.randn(20, 3, 8, 8, generator=g)]) for _ in range(2)]
 
 
-def _official_key(key):
+def _official_key(key, resnet=False):
+    """Our key -> the official OBoW's: with the ``Adapter`` of ``_record`` around our backbone, or (``resnet``)
+    with the official ResNet feature extractor (``_feature_blocks.0`` = conv1, bn, relu, maxpool; 1-4 = layer1-4)
+    around the same torchvision layers as our ``ResNetTrunk``."""
+    if key == "momentum_step":
+        return "_iteration"
+    if resnet:
+        m = re.match(r"(backbone|teacher\.module)\.(stem\.0|stem\.1|stages\.\d)\.(.*)", key)
+        if m:
+            net = {"backbone": "feature_extractor", "teacher.module": "feature_extractor_teacher"}[m.group(1)]
+            block = {"stem.0": "0.Conv", "stem.1": "0.bn"}.get(m.group(2)) or str(int(m.group(2)[-1]) + 1)
+            return f"{net}._feature_blocks.{block}.{m.group(3)}"
     for ours, theirs in (("backbone.", "feature_extractor.net."), ("teacher.module.", "feature_extractor_teacher.net."),
                          ("predictor.scale", "bow_predictor.scale")):
         if key.startswith(ours):
@@ -384,3 +403,102 @@ def test_resnet18_obow_equals_the_official_modules(single_thread):
         theirs = official.feature_extractor.eval()(x, ["block1", "block2", "block3", "block4", "GlobalPooling"])
         torch.testing.assert_close(ours.backbone.eval()(x), theirs[:4], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(ours.eval().student_features(x), theirs[4].flatten(1), atol=1e-5, rtol=1e-5)
+
+
+def _official_modules():
+    sys.path.insert(0, str(OBOW_OFFICIAL))
+    try:
+        from obow.builder_obow import OBoW as OfficialOBoW
+        from obow.feature_extractor import FeatureExtractor
+    finally:
+        sys.path.remove(str(OBOW_OFFICIAL))
+    return OfficialOBoW, FeatureExtractor
+
+
+@pytest.mark.skipif(not (OBOW_OFFICIAL / "obow" / "builder_obow.py").is_file(),
+                    reason=f"official valeoai/obow checkout not at {OBOW_OFFICIAL} (set PANCONV_OBOW_OFFICIAL)")
+def test_official_weights_give_the_official_outputs(single_thread):
+    """A whole official OBoW (ResNet-18, two BoW levels, cosine momentum, the monitoring classifier), every part of
+    its state distinct, through ``map_official_state_dict`` and a strict load: our student maps, teacher maps, BoW
+    targets, predicted logits and momentum step equal the official ones, and so does the teacher's EMA step."""
+    OfficialOBoW, FeatureExtractor = _official_modules()
+    torch.manual_seed(0)
+    extractor, channels = FeatureExtractor("resnet18", {"global_pooling": True})
+    official = OfficialOBoW(extractor, channels, ["block3", "block4"],
+                            [dict(num_words=16, num_channels=c, inv_delta=10) for c in (256, 512)], dict(kappa=5),
+                            alpha=(0.99, 10), num_classes=1000)
+    fill_(official)  # student and teacher differ, so do the levels' vocabularies and generators
+    with torch.no_grad():
+        official._iteration.fill_(3)
+        for level, bow in enumerate(official.bow_extractor.bow_extractor):
+            bow._embedding.abs_()
+            bow._embedding_ptr.fill_(5 + level)
+            bow._min_distance_mean.fill_(0.4 + 0.1 * level)
+        official.bow_predictor.scale.copy_(torch.tensor([5.0, 4.0]))
+    ours = OBoW(ResNetTrunk("resnet18"), bow_levels=(2, 3), num_words=16, inv_delta=10.0, momentum=0.99,
+                momentum_steps=10)
+    ours.load_state_dict(map_official_state_dict(official.state_dict()))  # strict
+    assert int(ours.momentum_step) == 3
+    x = torch.randn(2, 3, 160, 160, generator=torch.Generator().manual_seed(1))  # block4: 5x5 (local_average)
+    names = ["block1", "block2", "block3", "block4"]
+    official.eval()
+    ours.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours.backbone(x), official.feature_extractor(x, names), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours.teacher(x), official.feature_extractor_teacher(x, names), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours.bow_targets(x), list(official.generate_bow_targets(x)[0]), atol=1e-5,
+                                   rtol=1e-5)
+        vocabularies = [bow.embedding for bow in ours.bow]
+        torch.testing.assert_close(ours.predictor([ours.student_features(x)], vocabularies),
+                                   official.bow_predictor([official.feature_extractor(x)],
+                                                          official.bow_extractor.get_dictionary()),
+                                   atol=1e-4, rtol=1e-5)
+    official.train()
+    ours.train()
+    official._update_teacher()   # the cosine momentum at iteration 3 of 10
+    ours.update_teacher()
+    assert int(ours.momentum_step) == 4 and official._iteration.item() == 4
+    # the same EMA of the parameters (the BN statistics differ by design: our EMATeacher copies the student's, the
+    # official teacher keeps its own, updated by its train-mode forward)
+    theirs = map_official_state_dict(official.state_dict())
+    for name, p in ours.teacher.module.named_parameters():
+        torch.testing.assert_close(p, theirs["teacher.module." + name], atol=1e-6, rtol=1e-6, msg=name)
+
+
+def test_official_state_dict_map_inverts_the_official_names():
+    """``map_official_state_dict`` on official names (``_official_key``: the ``Adapter`` names checked by the strict
+    load of ``_record``, the ResNet names by the live test above) and official shapes (``_iteration`` a float of
+    shape (1,)) gives back our keys and values exactly: the whole model as saved (``module.`` prefix, with
+    ``_alpha`` and the monitoring classifier, which are dropped) or bare, and the torchvision-format student."""
+    model = OBoW(ResNetTrunk("resnet18", out_indices=(0, 1)), num_words=8, momentum_steps=10)
+    state = fill_(model).state_dict()
+    state["momentum_step"].fill_(7)
+    official = {_official_key(k, resnet=True): v for k, v in state.items()}
+    assert not any(".net." in k for k in official)
+    official["_iteration"] = torch.tensor([7.0])
+    dropped = {"_alpha": torch.tensor([0.995]), "linear_classifier.layers.batch_norm.weight": torch.ones(128),
+               "linear_classifier.layers.prediction_layer.weight": torch.ones(10, 128)}
+    assert all(k.startswith(OFFICIAL_DROPPED) for k in dropped)
+    for saved in ({**official, **dropped}, {"module." + k: v for k, v in {**official, **dropped}.items()}):
+        mapped = map_official_state_dict(saved)
+        assert list(mapped) == list(state)
+        assert all(mapped[k] is v for k, v in state.items() if k != "momentum_step")
+        assert mapped["momentum_step"].dtype == torch.long and mapped["momentum_step"].shape == ()
+        assert int(mapped["momentum_step"]) == 7
+        model.load_state_dict(mapped)  # strict
+
+    # the torchvision-format student ("only feature extractor": conv1, bn1, layer1-4 and the BoW classifier fc)
+    def torchvision_key(key):
+        key = re.sub(r"^stages\.(\d)\.", lambda m: f"layer{int(m.group(1)) + 1}.", key)
+        return re.sub(r"^stem\.1\.", "bn1.", re.sub(r"^stem\.0\.", "conv1.", key))
+
+    torchvision = {torchvision_key(k): v for k, v in model.backbone.state_dict().items()}
+    torchvision.update({"fc.weight": torch.ones(8, 128), "fc.bias": torch.zeros(8)})
+    student = map_official_state_dict(torchvision)
+    assert list(student) == ["backbone." + k for k in model.backbone.state_dict()]
+    assert all(torch.equal(student["backbone." + k], v) for k, v in model.backbone.state_dict().items())
+
+    with pytest.raises(KeyError, match="unexpected key in an official OBoW state dict: module.pos_embed"):
+        map_official_state_dict({"module.pos_embed": torch.zeros(1)})
+    with pytest.raises(KeyError, match=r"official OBoW state dict: feature_extractor\._feature_blocks\.1\.Block"):
+        map_official_state_dict({"feature_extractor._feature_blocks.1.Block.layer.0.bn1.weight": torch.zeros(1)})

@@ -12,7 +12,7 @@ import torch
 import panconv
 from panconv.api import FeatureInfo
 from panconv_vision.models.reparam import ConvBN, fuse_convbn_modules, randomize_bn_stats
-from panconv_vision.models.replknet import ConvFFN, LargeKernelConv, RepLKBlock, RepLKNet
+from panconv_vision.models.replknet import ConvFFN, LargeKernelConv, RepLKBlock, RepLKNet, map_official_state_dict
 from panconv_vision.testing import fill_, max_diff, num_parameters, paper_classifier
 
 
@@ -163,13 +163,19 @@ def test_matches_recorded_official_output(deploy):
         torch.testing.assert_close(out.flatten()[:4], torch.tensor(first), atol=1e-5, rtol=0)
 
 
-def _official_key(key: str) -> str:
-    """Our state-dict key -> the official one (replknet.py of DingXiaoH/RepLKNet-pytorch)."""
+def _official_key(key: str, deploy: bool = False) -> str:
+    """Our state-dict key -> the official one (replknet.py of DingXiaoH/RepLKNet-pytorch); ``deploy``: the names
+    after the official ``structural_reparam()`` (the merged large kernel is ``lkb_reparam``)."""
+    m = re.match(r"out_norms\.(\d+)\.(.*)", key)
+    if m:  # norm_outputs = the official norm_intermediate_features
+        return f"stages.{m.group(1)}.norm.{m.group(2)}"
     m = re.match(r"stages\.(\d+)\.(\d+)\.(.*)", key)
     if not m:
         return key  # stem.* and transitions.* are named alike
     n, rest = int(m.group(2)), m.group(3)
     rest = rest.replace("pre_bn.", "prelkb_bn." if n % 2 == 0 else "preffn_bn.")
+    if deploy:
+        rest = rest.replace("large_kernel.large.conv.", "large_kernel.lkb_reparam.")
     rest = rest.replace("large_kernel.large.", "large_kernel.lkb_origin.")
     rest = rest.replace("large_kernel.small.", "large_kernel.small_conv.")
     return f"stages.{m.group(1)}.blocks.{n}.{rest}"
@@ -178,6 +184,7 @@ def _official_key(key: str) -> str:
 PARITY_CONFIGS = {
     "tiny": RepLKNet.example_config(),
     "tiny_xl_style": {**RepLKNet.example_config(), "small_kernel": None, "dw_ratio": 1.5},
+    "tiny_norm_outputs": {**RepLKNet.example_config(), "norm_outputs": True},
     "replknet_31b": {"depths": (2, 2, 18, 2), "dims": (128, 256, 512, 1024), "kernel_sizes": (31, 29, 27, 13)},
 }
 
@@ -195,9 +202,14 @@ def test_parity_with_official_code(variant):
         theirs = official.RepLKNet(
             large_kernel_sizes=list(cfg["kernel_sizes"]), layers=list(cfg["depths"]), channels=list(cfg["dims"]),
             drop_path_rate=0.0, small_kernel=cfg["small_kernel"], dw_ratio=cfg.get("dw_ratio", 1),
-            num_classes=None, out_indices=(0, 1, 2, 3), use_sync_bn=False).eval()
+            num_classes=None, out_indices=(0, 1, 2, 3), use_sync_bn=False,
+            norm_intermediate_features=cfg.get("norm_outputs", False)).eval()
     ours = fill_(RepLKNet(**cfg)).eval()
     theirs.load_state_dict({_official_key(k): v for k, v in ours.state_dict().items()}, strict=True)
+    # the library's map takes the official training-form names back to ours, values untouched
+    mapped = map_official_state_dict(theirs.state_dict())
+    assert sorted(mapped) == sorted("backbone." + k for k in ours.state_dict())  # (the official order differs)
+    assert all(torch.equal(mapped["backbone." + k], v) for k, v in ours.state_dict().items())
 
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -208,4 +220,78 @@ def test_parity_with_official_code(variant):
     print(f"RepLKNet parity {variant}: max abs diff train form {train[0]:.2e} (rel {train[1]:.1e}), "
           f"deploy form {deploy[0]:.2e} (rel {deploy[1]:.1e})")
     assert train[1] < 1e-5 and deploy[1] < 1e-5
+
+    def reloaded(model, state):  # strict load of the mapped official weights
+        model.load_state_dict({k[len("backbone."):]: v for k, v in map_official_state_dict(state).items()})
+        return model.eval()
+
+    # the official structural_reparam() weights, loaded by the library's map into a deploy-form model, give its
+    # outputs; so do the deep_fuse_BN() weights in a deploy-form model with every conv-BN folded
+    with torch.no_grad():
+        merged = max_diff(reloaded(RepLKNet(**cfg, deploy=True), theirs.state_dict())(x), theirs(x))
+        theirs.deep_fuse_BN()
+        folded = RepLKNet(**cfg, deploy=True)
+        fuse_convbn_modules(folded)
+        fused = max_diff(reloaded(folded, theirs.state_dict())(x), theirs(x))
+    print(f"RepLKNet {variant} via map_official_state_dict: structural_reparam form {merged[0]:.2e} "
+          f"(rel {merged[1]:.1e}), deep_fuse_BN form {fused[0]:.2e} (rel {fused[1]:.1e})")
+    assert merged[1] < 1e-6 and fused[1] < 1e-5
+
+
+@pytest.mark.skipif(not os.environ.get("PANCONV_REPLKNET_REF"),
+                    reason="set PANCONV_REPLKNET_REF to the official replknet.py (needs timm)")
+def test_official_classifier_weights_give_the_official_logits():
+    """A whole official classifier (training form, final BN and head included) loaded through
+    ``map_official_state_dict`` into ``backbone + RepLKNet.paper_head`` gives the official logits."""
+    spec = importlib.util.spec_from_file_location("replknet_official", os.environ["PANCONV_REPLKNET_REF"])
+    official = importlib.util.module_from_spec(spec)
+    cfg = RepLKNet.example_config()
+    with contextlib.redirect_stdout(io.StringIO()):
+        spec.loader.exec_module(official)
+        theirs = official.RepLKNet(
+            large_kernel_sizes=list(cfg["kernel_sizes"]), layers=list(cfg["depths"]), channels=list(cfg["dims"]),
+            drop_path_rate=0.0, small_kernel=cfg["small_kernel"], num_classes=10, use_sync_bn=False).eval()
+    fill_(theirs)
+    head = {**RepLKNet.paper_head, "head": {**RepLKNet.paper_head["head"], "num_classes": 10}}
+    ours = panconv.create_model({"backbone": {"type": "vision.RepLKNet", **cfg}, **head}).eval()
+    ours.load_state_dict(map_official_state_dict(theirs.state_dict()))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        diff, rel = max_diff([ours({"inputs": x})], [theirs(x)])
+    print(f"RepLKNet classifier via map_official_state_dict: logits max abs diff {diff:.2e} (rel {rel:.1e})")
+    assert rel < 1e-5
+
+
+@pytest.mark.parametrize("form", ["train", "deploy", "fused"])
+def test_official_state_dict_map_inverts_the_official_names(form):
+    """``map_official_state_dict`` on official names (``_official_key``, checked against the official model by
+    the live tests above) gives back our keys and values exactly, in the training form, the
+    ``structural_reparam()`` form and the ``deep_fuse_BN()`` form, with the stage norms of
+    ``norm_intermediate_features``, the final BN and the head: exactly a composed classifier's keys."""
+    ours = tiny(norm_outputs=True, deploy=form != "train")
+    if form == "fused":
+        fuse_convbn_modules(ours)
+    state = fill_(ours).state_dict()
+    official = {_official_key(k, deploy=form != "train"): v for k, v in state.items()}
+    if form != "train":
+        assert any(".lkb_reparam." in k for k in official) and not any(".lkb_origin." in k for k in official)
+    final = {f"norm.{k}": v for k, v in fill_(torch.nn.BatchNorm2d(64), seed=1).state_dict().items()}
+    official.update({**final, "head.weight": torch.ones(10, 64), "head.bias": torch.zeros(10)})
+    mapped = map_official_state_dict(official)
+    expected = {**{"backbone." + k: v for k, v in state.items()},
+                **{"neck." + k: v for k, v in final.items()},
+                "head.fc.weight": official["head.weight"], "head.fc.bias": official["head.bias"]}
+    assert list(mapped) == list(expected)
+    assert all(mapped[k] is v for k, v in expected.items())
+    head = {**RepLKNet.paper_head, "head": {**RepLKNet.paper_head["head"], "num_classes": 10}}
+    backbone = {"type": "vision.RepLKNet", **RepLKNet.example_config(), "norm_outputs": True, "deploy": form != "train"}
+    clf = panconv.create_model({"backbone": backbone, **head})
+    if form == "fused":
+        fuse_convbn_modules(clf.backbone)
+    clf.load_state_dict(mapped)  # strict
+
+    with pytest.raises(KeyError, match="unexpected key in an official RepLKNet state dict: pos_embed"):
+        map_official_state_dict({"pos_embed": torch.zeros(1)})
+    with pytest.raises(KeyError, match=r"unexpected key in an official RepLKNet state dict: stages\.0\.blocks\.0\.se"):
+        map_official_state_dict({"stages.0.blocks.0.se.weight": torch.zeros(1)})
 

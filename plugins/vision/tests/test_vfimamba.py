@@ -6,8 +6,12 @@ mamba-ssm's ``selective_scan_fn`` replaced by our sequential reference scan (mam
 everything else is the official code). Regenerate with the official repository fetched (not committed)::
 
     PANCONV_RECORD_VFIMAMBA=/path/to/VFIMamba pytest plugins/vision/tests/test_vfimamba.py -k parity
+
+``PANCONV_VFIMAMBA_REF=/path/to/VFIMamba`` runs the live test of ``map_official_state_dict``: the official model's
+own (freshly initialised) weights, mapped and loaded into ours, give its outputs (the fixture is left alone).
 """
 
+import contextlib
 import math
 import os
 import sys
@@ -27,6 +31,7 @@ from panconv_vision.models.vfimamba import (
     _ss2d_params,
     backward_warp,
     laplacian_loss,
+    map_official_state_dict,
     official_column_merge,
 )
 from panconv_vision.models.vmamba_blocks import SS2D
@@ -297,7 +302,10 @@ def _official_key(key: str) -> str:
     raise KeyError(key)
 
 
-def _record(repo: str) -> None:
+@contextlib.contextmanager
+def _official_code(repo: str):
+    """The official repository's ``config`` and ``model`` modules, imported with mamba-ssm's scan replaced by our
+    reference scan and the einops patterns stubbed; ``sys.path`` and ``sys.modules`` are restored afterwards."""
     stub = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
     stub.selective_scan_fn = stub.selective_scan_ref = selective_scan_reference
     einops = types.ModuleType("einops")
@@ -316,21 +324,31 @@ def _record(repo: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import config as official_config
-            from model import mamba_estimation, mamba_extractor
-            a, b = official_config.init_model_config(F=PARITY_CONFIG["embed_dim"], depth=list(PARITY_CONFIG["depths"]))
-            official = mamba_estimation(mamba_extractor(**a), **b).eval()
-            ours = _ours()
-            mapped = {_official_key(k): v for k, v in ours.state_dict().items()}
-            missing, unexpected = official.load_state_dict(mapped, strict=True)
-            assert not missing and not unexpected
-            x = _parity_input()
-            with torch.no_grad():
-                flows, masks, merged, pred = official(x, local=True, timestep=0.5)
+            import model as official_model
+            yield official_config, official_model
     finally:
         sys.path[:] = saved_path
         for name in list(sys.modules):
             if name not in saved_mods:
                 del sys.modules[name]
+
+
+def _official_model(official_config, official_model) -> torch.nn.Module:
+    """The official network at ``PARITY_CONFIG`` (``config.init_model_config(F=4, depth=[1] * 5)``), eval mode."""
+    a, b = official_config.init_model_config(F=PARITY_CONFIG["embed_dim"], depth=list(PARITY_CONFIG["depths"]))
+    return official_model.mamba_estimation(official_model.mamba_extractor(**a), **b).eval()
+
+
+def _record(repo: str) -> None:
+    with _official_code(repo) as modules:
+        official = _official_model(*modules)
+        ours = _ours()
+        mapped = {_official_key(k): v for k, v in ours.state_dict().items()}
+        missing, unexpected = official.load_state_dict(mapped, strict=True)
+        assert not missing and not unexpected
+        x = _parity_input()
+        with torch.no_grad():
+            flows, masks, merged, pred = official(x, local=True, timestep=0.5)
     record = {"source": "MCG-NJU/VFIMamba model/ (config.init_model_config(F=4, depth=[1]*5)), local=True",
               "pred_corner": pred[..., :8, :8].clone()}
     record.update(_projections(pred, flows[-1], masks[-1]))
@@ -364,3 +382,54 @@ def test_parity_with_the_official_code():
     for name in ("pred", "flow", "mask"):
         torch.testing.assert_close(ours[f"{name}_proj"], rec[f"{name}_proj"], atol=1e-5, rtol=1e-5)
     assert rec["pred_corner"].std() > 0.01                                   # a non-trivial output
+
+
+# ---------------------------------------------------------------- the official weights
+@pytest.mark.skipif(not os.environ.get("PANCONV_VFIMAMBA_REF"),
+                    reason="set PANCONV_VFIMAMBA_REF to the official VFIMamba repository (needs timm)")
+def test_official_weights_give_the_official_outputs():
+    """The official network's own state dict (its initialisation, seeded), through ``map_official_state_dict`` and
+    a strict load, makes our model produce the official prediction, flow and mask."""
+    with _official_code(os.environ["PANCONV_VFIMAMBA_REF"]) as modules:
+        torch.manual_seed(0)
+        official = _official_model(*modules)
+        with torch.no_grad():
+            for name, p in official.named_parameters():   # off the official init's constants (zero biases, ...)
+                p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+        ours = VFIMamba(**PARITY_CONFIG).eval()
+        ours.load_state_dict(map_official_state_dict(official.state_dict()))   # strict
+        x = _parity_input()
+        with torch.no_grad():
+            flows, masks, _, pred = official(x, local=True, timestep=0.5)
+    with torch.no_grad():
+        out = ours({"inputs": x.view(1, 2, 3, *x.shape[2:])})
+    diffs = {name: (a - b).abs().max().item() for name, a, b in
+             (("pred", out["pred"], pred), ("flow", out["flow"], flows[-1]), ("mask", torch.sigmoid(out["mask"]),
+                                                                             masks[-1]))}
+    print("VFIMamba via map_official_state_dict, max abs diff: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
+          + f" (|flow| max {flows[-1].abs().max().item():.2f}, pred std {pred.std().item():.3f})")
+    assert all(v < 1e-4 for v in diffs.values()) and pred.std() > 0.01
+
+
+def test_official_state_dict_map_inverts_the_official_names():
+    """``map_official_state_dict`` on official names (``_official_key``, checked against the official model by the
+    strict load of ``_record`` and the live test above) gives back our keys and values exactly, for the
+    checkpoint as saved (``module.`` prefix, the official loader's dropped buffers) and for the bare network's."""
+    ours = _fill(VFIMamba(**PARITY_CONFIG))
+    state = ours.state_dict()
+    official = {_official_key(k): v for k, v in state.items()}
+    for saved in (official, {"module." + k: v for k, v in official.items()}):
+        mapped = map_official_state_dict(saved)
+        assert list(mapped) == list(state)
+        assert all(mapped[k] is v for k, v in state.items())
+    mapped = map_official_state_dict({**official, "module.feature_bone.block3.blocks.0.attn_mask": torch.zeros(1)})
+    assert list(mapped) == list(state)
+    # every kind of layer is covered: conv stages, both embeds, Mixed-SSM blocks, two flow heads, both local blocks
+    assert {k.split(".")[0] + "." + k.split(".")[1] for k in state} >= {
+        "features.embeds", "features.stages", "flow_heads.0", "flow_heads.1", "local_blocks.0", "local_blocks.1",
+        "refine.down", "refine.up", "refine.out"}
+
+    with pytest.raises(KeyError, match="unexpected key in an official VFIMamba state dict: module.pos_embed"):
+        map_official_state_dict({"module.pos_embed": torch.zeros(1)})
+    with pytest.raises(KeyError, match=r"unexpected key in an official VFIMamba state dict: unet\.down4\.conv3"):
+        map_official_state_dict({"unet.down4.conv3.weight": torch.zeros(1)})

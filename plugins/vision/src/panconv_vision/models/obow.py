@@ -33,6 +33,7 @@ into stem, block1..block4, without its pooling and fc; the registered ``obow_res
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
@@ -361,4 +362,87 @@ class OBoW(Model):
         return out
 
 
-__all__ = ["BoWExtractor", "BoWPredictor", "L2Normalize", "OBoW", "ResNetTrunk", "bow_perplexity"]
+# --------------------------------------------------------------------------- weights from the official code
+
+#: official (valeoai/obow) keys without a counterpart in :class:`OBoW`: ``_alpha`` (the teacher's current momentum, a
+#: function of ``_iteration``), ``linear_classifier.*`` (the monitoring linear classifier on the teacher's features)
+#: and, in the torchvision-format student, ``fc.*`` (the last level's BoW classifier, computed from the vocabulary)
+OFFICIAL_DROPPED = ("_alpha", "linear_classifier.", "fc.")
+_OFFICIAL_BOW_BUFFERS = {"_embedding": "embedding", "_embedding_ptr": "embedding_ptr",
+                         "_track_num_batches": "num_batches", "_min_distance_mean": "min_distance_mean"}
+_OFFICIAL_GENERATOR = {"fc": "1", "bn": "2", "last_layer": "4"}  # b{i}_<name> -> index in BoWPredictor.generators[i]
+_OFFICIAL_BLOCKS = re.compile(r"_feature_blocks\.(\d+)\.(.+)")
+_OFFICIAL_PREDICTOR = re.compile(r"bow_predictor\.layers_w\.(\d+)\.b(\d+)_(fc|bn|last_layer)\.(.+)")
+_OFFICIAL_BOW = re.compile(r"bow_extractor\.bow_extractor\.(\d+)\.(_\w+)")
+_TORCHVISION = re.compile(r"(conv1|bn1|layer[1-4])\.(.+)")
+
+
+def _official_resnet_key(key: str) -> str | None:
+    """The official feature extractor's key (``obow/feature_extractor.py`` ``ResNet``: ``_feature_blocks.0`` =
+    conv1, bn, relu, maxpool; ``_feature_blocks.1-4`` = torchvision's layer1-4) -> :class:`ResNetTrunk`'s."""
+    m = _OFFICIAL_BLOCKS.fullmatch(key)
+    if not m:
+        return None
+    block, rest = int(m.group(1)), m.group(2)
+    if block == 0:
+        for official, ours in (("Conv.", "stem.0."), ("bn.", "stem.1.")):
+            if rest.startswith(official):
+                return ours + rest[len(official):]
+        return None
+    if 1 <= block <= 4 and rest.split(".")[0].isdigit():  # a torchvision residual layer (not the WRN's "Block")
+        return f"stages.{block - 1}.{rest}"
+    return None
+
+
+def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official OBoW weights (valeoai/obow ``obow/builder_obow.py``, ResNet feature extractors) -> :class:`OBoW`'s keys.
+
+    Takes the whole model (the ``network`` of a training checkpoint or of the released "entire model";
+    a ``module.`` prefix of the DDP wrapper is stripped) and returns the keys of an :class:`OBoW` with a
+    :class:`ResNetTrunk` of the same ``arch`` and the same BoW levels, words and ``momentum_steps`` (the official
+    ``alpha_cosine`` iterations): the student ``feature_extractor`` -> ``backbone`` and the teacher
+    ``feature_extractor_teacher`` -> ``teacher.module`` (``_feature_blocks.0.{Conv,bn}`` -> ``stem.{0,1}``,
+    ``_feature_blocks.{k}`` -> ``stages.{k-1}``), ``bow_predictor.layers_w.{i}.b{i}_{fc,bn,last_layer}`` ->
+    ``predictor.generators.{i}.{1,2,4}``, ``bow_predictor.scale`` -> ``predictor.scale``,
+    ``bow_extractor.bow_extractor.{i}._{embedding,embedding_ptr,track_num_batches,min_distance_mean}`` ->
+    ``bow.{i}.{embedding,embedding_ptr,num_batches,min_distance_mean}`` and the cosine schedule's ``_iteration``
+    (float, shape ``(1,)``) -> ``momentum_step`` (long scalar); a run with a constant ``alpha`` has no
+    ``_iteration``, so load that one with ``strict=False`` (``momentum_step`` unused without ``momentum_steps``).
+    The torchvision-format student (the released "only feature extractor", ``conv1`` / ``bn1`` / ``layer1-4``)
+    gives ``backbone.*`` alone (for ``run.init_from``). One form (nothing is re-parameterised); every other shape
+    is the same on both sides. Keys in :data:`OFFICIAL_DROPPED` are left out; any other key the official model
+    does not have (a WideResNet extractor's, for one) raises a KeyError naming it.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        if name.startswith(OFFICIAL_DROPPED):
+            continue
+        new, tv = None, _TORCHVISION.fullmatch(name)
+        if name.startswith("feature_extractor."):
+            rest = _official_resnet_key(name[len("feature_extractor."):])
+            new = rest and "backbone." + rest
+        elif name.startswith("feature_extractor_teacher."):
+            rest = _official_resnet_key(name[len("feature_extractor_teacher."):])
+            new = rest and "teacher.module." + rest
+        elif m := _OFFICIAL_PREDICTOR.fullmatch(name):
+            if m.group(1) == m.group(2):
+                new = f"predictor.generators.{m.group(1)}.{_OFFICIAL_GENERATOR[m.group(3)]}.{m.group(4)}"
+        elif name == "bow_predictor.scale":
+            new = "predictor.scale"
+        elif (m := _OFFICIAL_BOW.fullmatch(name)) and m.group(2) in _OFFICIAL_BOW_BUFFERS:
+            new = f"bow.{m.group(1)}.{_OFFICIAL_BOW_BUFFERS[m.group(2)]}"
+        elif name == "_iteration":
+            new, value = "momentum_step", value.reshape(()).round().long()
+        elif tv:  # the torchvision-format student
+            module, rest = tv.groups()
+            prefix = {"conv1": "stem.0", "bn1": "stem.1"}.get(module) or f"stages.{int(module[-1]) - 1}"
+            new = f"backbone.{prefix}.{rest}"
+        if new is None:
+            raise KeyError(f"unexpected key in an official OBoW state dict: {key}")
+        out[new] = value
+    return out
+
+
+__all__ = ["BoWExtractor", "BoWPredictor", "L2Normalize", "OBoW", "ResNetTrunk", "bow_perplexity",
+           "map_official_state_dict"]

@@ -29,6 +29,7 @@ The paper's sizes are registered variants (``vision.replknet_31b``, ``_31l``, ``
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import torch
@@ -41,7 +42,7 @@ from ..kernels.dwconv_large import large_depthwise_conv
 from .layers import check_out_indices, drop_path, drop_path_rates
 from .reparam import ConvBN, conv_from, fuse_convbn_modules, pad_kernel_to
 
-__all__ = ["ConvFFN", "LargeKernelConv", "RepLKBlock", "RepLKNet"]
+__all__ = ["ConvFFN", "LargeKernelConv", "RepLKBlock", "RepLKNet", "map_official_state_dict"]
 
 
 class LargeKernelConv(nn.Module):
@@ -229,3 +230,56 @@ class RepLKNet(Backbone):
     @classmethod
     def example_config(cls) -> dict:
         return {"depths": (1, 1, 1, 1), "dims": (8, 16, 32, 64), "kernel_sizes": (13, 11, 9, 7), "small_kernel": 5}
+
+
+# ---- weights from the official code -------------------------------------------------------------
+#: official (DingXiaoH/RepLKNet-pytorch ``replknet.py``) block sub-module names -> ours
+_OFFICIAL_RENAMES = (
+    ("prelkb_bn.", "pre_bn."), ("preffn_bn.", "pre_bn."), ("large_kernel.lkb_origin.", "large_kernel.large."),
+    ("large_kernel.small_conv.", "large_kernel.small."), ("large_kernel.lkb_reparam.", "large_kernel.large.conv."),
+)
+_OFFICIAL_BLOCK = re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.(.+)")
+_OFFICIAL_STAGE_NORM = re.compile(r"stages\.(\d+)\.norm\.(.+)")
+
+
+def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official RepLKNet weights (DingXiaoH/RepLKNet-pytorch ``replknet.py``) -> a composed classifier's keys.
+
+    Returns ``backbone.*`` (:class:`RepLKNet`), ``neck.norm.*`` (the final BatchNorm: ``vision.PoolNorm`` with
+    ``norm: batch`` of :attr:`RepLKNet.paper_head`) and ``head.fc.*`` (``core.LinearClsHead``); a backbone-only
+    state dict (``num_classes=None``) gives ``backbone.*`` alone. Every form of the official model maps: the
+    training form (``lkb_origin`` / ``small_conv``) into a model built as usual, the ``structural_reparam()`` form
+    (``lkb_reparam``, ``small_kernel_merged=True``) into one built with ``deploy=True``, and the
+    ``deep_fuse_BN()`` form into a model after ``reparameterize(fuse_bn=True)``. The official block list
+    ``stages.{i}.blocks.{j}`` (RepLK Block, ConvFFN alternating) becomes ``stages.{i}.{j}``, its pre-norms
+    ``prelkb_bn`` / ``preffn_bn`` become ``pre_bn``, and the stage norms of ``norm_intermediate_features``
+    (``stages.{i}.norm``) become ``out_norms.{i}`` (``norm_outputs=True``). Shapes are the same on both sides. A
+    key the official model does not have raises a KeyError naming it.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if parts[0] == "norm" and len(parts) == 2:
+            out["neck." + key] = value
+            continue
+        if parts[0] == "head" and len(parts) == 2:
+            out["head.fc." + parts[1]] = value
+            continue
+        block, stage_norm = _OFFICIAL_BLOCK.fullmatch(key), _OFFICIAL_STAGE_NORM.fullmatch(key)
+        if block:
+            rest = block.group(3)
+            for old, ours in _OFFICIAL_RENAMES:
+                if rest.startswith(old):
+                    rest = ours + rest[len(old):]
+                    break
+            if not rest.startswith(("pre_bn.", "pw1.", "pw2.", "large_kernel.large.", "large_kernel.small.")):
+                raise KeyError(f"unexpected key in an official RepLKNet state dict: {key}")
+            new = f"stages.{block.group(1)}.{block.group(2)}.{rest}"
+        elif stage_norm:
+            new = f"out_norms.{stage_norm.group(1)}.{stage_norm.group(2)}"
+        elif parts[0] in ("stem", "transitions") and len(parts) > 2:
+            new = key  # named alike
+        else:
+            raise KeyError(f"unexpected key in an official RepLKNet state dict: {key}")
+        out["backbone." + new] = value
+    return out

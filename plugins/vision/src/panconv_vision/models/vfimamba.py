@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import Annotated, Literal
 
 import torch
@@ -492,5 +493,69 @@ class VFIMamba(Model):
                 "targets": torch.rand(batch_size, self.in_channels, size, size, generator=g)}
 
 
+# ---------------------------------------------------------------- weights from the official code
+#: official (MCG-NJU/VFIMamba ``model/``) key prefixes -> ours, tried in order (first match wins)
+_OFFICIAL_RENAMES = (
+    (r"feature_bone\.patch_embed(\d)\.", r"features.embeds.\1."),
+    (r"feature_bone\.block(\d)\.blocks\.(\d+)\.self_attention\.conv2d\.", r"features.stages.\1.\2.mixer.conv."),
+    (r"feature_bone\.block(\d)\.blocks\.(\d+)\.self_attention\.", r"features.stages.\1.\2.mixer."),
+    (r"feature_bone\.block(\d)\.blocks\.(\d+)\.ln_1\.", r"features.stages.\1.\2.norm1."),
+    (r"feature_bone\.block(\d)\.blocks\.(\d+)\.ln_2\.", r"features.stages.\1.\2.norm2."),
+    (r"feature_bone\.block(\d)\.blocks\.(\d+)\.(skip_scale2?)$", r"features.stages.\1.\2.\3"),
+    (r"feature_bone\.block(\d)\.blocks\.(\d+)\.conv_blk\.cab\.3\.attention\.", r"features.stages.\1.\2.cab.attention."),
+    (r"feature_bone\.block(\d)\.blocks\.(\d+)\.conv_blk\.cab\.", r"features.stages.\1.\2.cab.body."),
+    (r"block\.(\d)\.conv\.", r"flow_heads.\1.convs."),
+    (r"local_block\.(\d)\.conv0\.", r"local_blocks.\1.down."),
+    (r"local_block\.(\d)\.convblock\.", r"local_blocks.\1.body."),
+    (r"local_block\.(\d)\.lastconv\.", r"local_blocks.\1.last."),
+    (r"unet\.down(\d)\.conv1\.", r"refine.down.\1.0."),
+    (r"unet\.down(\d)\.conv2\.", r"refine.down.\1.1."),
+    (r"unet\.up(\d)\.", r"refine.up.\1."),
+    (r"unet\.conv\.", r"refine.out."),
+)
+#: the conv stages' layers: official ``feature_bone.block{s}.conv.{k}`` (conv, PReLU, conv, PReLU, ...)
+_OFFICIAL_CONV_STAGE = re.compile(r"feature_bone\.block(\d)\.conv\.(\d+)\.(weight|bias)")
+#: substrings of keys without a counterpart, which the official loader (``Trainer_finetune.convert``) drops too:
+#: the attention-mask / window-size buffers of the EMA-VFI transformer that VFIMamba's training code derives from
+OFFICIAL_DROPPED = ("attn_mask", "HW")
+
+
+def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official VFIMamba weights (MCG-NJU/VFIMamba ``model/``: ``mamba_estimation(mamba_extractor(...))``, the
+    ``ckpt/VFIMamba*.pkl`` / Hugging Face ``model.pkl`` checkpoints) -> :class:`VFIMamba`'s keys.
+
+    Takes the checkpoint as saved (keys ``module.*`` of the official DDP wrapper: the prefix is stripped, as the
+    official loader does) or the official network's own ``state_dict()``. The result loads strictly into a
+    :class:`VFIMamba` of the checkpoint's size (``embed_dim`` = the official ``F``, ``depths``; the default
+    ``block="mamba"``, ``merge="official"`` and no curriculum, whose ``steps`` buffer the official model lacks):
+    ``feature_bone.patch_embed{i}`` / ``block{i}`` become ``features.embeds.{i}`` / ``features.stages.{i}``
+    (a conv stage's flat ``conv.{k}`` list of conv, PReLU pairs becomes layer ``k // 2``, part ``k % 2``; a
+    Mixed-SSM block's ``self_attention`` / ``ln_1`` / ``ln_2`` / ``conv_blk.cab`` become ``mixer`` / ``norm1`` /
+    ``norm2`` / ``cab.body`` with its squeeze-excitation ``cab.attention``), ``block.{i}`` the flow heads
+    ``flow_heads.{i}``, ``local_block.{i}`` ``local_blocks.{i}`` and ``unet`` the refinement U-Net ``refine``.
+    There is one form (no re-parameterisation) and shapes are the same on both sides. Keys in
+    :data:`OFFICIAL_DROPPED` are left out; any other key the official model does not have raises a KeyError
+    naming it.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if any(part in key for part in OFFICIAL_DROPPED):
+            continue
+        name = key[len("module."):] if key.startswith("module.") else key
+        conv = _OFFICIAL_CONV_STAGE.fullmatch(name)
+        if conv:
+            stage, index, kind = conv.groups()
+            out[f"features.stages.{stage}.{int(index) // 2}.{int(index) % 2}.{kind}"] = value
+            continue
+        for pattern, repl in _OFFICIAL_RENAMES:
+            new, n = re.subn("^" + pattern, repl, name)
+            if n:
+                out[new] = value
+                break
+        else:
+            raise KeyError(f"unexpected key in an official VFIMamba state dict: {key}")
+    return out
+
+
 __all__ = ["ConvMixer", "FeatureExtractor", "FlowHead", "LocalFlowBlock", "MixedSSMBlock", "RefineUNet", "VFIMamba",
-           "backward_warp", "laplacian_loss"]
+           "backward_warp", "laplacian_loss", "map_official_state_dict"]
