@@ -458,11 +458,31 @@ def test_official_weights_give_the_official_outputs(single_thread):
     official._update_teacher()   # the cosine momentum at iteration 3 of 10
     ours.update_teacher()
     assert int(ours.momentum_step) == 4 and official._iteration.item() == 4
-    # the same EMA of the parameters (the BN statistics differ by design: our EMATeacher copies the student's, the
-    # official teacher keeps its own, updated by its train-mode forward)
+    # the same EMA of the parameters, and the teacher keeps its own batch-norm statistics as the official one does
     theirs = map_official_state_dict(official.state_dict())
-    for name, p in ours.teacher.module.named_parameters():
-        torch.testing.assert_close(p, theirs["teacher.module." + name], atol=1e-6, rtol=1e-6, msg=name)
+    for name, t in ours.teacher.module.state_dict().items():
+        torch.testing.assert_close(t, theirs["teacher.module." + name], atol=1e-6, rtol=1e-6, msg=name)
+    with torch.no_grad():  # a train-mode teacher forward updates its own statistics the same way on both sides
+        ours.teacher(x)
+        official.feature_extractor_teacher(x, names)
+    theirs = map_official_state_dict(official.state_dict())
+    for name, t in ours.teacher.module.state_dict().items():
+        torch.testing.assert_close(t, theirs["teacher.module." + name], atol=1e-6, rtol=1e-6, msg=name)
+    assert not torch.equal(ours.teacher.module.stem[1].running_mean, ours.backbone.stem[1].running_mean)
+
+
+def test_the_teacher_keeps_its_own_batch_norm_statistics():
+    """As the official OBoW: the momentum update averages the parameters only; the teacher's BN statistics are
+    its own (the official live test above checks the same against the official code)."""
+    model = OBoW(ResNetTrunk("resnet18", out_indices=(0, 1)), num_words=8, momentum_steps=10).train()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    model.backbone(x)                       # moves the student's statistics
+    own = model.teacher.module.stem[1].running_mean.clone()
+    model.update_teacher()
+    assert torch.equal(model.teacher.module.stem[1].running_mean, own)
+    model.teacher(x * 2 + 1)                # its own train-mode forward moves its own
+    assert not torch.equal(model.teacher.module.stem[1].running_mean, own)
+    assert not torch.equal(model.teacher.module.stem[1].running_mean, model.backbone.stem[1].running_mean)
 
 
 def test_official_state_dict_map_inverts_the_official_names():

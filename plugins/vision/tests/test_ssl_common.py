@@ -137,6 +137,20 @@ def test_ema_teacher_update_is_the_moving_average_and_copies_buffers():
         EMATeacher(student, momentum=1.5)
 
 
+def test_ema_teacher_without_copy_buffers_keeps_its_own_statistics():
+    student = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    teacher = EMATeacher(student, momentum=0.9, copy_buffers=False)
+    own = teacher.module[1].running_mean.clone()
+    student.train()
+    student(torch.randn(8, 3, generator=_gen(8)))           # moves the student's running statistics only
+    teacher.update(student)
+    assert torch.equal(teacher.module[1].running_mean, own)
+    assert not torch.equal(teacher.module[1].running_mean, student[1].running_mean)
+    teacher.train()
+    teacher(torch.randn(8, 3, generator=_gen(9)))           # its own train-mode forward moves its own
+    assert not torch.equal(teacher.module[1].running_mean, own)
+
+
 def test_cosine_momentum_endpoints_and_midpoint():
     assert cosine_momentum(0, 100, 0.996) == pytest.approx(0.996)
     assert cosine_momentum(100, 100, 0.996) == pytest.approx(1.0)

@@ -273,7 +273,8 @@ class OBoW(Model):
         channels = info[-1].channels
         self.feature_norm = nn.LayerNorm(channels, eps=1e-6) if feature_norm else None
         self.predictor = BoWPredictor(channels, [info[i].channels for i in levels], 2 * channels, kappa, learn_kappa)
-        self.teacher = EMATeacher(self.backbone, momentum)
+        # as the official teacher: only the parameters follow the student; its batch-norm statistics are its own
+        self.teacher = EMATeacher(self.backbone, momentum, copy_buffers=False)
         self.bow = nn.ModuleList(BoWExtractor(num_words, info[i].channels, inv_delta, bow_pool, update_type)
                                  for i in levels)
         self.register_buffer("momentum_step", torch.zeros((), dtype=torch.long))

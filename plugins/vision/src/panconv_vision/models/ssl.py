@@ -28,15 +28,19 @@ class EMATeacher(nn.Module):
     """A frozen copy of ``module`` that follows it by exponential moving average.
 
     ``update(module, momentum=None)`` moves every parameter towards the student's (``momentum``
-    defaults to the constructor's) and copies the buffers. The teacher's parameters never require
-    gradients; it is part of the owner's ``state_dict`` (under the attribute name the owner gives it).
+    defaults to the constructor's) and, with ``copy_buffers`` (the default), copies the student's buffers
+    (batch-norm statistics follow the student). ``copy_buffers=False`` leaves the teacher its own buffers,
+    which its own forward passes in train mode update (OBoW's official teacher: only parameters are averaged).
+    The teacher's parameters never require gradients; it is part of the owner's ``state_dict`` (under the
+    attribute name the owner gives it).
     """
 
-    def __init__(self, module: nn.Module, momentum: float = 0.99):
+    def __init__(self, module: nn.Module, momentum: float = 0.99, copy_buffers: bool = True):
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"EMATeacher: momentum must be in [0, 1], got {momentum}")
         self.momentum = float(momentum)
+        self.copy_buffers = bool(copy_buffers)
         self.module = copy.deepcopy(module)
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -51,9 +55,10 @@ class EMATeacher(nn.Module):
             raise ValueError("EMATeacher.update: the student's parameters are not the teacher's")
         for name, p in teacher.items():
             p.mul_(m).add_(student[name].detach(), alpha=1.0 - m)
-        student_buffers = dict(module.named_buffers())
-        for name, b in self.module.named_buffers():
-            b.copy_(student_buffers[name])
+        if self.copy_buffers:
+            student_buffers = dict(module.named_buffers())
+            for name, b in self.module.named_buffers():
+                b.copy_(student_buffers[name])
 
     def forward(self, *args, **kwargs):
         with torch.no_grad():
