@@ -5,6 +5,10 @@ Parity: ``fixtures/cfsr_parity.pt`` holds the official CFSR's output (Aitical/CF
 official file fetched (not committed)::
 
     PANCONV_RECORD_CFSR=/path/to/basicsr/archs/cfsr_arch.py pytest plugins/vision/tests/test_cfsr.py
+
+The fixture also holds that official model's state-dict key names and shapes (not values), for the CI test of
+``map_official_state_dict``; with the variable set, an official model's own weights are also loaded through the
+map and compared with the official output.
 """
 
 import contextlib
@@ -20,7 +24,7 @@ import pytest
 import torch
 
 import panconv
-from panconv_vision.models.cfsr import CFSR, EdgePreservingFFN
+from panconv_vision.models.cfsr import CFSR, EdgePreservingFFN, map_official_state_dict
 
 FIXTURE = Path(__file__).parent / "fixtures" / "cfsr_parity.pt"
 # official parameter counts (the deploy form its checkpoints use; = paper's 307K at x4)
@@ -80,7 +84,7 @@ def _ours():
     return m
 
 
-def _record(path):
+def _official_module(path):
     reg = types.ModuleType("basicsr.utils.registry")
     reg.ARCH_REGISTRY = types.SimpleNamespace(register=lambda: (lambda c: c))
     for name in ("basicsr", "basicsr.utils"):
@@ -89,6 +93,11 @@ def _record(path):
     spec = importlib.util.spec_from_file_location("cfsr_arch", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def _record(path):
+    mod = _official_module(path)
     with contextlib.redirect_stdout(io.StringIO()):
         official = mod.CFSR(upscale=4, in_chans=3, dw_size=9, img_range=1.0, depths=[6, 6], embed_dim=48,
                             mlp_ratio=2, upsampler="pixelshuffledirect").eval()
@@ -97,7 +106,9 @@ def _record(path):
     x = torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = official(x)
-    torch.save({"input": x, "output": out, "source": "Aitical/CFSR basicsr/archs/cfsr_arch.py"}, FIXTURE)
+    shapes = {k: tuple(v.shape) for k, v in official.state_dict().items()}
+    torch.save({"input": x, "output": out, "official_shapes": shapes,
+                "source": "Aitical/CFSR basicsr/archs/cfsr_arch.py"}, FIXTURE)
 
 
 def test_parity_with_the_official_code():
@@ -141,3 +152,45 @@ def test_fresh_network_starts_from_the_official_initialisation():
         m.upsample[0].weight.zero_()
         m.upsample[0].bias.zero_()
         torch.testing.assert_close(m({"inputs": x}), m.mean.expand(2, 3, 48, 48), atol=0, rtol=0)
+
+
+def test_official_state_dict_map_inverts_the_official_names():
+    """``map_official_state_dict`` on the official names and shapes (recorded from the official x4 model, the
+    merged form all its checkpoints are in) with seeded values gives exactly the keys of our ``deploy=True``
+    model, loads strictly, and gives the same output as loading positionally in the official module order (the
+    path the parity fixture checks against the official code)."""
+    rec = torch.load(FIXTURE)
+    g = torch.Generator().manual_seed(5)
+    official = {k: torch.randn(s, generator=g) * 0.05 for k, s in rec["official_shapes"].items()}
+    official = {("module." + k if i % 2 else k): v for i, (k, v) in enumerate(official.items())}
+    mapped = map_official_state_dict(official)
+    ours, positional = CFSR(upscale=4, deploy=True).eval(), CFSR(upscale=4, deploy=True).eval()
+    assert set(mapped) == set(ours.state_dict())
+    ours.load_state_dict(mapped)
+    positional.load_state_dict(dict(zip(positional.state_dict(), official.values())))
+    with torch.no_grad():
+        assert torch.equal(ours({"inputs": rec["input"]}), positional({"inputs": rec["input"]}))
+    with pytest.raises(KeyError, match="unexpected key in an official CFSR state dict: conv_last.weight"):
+        map_official_state_dict({"conv_last.weight": torch.zeros(1)})
+
+
+@pytest.mark.skipif(not os.environ.get("PANCONV_RECORD_CFSR"), reason="needs the official CFSR code")
+def test_official_weights_through_the_map_give_the_official_output():
+    """An official CFSR's own weights (its initialisation, perturbed so the layer scales and edge-merged
+    depthwise kernels matter) loaded through ``map_official_state_dict`` give the official output."""
+    mod = _official_module(os.environ["PANCONV_RECORD_CFSR"])
+    torch.manual_seed(3)
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = mod.CFSR(upscale=3, in_chans=3, dw_size=9, img_range=1.0, depths=[2, 1], embed_dim=16,
+                          mlp_ratio=2, upsampler="pixelshuffledirect").eval()
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ours = CFSR(upscale=3, embed_dim=16, depths=(2, 1), dw_size=9, mlp_ratio=2, deploy=True).eval()
+    ours.load_state_dict(map_official_state_dict(theirs.state_dict()))
+    x = torch.rand(2, 3, 10, 9, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expect, got = theirs(x), ours({"inputs": x})
+    diff = (got - expect).abs().max().item()
+    print(f"CFSR via map_official_state_dict: max abs diff {diff:.2e} (outputs up to {expect.abs().max():.2f})")
+    assert diff <= 1e-5

@@ -6,6 +6,11 @@ Parity: ``fixtures/deanet_parity.pt`` holds the official DEA-Net's output (cecre
 
     git -C <DEA-Net checkout> archive HEAD code | tar -x -C /tmp/deanet
     PANCONV_RECORD_DEANET=/tmp/deanet/code PYTHONPATH=<dir with einops> pytest plugins/vision/tests/test_deanet.py
+
+The fixture also holds the official state dicts' key names and shapes (not values), of the training form
+(``backbone_train.py`` ``DEANet``) and of the re-parameterised form of the released checkpoints
+(``backbone.py`` ``Backbone``), for the CI test of ``map_official_state_dict``; with the variable set, the
+official models' own weights are also loaded through the map and compared with the official outputs.
 """
 
 import os
@@ -24,6 +29,7 @@ from panconv_vision.models.deanet import (
     DEANet,
     DEConv,
     central_difference_kernel,
+    map_official_state_dict,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "deanet_parity.pt"
@@ -115,6 +121,7 @@ def _ours():
 def _record(official_dir):
     sys.path.insert(0, official_dir)
     torch.cuda.FloatTensor = lambda *s: torch.zeros(*s)  # the official kernels allocate CUDA tensors
+    from model.backbone import Backbone as OfficialDeploy
     from model.backbone_train import DEANet as Official
 
     ours, official = _ours(), Official().eval()
@@ -123,7 +130,10 @@ def _record(official_dir):
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = official(x)
-    torch.save({"input": x, "output": out, "source": "cecret3350/DEA-Net code/model/backbone_train.py"}, FIXTURE)
+    shapes = {"train": {k: tuple(v.shape) for k, v in official.state_dict().items()},
+              "deploy": {k: tuple(v.shape) for k, v in OfficialDeploy().state_dict().items()}}
+    torch.save({"input": x, "output": out, "official_shapes": shapes,
+                "source": "cecret3350/DEA-Net code/model/backbone_train.py, backbone.py"}, FIXTURE)
 
 
 def test_parity_with_the_official_code():
@@ -136,3 +146,48 @@ def test_parity_with_the_official_code():
         torch.testing.assert_close(got, rec["output"], atol=1e-5, rtol=1e-5)
         ours.reparameterize()
         torch.testing.assert_close(ours({"inputs": rec["input"]}), rec["output"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["train", "deploy"])
+def test_official_state_dict_map_inverts_the_official_names(form):
+    """``map_official_state_dict`` on the official names and shapes (recorded from the official models, base_dim 32:
+    the training form of ``backbone_train.py`` and the released, re-parameterised form of ``backbone.py``) with
+    seeded values gives exactly our keys (a model built as usual / with ``deploy=True``), loads strictly, and the
+    model gives the same output as one loaded positionally in the official module order (the path the parity
+    fixture checks against the official code)."""
+    rec = torch.load(FIXTURE)
+    g = torch.Generator().manual_seed(5)
+    official = {k: torch.randn(s, generator=g) * 0.05 for k, s in rec["official_shapes"][form].items()}
+    official = {("module." + k if i % 2 else k): v for i, (k, v) in enumerate(official.items())}  # DataParallel
+    mapped = map_official_state_dict(official)
+    ours, positional = DEANet(deploy=form == "deploy").eval(), DEANet(deploy=form == "deploy").eval()
+    assert set(mapped) == set(ours.state_dict())
+    ours.load_state_dict(mapped)
+    positional.load_state_dict(dict(zip(positional.state_dict(), official.values())))
+    with torch.no_grad():
+        assert torch.equal(ours({"inputs": rec["input"]}), positional({"inputs": rec["input"]}))
+    with pytest.raises(KeyError, match="unexpected key in an official DEA-Net state dict: level3_block1.conv3.weight"):
+        map_official_state_dict({"level3_block1.conv3.weight": torch.zeros(1)})
+
+
+@pytest.mark.skipif(not os.environ.get("PANCONV_RECORD_DEANET"), reason="needs the official DEA-Net code")
+@pytest.mark.parametrize("form", ["train", "deploy"])
+def test_official_weights_through_the_map_give_the_official_output(form, monkeypatch):
+    """The official model's own (initial) weights, training form or the released re-parameterised form, loaded
+    through ``map_official_state_dict`` give the official output."""
+    monkeypatch.syspath_prepend(os.environ["PANCONV_RECORD_DEANET"])
+    monkeypatch.setattr(torch.cuda, "FloatTensor", lambda *s: torch.zeros(*s), raising=False)
+    from model.backbone import Backbone
+    from model.backbone_train import DEANet as Official
+
+    torch.manual_seed(3)
+    theirs = (Official if form == "train" else Backbone)(base_dim=16).eval()
+    ours = DEANet(base_dim=16, deploy=form == "deploy").eval()
+    ours.load_state_dict(map_official_state_dict(theirs.state_dict()))
+    x = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expect, got = theirs(x), ours({"inputs": x})
+    diff = (got - expect).abs().max().item()
+    print(f"DEA-Net ({form} form) via map_official_state_dict: max abs diff {diff:.2e} "
+          f"(outputs up to {expect.abs().max():.2f})")
+    assert diff <= 1e-5

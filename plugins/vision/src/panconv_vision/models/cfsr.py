@@ -23,6 +23,7 @@ Paper sizes (the official test options): ``embed_dim`` 48, ``depths`` (6, 6), ``
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import torch
@@ -33,7 +34,7 @@ from torch import nn
 from ..kernels.dwconv_large import large_depthwise_conv
 from .layers import LayerNorm2d, RestorationModel
 
-__all__ = ["CFSR", "ConvFormerLayer", "ConvModulation", "EdgePreservingFFN"]
+__all__ = ["CFSR", "ConvFormerLayer", "ConvModulation", "EdgePreservingFFN", "map_official_state_dict"]
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -184,3 +185,50 @@ class CFSR(RestorationModel):
     @classmethod
     def example_config(cls) -> dict:
         return {"upscale": 2, "embed_dim": 8, "depths": (1,), "dw_size": 9}
+
+
+# ---- weights from the official code -------------------------------------------------------------
+#: official (Aitical/CFSR ``basicsr/archs/cfsr_arch.py``) keys without a counterpart in :class:`CFSR`: none (its
+#: RGB mean is a plain attribute, not in the state dict; the EFN edge masks and scales are gone after the merge the
+#: official constructor does)
+OFFICIAL_DROPPED: tuple[str, ...] = ()
+#: official ConvFormer layer sub-modules -> ours (the token mixer's ``a`` is 1x1 conv, GELU, ``LargeKernelConv``)
+_OFFICIAL_LAYER_PARTS = {"attn.a.0": "attn.a_in", "attn.a.2.lkb_reparam": "attn.a_dw", "attn.norm": "attn.norm",
+                         "attn.v": "attn.v", "attn.proj": "attn.proj", "mlp.norm": "mlp.norm", "mlp.fc1": "mlp.fc1",
+                         "mlp.pos": "mlp.pos", "mlp.fc2": "mlp.fc2"}
+_OFFICIAL_TOP = ("conv_first", "norm", "conv_after_body", "upsample.0")
+_OFFICIAL_LAYER = re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)")
+_OFFICIAL_SCALE = re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.(layer_scale_[12])")
+_OFFICIAL_GROUP_CONV = re.compile(r"layers\.(\d+)\.conv\.(weight|bias)")
+_OFFICIAL_PLAIN = re.compile(r"(.+)\.(weight|bias)")
+
+
+def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official CFSR weights (Aitical/CFSR ``basicsr/archs/cfsr_arch.py``, ``upsampler="pixelshuffledirect"``) ->
+    :class:`CFSR`'s keys, for a model built with ``deploy=True`` (or after :meth:`CFSR.reparameterize`).
+
+    The official constructor merges every EFN's Sobel / Laplacian branches into ``mlp.pos`` at once
+    (``merge_all``), so its models train and save in that one, re-parameterised form; there is no other. A BasicSR
+    checkpoint holds the state dict under ``"params"``; pass that. A ``module.`` prefix is stripped. The official
+    residual groups ``layers.{i}.blocks.{j}`` keep their names; the token mixer's ``attn.a.0`` (1x1 conv) and
+    ``attn.a.2.lkb_reparam`` (the large depthwise conv) become ``attn.a_in`` / ``attn.a_dw``; the rest is named
+    alike. Build ours with the same ``upscale``, ``embed_dim``, ``depths``, ``dw_size`` and ``mlp_ratio``; shapes are
+    the same on both sides. A key the official model does not have (``conv_last`` of its other up-sampler, which
+    ours does not build, for one) raises a KeyError naming it (:data:`OFFICIAL_DROPPED`: none is left out).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        if name.startswith(OFFICIAL_DROPPED):
+            continue
+        new = None
+        if (m := _OFFICIAL_LAYER.fullmatch(name)) and m.group(3) in _OFFICIAL_LAYER_PARTS:
+            new = f"layers.{m.group(1)}.blocks.{m.group(2)}.{_OFFICIAL_LAYER_PARTS[m.group(3)]}.{m.group(4)}"
+        elif _OFFICIAL_SCALE.fullmatch(name) or _OFFICIAL_GROUP_CONV.fullmatch(name):
+            new = name
+        elif (m := _OFFICIAL_PLAIN.fullmatch(name)) and m.group(1) in _OFFICIAL_TOP:
+            new = name
+        if new is None:
+            raise KeyError(f"unexpected key in an official CFSR state dict: {key}")
+        out[new] = value
+    return out

@@ -28,6 +28,7 @@ https://github.com/cecret3350/DEA-Net (numerical parity checked, tests/test_dean
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import torch
@@ -37,7 +38,7 @@ from torch import nn
 
 from .layers import RestorationModel
 
-__all__ = ["CGAFusion", "ContentGuidedAttention", "DEABlock", "DEBlock", "DEConv", "DEANet"]
+__all__ = ["CGAFusion", "ContentGuidedAttention", "DEABlock", "DEBlock", "DEConv", "DEANet", "map_official_state_dict"]
 
 #: the angular difference pairs each tap of a flattened 3x3 kernel with its clockwise neighbour
 ANGULAR_PERMUTATION = (3, 0, 1, 6, 4, 2, 7, 8, 5)
@@ -238,3 +239,66 @@ class DEANet(RestorationModel):
     @classmethod
     def example_config(cls) -> dict:
         return {"base_dim": 8, "blocks": (1, 1, 1)}
+
+
+# ---- weights from the official code -------------------------------------------------------------
+#: official (cecret3350/DEA-Net) keys without a counterpart in :class:`DEANet`: none, every official parameter
+#: maps (the official model has no buffers)
+OFFICIAL_DROPPED: tuple[str, ...] = ()
+#: official top-level modules -> ours (``down1`` / ``up3`` are one-conv ``nn.Sequential`` there, bare convs here)
+_OFFICIAL_TOP = {"down1.0": "down1", "down2.0": "down2.0", "down3.0": "down3.0", "up1.0": "up1.0", "up2.0": "up2.0",
+                 "up3.0": "up3", "fe_level_2": "fe2", "fe_level_3": "fe3"}
+#: official block lists ``{name}{k}`` (k from 1) -> our ``nn.Sequential`` stages
+_OFFICIAL_STAGES = {"down_level1_block": "enc1", "up_level1_block": "dec1", "down_level2_block": "enc2",
+                    "up_level2_block": "dec2", "level3_block": "level3"}
+#: official block / fusion sub-modules -> ours: DEConv's five convs (training form), its merged conv (the released,
+#: re-parameterised form of ``backbone.py``), the second conv and the content-guided attention's three parts
+_OFFICIAL_PARTS = {
+    "conv1.conv1_1.conv": "deconv.cd", "conv1.conv1_2.conv": "deconv.hd", "conv1.conv1_3.conv": "deconv.vd",
+    "conv1.conv1_4.conv": "deconv.ad", "conv1.conv1_5": "deconv.vanilla", "conv1": "deconv.vanilla",
+    "conv2": "conv", "sa.sa": "cga.spatial", "ca.ca.0": "cga.channel.1", "ca.ca.2": "cga.channel.3",
+    "pa.pa2": "cga.refine",
+}
+_OFFICIAL_FUSION = {"sa.sa": "cga.spatial", "ca.ca.0": "cga.channel.1", "ca.ca.2": "cga.channel.3",
+                    "pa.pa2": "cga.refine", "conv": "proj"}
+_OFFICIAL_BLOCK = re.compile(r"(" + "|".join(_OFFICIAL_STAGES) + r")(\d+)\.(.+)\.(weight|bias)")
+_OFFICIAL_MIX = re.compile(r"(mix[12])\.(.+)\.(weight|bias)")
+_OFFICIAL_PLAIN = re.compile(r"(.+)\.(weight|bias)")
+
+
+def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official DEA-Net weights (cecret3350/DEA-Net ``code/model``) -> :class:`DEANet`'s keys.
+
+    Takes either form of the official model: the training form (``backbone_train.py`` ``DEANet``, each DEConv as
+    ``conv1.conv1_{1..5}``: central, horizontal, vertical, angular difference and vanilla conv) loads into a model
+    built as usual; the re-parameterised form the released checkpoints are in (``backbone.py`` ``Backbone``, the
+    ``*_simplified.pk`` files of ``reparam.py``: each DEConv one ``conv1``) into one built with ``deploy=True`` (or
+    after :meth:`DEANet.reparameterize`). A released file holds the state dict under ``"model"``; pass that. A
+    ``module.`` prefix (DataParallel) is stripped. The official block lists ``down_level{1,2}_block{k}`` /
+    ``up_level{1,2}_block{k}`` / ``level3_block{k}`` become ``enc1`` / ``enc2`` / ``dec1`` / ``dec2`` / ``level3``
+    (index ``k - 1``), ``fe_level_{2,3}`` ``fe2`` / ``fe3``, the content-guided attention's ``sa.sa`` / ``ca.ca.{0,2}``
+    / ``pa.pa2`` ``cga.spatial`` / ``cga.channel.{1,3}`` / ``cga.refine`` and a fusion's ``conv`` ``proj``. The
+    official model is fixed at 4 / 4 / 8 blocks; build ours with ``blocks=(4, 4, 8)`` (the default) and the same
+    ``base_dim``. Shapes are the same on both sides. A key the official model does not have raises a KeyError
+    naming it (:data:`OFFICIAL_DROPPED`: none is left out).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        if name.startswith(OFFICIAL_DROPPED):
+            continue
+        new = None
+        if m := _OFFICIAL_BLOCK.fullmatch(name):
+            stage, k, part, kind = m.groups()
+            if part in _OFFICIAL_PARTS and int(k) >= 1:
+                new = f"{_OFFICIAL_STAGES[stage]}.{int(k) - 1}.{_OFFICIAL_PARTS[part]}.{kind}"
+        elif m := _OFFICIAL_MIX.fullmatch(name):
+            mix, part, kind = m.groups()
+            if part in _OFFICIAL_FUSION:
+                new = f"{mix}.{_OFFICIAL_FUSION[part]}.{kind}"
+        elif (m := _OFFICIAL_PLAIN.fullmatch(name)) and m.group(1) in _OFFICIAL_TOP:
+            new = f"{_OFFICIAL_TOP[m.group(1)]}.{m.group(2)}"
+        if new is None:
+            raise KeyError(f"unexpected key in an official DEA-Net state dict: {key}")
+        out[new] = value
+    return out

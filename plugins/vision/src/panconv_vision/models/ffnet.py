@@ -28,6 +28,7 @@ BatchNorms folded; ours 13.66 / 26.91 / 48.33 / 79.20 M). The training form has 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import torch
@@ -40,7 +41,7 @@ from ..kernels.dwconv_large import large_depthwise_conv
 from .layers import HierarchicalBackbone, check_out_indices, drop_path, drop_path_rates
 from .reparam import ConvBN, conv_from, pad_kernel_to
 
-__all__ = ["FFNet", "FFNetBlock", "RepVGGDW"]
+__all__ = ["FFNet", "FFNetBlock", "RepVGGDW", "map_official_state_dict"]
 
 
 class RepVGGDW(nn.Module):
@@ -249,3 +250,76 @@ class FFNet(HierarchicalBackbone):
         return {"depths": (1, 1), "dims": (8, 16), "in_dim": 8, "kernel_sizes": (7, 3), "kernel_sizes1": (3, 7),
                 "kernel_sizes2": (7, 3), "expansion_ratios": (2, 2), "layer_scale": 1e-5}
 
+
+# ---- weights from the official code -------------------------------------------------------------
+#: official (ysj9909/FFNet ``models/ffnet.py``) keys without a counterpart in the composed classifier: none (the
+#: final BatchNorm and the linear head map to the neck and head)
+OFFICIAL_DROPPED: tuple[str, ...] = ()
+_OFFICIAL_STEM = re.compile(r"patch_embed\.([02])\.(c|bn)\.(.+)")
+_OFFICIAL_MERGE_DW = re.compile(r"stages\.(\d+)\.0\.proj\.0\.(conv|conv1)\.(c|bn)\.(.+)")
+_OFFICIAL_MERGE_SKIP = re.compile(r"stages\.(\d+)\.0\.proj\.1\.conv\.(c|bn)\.(.+)")
+_OFFICIAL_BLOCK = re.compile(r"stages\.(\d+)\.(\d+)\.(token_mixer\.0|channel_mixer)\.(.+)")
+#: what a block's mixer may hold (official names): layer scale, the token mixer's 1x1 ``Conv2d_BN`` ``fc`` and
+#: depthwise ``conv1`` / ``conv2`` (a plain conv, or a 7x7 ``RepVGGDW`` of two ``Conv2d_BN``), the channel mixer's
+#: depthwise ``conv`` (``Conv2d_BN`` or ``RepVGGDW``) and its ``fc1`` / ``fc2``
+_OFFICIAL_MIXER_PART = re.compile(
+    r"layer_scale|main\.(fc|conv)\.(c|bn)\.\w+|main\.(conv1|conv2|fc1|fc2)\.(weight|bias)"
+    r"|main\.(conv|conv1|conv2)\.(conv|conv1)\.(c|bn)\.\w+")
+_BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _conv_bn(part: str, rest: str) -> str | None:
+    """An official ``Conv2d_BN`` / ``BN_Conv2d`` entry (``c`` = the conv, ``bn``) -> our ``ConvBN`` names."""
+    if part == "c" and rest == "weight":
+        return "conv.weight"
+    if part == "bn" and rest in _BN_KEYS:
+        return f"bn.{rest}"
+    return None
+
+
+def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official FFNet weights (ysj9909/FFNet ``models/ffnet.py``, the released ImageNet ``ffnet_*.pth.tar``) ->
+    a composed classifier's keys: ``backbone.*`` (:class:`FFNet`), ``neck.norm.*`` (the final BatchNorm:
+    ``vision.PoolNorm`` with ``norm: batch`` of :attr:`FFNet.paper_head`) and ``head.fc.*``
+    (``core.LinearClsHead``); a head-less official model (``num_classes=0``) gives no ``head.fc.*``.
+
+    The official code trains and releases one form, the training form (its conv-BN fusion is for the Core ML
+    export only); load it into a model built as usual and call :meth:`FFNet.reparameterize` afterwards for the
+    deploy form. Pass the state dict (the released file holds it under ``"state_dict"`` or ``"model"``); a
+    ``module.`` prefix is stripped. ``patch_embed.{0,2}`` becomes ``stem.{0,2}``, a ``Conv2d_BN``'s ``c`` / ``bn``
+    our ``ConvBN``'s ``conv`` / ``bn``, patch merging ``stages.{i}.0.proj.{0,1}`` ``stages.{i}.0.{0,1}`` (its skip
+    ``conv.{bn,c}`` ``bn`` / ``conv``), and a block's ``token_mixer.0`` (the residual; ``token_mixer.1`` would be
+    the squeeze-excite, off in every released model and not built by ours) ``token_mixer``. Build ours with the
+    same sizes (``vision.ffnet_1`` ... ``ffnet_4`` + ``FFNet.paper_head``). Shapes are the same on both sides. A key
+    the official model does not have (a squeeze-excite's, for one) raises a KeyError naming it
+    (:data:`OFFICIAL_DROPPED`: none is left out).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        if name.startswith(OFFICIAL_DROPPED):
+            continue
+        parts, new = name.split("."), None
+        if parts[0] == "norm" and len(parts) == 2:
+            out["neck." + name] = value
+            continue
+        if parts[0] == "head" and len(parts) == 2:
+            out["head.fc." + parts[1]] = value
+            continue
+        if m := _OFFICIAL_STEM.fullmatch(name):
+            rest = _conv_bn(m.group(2), m.group(3))
+            new = rest and f"stem.{m.group(1)}.{rest}"
+        elif m := _OFFICIAL_MERGE_DW.fullmatch(name):
+            rest = _conv_bn(m.group(3), m.group(4))
+            new = rest and f"stages.{m.group(1)}.0.0.{m.group(2)}.{rest}"
+        elif m := _OFFICIAL_MERGE_SKIP.fullmatch(name):
+            rest = _conv_bn(m.group(2), m.group(3))
+            new = rest and f"stages.{m.group(1)}.0.1.{rest}"  # our _BNConv: bn, conv
+        elif (m := _OFFICIAL_BLOCK.fullmatch(name)) and _OFFICIAL_MIXER_PART.fullmatch(m.group(4)):
+            mixer = m.group(3).split(".")[0]
+            rest = ".".join("conv" if p == "c" else p for p in m.group(4).split("."))
+            new = f"stages.{m.group(1)}.{m.group(2)}.{mixer}.{rest}"
+        if new is None:
+            raise KeyError(f"unexpected key in an official FFNet state dict: {key}")
+        out["backbone." + new] = value
+    return out
