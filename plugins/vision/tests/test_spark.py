@@ -8,6 +8,10 @@ after one training-mode forward. Regenerate with the official ``pretrain`` direc
 committed; needs timm)::
 
     PANCONV_RECORD_SPARK=/path/to/SparK/pretrain pytest plugins/vision/tests/test_spark.py
+
+The fixture also holds the official state dicts' key names and shapes (not values) of both cases, for the CI
+test of ``map_official_state_dict``; with the variable set, the official models' own weights are also loaded
+through the map and compared with the official outputs.
 """
 
 import os
@@ -23,7 +27,7 @@ from torch import nn
 import panconv
 from panconv_vision.models.convnext import ConvNeXt
 from panconv_vision.models.e2gc import ResNeXt
-from panconv_vision.models.spark import ActiveMask, SparK, sparsify
+from panconv_vision.models.spark import ActiveMask, SparK, map_official_state_dict, sparsify
 from panconv_vision.models.ssl import random_patch_mask
 from panconv_vision.testing import fill_, num_parameters
 
@@ -272,7 +276,8 @@ def _running(stats, keys):
     return torch.cat([stats[k] for k in keys])
 
 
-def _record(path):
+def _official_code(path):
+    """The official ``encoder``, ``decoder``, ``spark`` modules and ``models/{convnext,resnet}.py``."""
     import importlib.util
 
     sys.path.insert(0, path)
@@ -291,18 +296,31 @@ def _record(path):
     spec = importlib.util.spec_from_file_location("official_resnet", Path(path) / "models" / "resnet.py")
     resnet = sys.modules["official_resnet"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(resnet)
+    return encoder, decoder, spark, convnext, resnet
+
+
+def _official(path, case):
+    """The official SparK of a parity case (its own initial weights), in training mode."""
+    encoder, decoder, spark, convnext, resnet = _official_code(path)
     from timm.models.resnet import Bottleneck
 
-    record = {"source": "keyu-tian/SparK pretrain/ (encoder.py, decoder.py, spark.py, models/)"}
-    for case, cfg in _CASES.items():
-        if case == "convnext":
-            cnn = convnext.ConvNeXt(in_chans=3, num_classes=0, depths=[1, 1, 2, 1], dims=[8, 16, 24, 32])
-        else:
-            cnn = resnet.ResNet(block=Bottleneck, layers=[1, 1, 1, 1], channels=(16, 32, 64, 128), num_classes=0,
-                                global_pool="")
-        sparse_encoder = encoder.SparseEncoder(cnn, input_size=cfg["size"])
-        official = spark.SparK(sparse_encoder, decoder.LightDecoder(32, width=cfg["width"]),
-                               densify_norm=cfg["densify"]).train()
+    cfg = _CASES[case]
+    if case == "convnext":
+        cnn = convnext.ConvNeXt(in_chans=3, num_classes=0, depths=[1, 1, 2, 1], dims=[8, 16, 24, 32])
+    else:
+        cnn = resnet.ResNet(block=Bottleneck, layers=[1, 1, 1, 1], channels=(16, 32, 64, 128), num_classes=0,
+                            global_pool="")
+    sparse_encoder = encoder.SparseEncoder(cnn, input_size=cfg["size"])
+    return spark.SparK(sparse_encoder, decoder.LightDecoder(32, width=cfg["width"]),
+                       densify_norm=cfg["densify"]).train()
+
+
+def _record(path):
+    record = {"source": "keyu-tian/SparK pretrain/ (encoder.py, decoder.py, spark.py, models/)",
+              "official_shapes": {}}
+    for case in _CASES:
+        official = _official(path, case)
+        record["official_shapes"][case] = {k: tuple(v.shape) for k, v in official.state_dict().items()}
         ours = _ours(case)
         theirs = official.state_dict()
         mapped = {_to_official_key(k, case): v for k, v in ours.state_dict().items()}
@@ -337,6 +355,101 @@ def test_parity_with_the_official_code(case):
     torch.testing.assert_close(ours["reconstruction"] / scale, rec["reconstruction"] / scale, atol=1e-5, rtol=0)
     assert sorted(ours["running"]) == sorted(rec["running_keys"])
     torch.testing.assert_close(_running(ours["running"], rec["running_keys"]), rec["running"], atol=1e-5, rtol=1e-5)
+
+
+def _run(model, x, visible):
+    """Loss and reconstruction of our model on a parity case's inputs."""
+    out = model({"inputs": x, "mask": ~visible[:, 0]})
+    return model.loss(out, {"inputs": x})["loss"], out["reconstruction"]
+
+
+def _blank(case):
+    """Our model of a parity case with its constructor's weights (to be loaded)."""
+    if case == "convnext":
+        encoder = ConvNeXt(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), patch_size=4, in_channels=3)
+    else:
+        encoder = ResNeXt(depths=(1, 1, 1, 1), dims=(64, 128, 256, 512), groups=1, width_per_group=64, in_channels=3)
+    cfg = _CASES[case]
+    return SparK(encoder, in_channels=3, decoder_width=cfg["width"], densify_norm=cfg["densify"]).train()
+
+
+@pytest.mark.parametrize("case", sorted(_CASES))
+def test_official_state_dict_map_inverts_the_official_names(case):
+    """``map_official_state_dict`` on the official names and shapes (recorded from the official models of the
+    parity cases) with seeded values gives exactly our keys, loads strictly, and the model gives the same loss,
+    reconstruction and running statistics as one loaded through the parity test's key correspondence
+    (``_to_official_key``, the path the fixture checks against the official code)."""
+    shapes = torch.load(FIXTURE)["official_shapes"][case]
+    g = torch.Generator().manual_seed(5)
+    official = {}
+    for k, shape in shapes.items():
+        if k.endswith("num_batches_tracked"):
+            official[k] = torch.tensor(3)
+        elif k.endswith("running_var") or re.search(r"(bn\d|norm)\.weight$|densify_norms\.\d+\.weight$", k):
+            official[k] = 1 + 0.1 * torch.rand(shape, generator=g)
+        else:
+            official[k] = torch.randn(shape, generator=g) * 0.05
+    official = {("module." + k if i % 2 else k): v for i, (k, v) in enumerate(official.items())}  # DataParallel
+    mapped = map_official_state_dict({**official, "config": {"sbn": False}})
+    ours, by_parity_keys = _blank(case), _blank(case)
+    assert set(mapped) == set(ours.state_dict())
+    ours.load_state_dict(mapped)
+    plain = {k[len("module."):] if k.startswith("module.") else k: v for k, v in official.items()}
+    by_parity_keys.load_state_dict({k: plain[_to_official_key(k, case)] for k in by_parity_keys.state_dict()})
+    x, visible = _inputs(case)
+    for a, b in zip(_run(ours, x, visible), _run(by_parity_keys, x, visible), strict=True):
+        assert torch.equal(a, b)
+    for k, v in by_parity_keys.state_dict().items():       # the running statistics the forward left
+        assert torch.equal(ours.state_dict()[k], v), k
+    with pytest.raises(KeyError, match="unexpected key in an official SparK state dict: dense_decoder.dec.0.conv.2"):
+        map_official_state_dict({"dense_decoder.dec.0.conv.2.weight": torch.zeros(1)})
+
+
+@pytest.mark.skipif(not os.environ.get("PANCONV_RECORD_SPARK"), reason="needs the official SparK code")
+@pytest.mark.parametrize("case", sorted(_CASES))
+def test_official_weights_through_the_map_give_the_official_output(case):
+    """The official model's own (initial) weights, with its ``config`` entry as the released files have it,
+    loaded through ``map_official_state_dict`` give the official loss, reconstruction and BN statistics."""
+    torch.manual_seed(3)
+    official = _official(os.environ["PANCONV_RECORD_SPARK"], case)
+    ours = _blank(case)
+    ours.load_state_dict(map_official_state_dict(official.state_dict(with_config=True)))
+    x, visible = _inputs(case)
+    captured = {}
+    official.dense_decoder.register_forward_hook(lambda m, a, out: captured.update(rec=out))
+    expect_loss = official(x, active_b1ff=visible)
+    loss, rec = _run(ours, x, visible)
+    scale = captured["rec"].abs().max()
+    diff = ((rec - captured["rec"]).abs().max() / scale).item()
+    print(f"SparK ({case}) via map_official_state_dict: loss {loss.item():.6f} vs {expect_loss.item():.6f}, "
+          f"reconstruction max abs diff {diff * scale:.2e} (values up to {scale:.2f}, relative {diff:.1e})")
+    assert diff <= 1e-5
+    torch.testing.assert_close(loss, expect_loss, rtol=1e-5, atol=0)
+    mapped = map_official_state_dict(official.state_dict())
+    for k, v in ours.state_dict().items():
+        if k.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(v, mapped[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not os.environ.get("PANCONV_RECORD_SPARK"), reason="needs the official SparK code")
+@pytest.mark.parametrize("name", ["resnet50", "convnext_small"])
+def test_official_released_sizes_map_onto_the_registered_models(name):
+    """The official SparK of a released checkpoint (``main.py``: decoder width 768, ``densify_norm`` bn / ln) maps
+    onto exactly the keys and shapes of the registered ``vision.spark_*`` model."""
+    from timm import create_model
+
+    encoder, decoder, spark, convnext, _ = _official_code(os.environ["PANCONV_RECORD_SPARK"])
+    if name == "resnet50":
+        cnn = create_model("resnet50", num_classes=0, global_pool="")
+    else:
+        cnn = convnext.convnext_small(num_classes=0, global_pool="", sparse=True)
+    sparse_encoder = encoder.SparseEncoder(cnn, input_size=224)
+    official = spark.SparK(sparse_encoder, decoder.LightDecoder(sparse_encoder.downsample_raito, sbn=False),
+                           densify_norm="bn" if name == "resnet50" else "ln")
+    mapped = map_official_state_dict(official.state_dict(with_config=True))
+    with torch.device("meta"):
+        ours = panconv.create_model(f"vision.spark_{name}").state_dict()
+    assert {k: v.shape for k, v in mapped.items()} == {k: v.shape for k, v in ours.items()}
 
 
 # --------------------------------------------------------------------------- learning

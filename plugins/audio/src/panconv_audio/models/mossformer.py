@@ -29,6 +29,7 @@ are data in :mod:`panconv_audio.plugin`.
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any
 
 import torch
@@ -41,7 +42,7 @@ from panconv.api import Model
 from ..losses import SISNRPIT
 from .layers import resolve_loss
 
-__all__ = ["MossFormer", "MossFormerBlock"]
+__all__ = ["MossFormer", "MossFormerBlock", "map_official_state_dict"]
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -305,3 +306,75 @@ class MossFormer(Model):
         sources = torch.randn(batch_size, self.num_speakers, 400, generator=g)
         return {"mixture": sources.sum(1), "sources": sources}
 
+
+
+# ---- weights from the official code -------------------------------------------------------------
+#: official (modelscope ``speech_mossformer_separation_temporal_8k``) keys without a counterpart in
+#: :class:`MossFormer`, as patterns: the rotary embedding's frequencies, shared by every layer (so repeated under each
+#: ``layers.{i}``) and frozen at ``1 / 10000^(2j / 32)`` (``rotary_embedding_torch``, ``learned_freq=False``); ours
+#: computes the same frequencies itself (a non-persistent buffer)
+OFFICIAL_DROPPED: tuple[str, ...] = (r"mask_net\.mdl\.att_mdl\.mossformerM\.layers\.\d+\.rotary_pos_emb\.freqs",)
+_OFFICIAL_LAYER = re.compile(r"mask_net\.mdl\.att_mdl\.mossformerM\.layers\.(\d+)\.(.+)")
+#: official names inside one MossFormerBlock -> ours (``FFConvM.mdl`` is our ``ConvM`` Sequential; ScaleNorm ``g`` is
+#: ``gain``; the conv module's ``sequential.1`` DepthwiseConv1d wraps the conv as ``conv``)
+_OFFICIAL_LAYER_PARTS = {
+    f"{proj}.mdl.{part}": f"{proj}.{ours}"
+    for proj in ("to_hidden", "to_qk", "to_out")
+    for part, ours in (("0.g", "0.gain"), ("1.weight", "1.weight"), ("1.bias", "1.bias"),
+                       ("3.sequential.1.conv.weight", "3.conv.weight"))
+} | {"qk_offset_scale.gamma": "qk_offset_scale.gamma", "qk_offset_scale.beta": "qk_offset_scale.beta"}
+#: official keys outside the blocks -> ours
+_OFFICIAL_TOP = {
+    "encoder.conv1d.weight": "encoder.weight", "decoder.weight": "decoder.weight",
+    "mask_net.norm.weight": "norm.weight", "mask_net.norm.bias": "norm.bias",
+    "mask_net.conv1d_encoder.weight": "in_proj.weight",
+    "mask_net.pos_enc.scale": "pos_embed.scale", "mask_net.pos_enc.inv_freq": "pos_embed.inv_freq",
+    "mask_net.mdl.att_mdl.norm.norm.weight": "blocks_norm.weight",
+    "mask_net.mdl.att_mdl.norm.norm.bias": "blocks_norm.bias",
+    "mask_net.mdl.att_norm.weight": "skip_norm.weight", "mask_net.mdl.att_norm.bias": "skip_norm.bias",
+    "mask_net.prelu.weight": "act.weight",
+    "mask_net.conv1d_out.weight": "mask_proj.weight", "mask_net.conv1d_out.bias": "mask_proj.bias",
+    "mask_net.output.0.weight": "mask_tanh.weight", "mask_net.output.0.bias": "mask_tanh.bias",
+    "mask_net.output_gate.0.weight": "mask_gate.weight", "mask_net.output_gate.0.bias": "mask_gate.bias",
+    "mask_net.conv1_decoder.weight": "out_proj.weight",
+}
+
+
+def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official MossFormer weights (modelscope ``modelscope/models/audio/separation/mossformer.py``) ->
+    :class:`MossFormer`'s keys.
+
+    Takes the state dict of the official ``MossFormer`` (a ``TorchModel`` with ``encoder`` / ``decoder`` /
+    ``mask_net``, the latter ``MossFormerMaskNet`` around ``MossFormerM``, norm ``'ln'``). The released checkpoint
+    (modelscope ``damo/speech_mossformer_separation_temporal_8k``, 2 speakers, WSJ0-2mix) is three files that
+    ``MossFormer.load_check_point`` loads into the three sub-modules, each an unwrapped state dict; join them under
+    those prefixes first::
+
+        state = {f"{prefix}.{k}": v for prefix, file in (("encoder", "encoder.bin"), ("decoder", "decoder.bin"),
+                                                         ("mask_net", "masknet.bin"))
+                 for k, v in torch.load(f"{model_dir}/{file}", map_location="cpu").items()}
+        MossFormer(num_speakers=2).load_state_dict(map_official_state_dict(state))
+
+    (the released configuration is our default: kernel 16 / stride 8, width 512, 24 blocks, query/key 128, chunks
+    of 256). A ``module.`` prefix (DataParallel) is stripped. ``encoder.conv1d`` becomes ``encoder``, the mask
+    net's ``norm`` / ``conv1d_encoder`` / ``pos_enc`` ``norm`` / ``in_proj`` / ``pos_embed``,
+    ``mdl.att_mdl.mossformerM.layers.{i}`` ``blocks.{i}`` (each ``FFConvM``'s ``mdl.{0,1,3}`` our ``ConvM``'s
+    ``{0,1,3}``, ScaleNorm ``g`` ``gain``, the conv module's ``sequential.1.conv`` ``conv``), ``mdl.att_mdl.norm.norm``
+    (speechbrain LayerNorm) ``blocks_norm``, ``mdl.att_norm`` ``skip_norm``, ``prelu`` ``act``, ``conv1d_out``
+    ``mask_proj``, ``output.0`` / ``output_gate.0`` ``mask_tanh`` / ``mask_gate`` and ``conv1_decoder``
+    ``out_proj``. Shapes are the same on both sides. The per-layer copies of the shared, frozen rotary frequencies
+    are dropped (:data:`OFFICIAL_DROPPED`); any other key the official model does not have (e.g. a decoder bias,
+    ``bias=True``) raises a KeyError naming it.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        if any(re.fullmatch(pattern, name) for pattern in OFFICIAL_DROPPED):
+            continue
+        new = _OFFICIAL_TOP.get(name)
+        if new is None and (m := _OFFICIAL_LAYER.fullmatch(name)) and m.group(2) in _OFFICIAL_LAYER_PARTS:
+            new = f"blocks.{m.group(1)}.{_OFFICIAL_LAYER_PARTS[m.group(2)]}"
+        if new is None:
+            raise KeyError(f"unexpected key in an official MossFormer state dict: {key}")
+        out[new] = value
+    return out

@@ -32,6 +32,7 @@ so a classifier fine-tunes from it with ``run.init_from: {path: ..., map: {"back
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -388,5 +389,85 @@ class SparK(Model):
         return out
 
 
-__all__ = ["ActiveMask", "LightDecoder", "SparK", "UNetBlock", "sparsify"]
+# ---- weights from the official code -------------------------------------------------------------
+#: official (keyu-tian/SparK ``pretrain/spark.py`` ``SparK``) keys without a counterpart in :class:`SparK`: the
+#: ImageNet mean / std and the black image the official model keeps for visualisation only, and the ``config``
+#: entry ``state_dict(with_config=True)`` adds (not a tensor)
+OFFICIAL_DROPPED: tuple[str, ...] = ("imn_m", "imn_s", "norm_black", "config")
+_BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+#: official names of the densifying / decoder parts (the same names here, ``dense_decoder`` -> ``decoder``): the
+#: per-level norms, projections and mask tokens; the decoder's UNet blocks (transposed conv, then conv / BN / ReLU6
+#: / conv / BN) and last 1x1 conv
+_OFFICIAL_HEAD = re.compile(r"densify_norms\.\d+\." + _BN + r"|densify_projs\.\d+\.(weight|bias)|mask_tokens\.\d+|"
+                            r"dense_decoder\.(dec\.\d+\.(up_sample\.(weight|bias)|conv\.[03]\.weight|conv\.[14]\."
+                            + _BN + r")|proj\.(weight|bias))")
+#: timm ``ResNet`` (the official ResNet encoders): ``conv1`` / ``bn1`` -> ``stem.0`` / ``stem.1``, ``layer{n}``
+#: -> ``stages.{n-1}`` (:class:`~panconv_vision.models.e2gc.ResNeXt`); block parts keep their names
+_OFFICIAL_RESNET_STEM = {"conv1.weight": "stem.0.weight"} | {f"bn1.{p}": f"stem.1.{p}" for p in
+                        ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+_OFFICIAL_RESNET_BLOCK = re.compile(r"layer([1-9])\.(\d+\.(conv[123]\.weight|bn[123]\." + _BN
+                                    + r"|downsample\.0\.weight|downsample\.1\." + _BN + r"))")
+#: the official ``models/convnext.py`` (facebook ConvNeXt names): ``downsample_layers.0.{0,1}`` -> ``stem.{conv,
+#: norm}``, ``downsample_layers.{i}.{0,1}`` -> ``stages.{i}.downsample.{norm,conv}``, ``stages.{i}.{j}`` ->
+#: ``stages.{i}.blocks.{j}`` (:class:`~panconv_vision.models.convnext.ConvNeXt`); block parts keep their names
+_OFFICIAL_CONVNEXT_DOWN = re.compile(r"downsample_layers\.(\d+)\.([01])\.(weight|bias)")
+_OFFICIAL_CONVNEXT_BLOCK = re.compile(r"stages\.(\d+)\.(\d+)\.((dwconv|norm|pwconv1|pwconv2)\.(weight|bias)|gamma)")
+
+
+def _official_encoder_key(name: str, convnext: bool) -> str | None:
+    if convnext:
+        if m := _OFFICIAL_CONVNEXT_DOWN.fullmatch(name):
+            i, part, kind = m.groups()
+            if i == "0":
+                return f"stem.{'conv' if part == '0' else 'norm'}.{kind}"
+            return f"stages.{i}.downsample.{'norm' if part == '0' else 'conv'}.{kind}"
+        if m := _OFFICIAL_CONVNEXT_BLOCK.fullmatch(name):
+            return f"stages.{m.group(1)}.blocks.{m.group(2)}.{m.group(3)}"
+        return None
+    if name in _OFFICIAL_RESNET_STEM:
+        return _OFFICIAL_RESNET_STEM[name]
+    if m := _OFFICIAL_RESNET_BLOCK.fullmatch(name):
+        return f"stages.{int(m.group(1)) - 1}.{m.group(2)}"
+    return None
+
+
+def map_official_state_dict(state_dict: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Official SparK weights (keyu-tian/SparK ``pretrain/spark.py`` ``SparK``) -> :class:`SparK`'s keys.
+
+    Takes the official ``SparK`` state dict: the released ``*_withdecoder_1kpretrained_spark_style.pth`` files hold
+    it under ``"module"`` (``utils/misc.py``; with a ``config`` entry, dropped); pass ``checkpoint["module"]``. A
+    ``module.`` prefix (DataParallel) is stripped. The encoder is recognised from its names: the official ConvNeXt
+    (``pretrain/models/convnext.py``, facebook names) into a :class:`~panconv_vision.models.convnext.ConvNeXt`
+    encoder (``downsample_layers.0.{0,1}`` -> ``stem.{conv,norm}``, ``downsample_layers.{i}.{0,1}`` ->
+    ``stages.{i}.downsample.{norm,conv}``, ``stages.{i}.{j}`` -> ``stages.{i}.blocks.{j}``), else timm's ResNet into
+    a :class:`~panconv_vision.models.e2gc.ResNeXt` one (``conv1`` / ``bn1`` -> ``stem.0`` / ``stem.1``,
+    ``layer{n}`` -> ``stages.{n-1}``); ``sparse_encoder.sp_cnn.`` becomes ``encoder.``, ``dense_decoder.``
+    ``decoder.``, and the densifying norms / projections / mask tokens keep their names. Build ours as the
+    registered ``vision.spark_*`` size of the same encoder (the official decoder width is 768 and
+    ``densify_norm`` ``"bn"`` for ResNets, ``"ln"`` for ConvNeXt). The encoder-only files
+    (``*_1kpretrained_timm_style.pth`` / ``*_official_style.pth``: the ``sp_cnn`` state dict alone) map after
+    prefixing their keys with ``sparse_encoder.sp_cnn.``; load the ``encoder.``-stripped result into
+    ``model.encoder``. Shapes are the same on both sides. :data:`OFFICIAL_DROPPED` entries are left out; any other
+    key the official model does not have raises a KeyError naming it.
+    """
+    names = [k[len("module."):] if k.startswith("module.") else k for k in state_dict]
+    convnext = any(n.startswith("sparse_encoder.sp_cnn.downsample_layers.") for n in names)
+    out = {}
+    for key, name in zip(state_dict, names):
+        if name in OFFICIAL_DROPPED:
+            continue
+        new = None
+        if name.startswith("sparse_encoder.sp_cnn."):
+            inner = _official_encoder_key(name[len("sparse_encoder.sp_cnn."):], convnext)
+            new = None if inner is None else f"encoder.{inner}"
+        elif _OFFICIAL_HEAD.fullmatch(name):
+            new = "decoder." + name[len("dense_decoder."):] if name.startswith("dense_decoder.") else name
+        if new is None:
+            raise KeyError(f"unexpected key in an official SparK state dict: {key}")
+        out[new] = state_dict[key]
+    return out
+
+
+__all__ = ["ActiveMask", "LightDecoder", "OFFICIAL_DROPPED", "SparK", "UNetBlock", "map_official_state_dict",
+           "sparsify"]
 
