@@ -254,6 +254,79 @@ def test_init_from_is_validated(tmp_path, value, expected):
         config(tmp_path, f"run.init_from={value}")
 
 
+PUBLISHED_MAP = """
+def convert(state):
+    out = {}
+    for key, value in state.items():
+        if not key.startswith("trunk."):
+            raise KeyError(f"unexpected key in a published state dict: {key}")
+        out["backbone." + key[len("trunk."):]] = value
+    return out
+"""
+
+
+def _published(tmp_path, monkeypatch):
+    """A published checkpoint (another naming, under a wrapper entry) and the module that maps it."""
+    from panconv.builder import build_model
+
+    (tmp_path / "pubmap.py").write_text(PUBLISHED_MAP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(6)
+    backbone = build_model(config(tmp_path)["model"], metadata={"in_dim": 2, "num_classes": 3}).backbone
+    torch.save({"model": {f"trunk.{k}": v for k, v in backbone.state_dict().items()}, "epoch": 300},
+               tmp_path / "published.pth")
+    return backbone
+
+
+def test_init_from_converts_a_published_checkpoint(tmp_path, monkeypatch):
+    """``entry`` picks the wrapper's state dict, ``convert`` (a family's map_official_state_dict) renames it."""
+    backbone = _published(tmp_path, monkeypatch)
+    cfg = config(tmp_path, "train.epochs=1", "train.optimizer.lr=0.0")
+    cfg["run"]["init_from"] = {"path": str(tmp_path / "published.pth"), "entry": "model", "convert": "pubmap:convert"}
+    run(cfg, tmp_path / "w")
+    saved = _state(tmp_path / "w")
+    assert all(torch.equal(saved[f"model.backbone.{k}"], v) for k, v in backbone.state_dict().items())
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())["init_from"]
+    assert summary == {"path": str(tmp_path / "published.pth"), "map": {"backbone.": "backbone."}, "entry": "model",
+                       "convert": "pubmap:convert", "tensors": len(backbone.state_dict())}
+    resolved = yaml.safe_load((tmp_path / "w" / "config.yaml").read_text())["run"]["init_from"]
+    assert resolved["entry"] == "model" and resolved["convert"] == "pubmap:convert"
+
+
+@pytest.mark.parametrize("case", ["no such entry", "a wrapper without entry", "the map refuses a key"])
+def test_init_from_convert_fails_clearly(tmp_path, monkeypatch, case):
+    _published(tmp_path, monkeypatch)
+    spec = {"path": str(tmp_path / "published.pth"), "entry": "model", "convert": "pubmap:convert"}
+    if case == "no such entry":
+        spec["entry"] = "params"
+        expected = (r"published.pth: run.init_from.entry: the checkpoint holds no state dict under 'params' "
+                    r"\(its top-level names: epoch, model\)")
+    elif case == "a wrapper without entry":
+        del spec["entry"]
+        expected = (r"published.pth: run.init_from: the checkpoint holds no tensors at its top level; set "
+                    r"run.init_from.entry to the name of its state dict: one of model")
+    else:
+        torch.save({"model": {"stray.weight": torch.zeros(2)}}, tmp_path / "published.pth")
+        expected = (r"published.pth: run.init_from.convert \(pubmap:convert\): unexpected key in a published state "
+                    r"dict: stray.weight")
+    cfg = config(tmp_path)
+    cfg["run"]["init_from"] = spec
+    with pytest.raises(CheckpointError, match=expected) as err:
+        run(cfg, tmp_path / "w")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "w" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("nocolon", r"run.init_from.convert: expected \"package.module:function\", got 'nocolon'"),
+    ("no_such_module_xyz:f", r"run.init_from.convert: cannot import 'no_such_module_xyz': No module named"),
+    ("json:no_such_function", r"run.init_from.convert: 'json' has no function 'no_such_function'"),
+])
+def test_init_from_convert_is_validated(tmp_path, value, expected):
+    with pytest.raises(ConfigError, match=expected):
+        config(tmp_path, f"run.init_from={{path: a.pth, convert: '{value}'}}")
+
+
 def test_init_from_and_load_from_exclude_each_other(tmp_path):
     with pytest.raises(ConfigError, match=r"run.init_from: set either run.load_from .* not both"):
         config(tmp_path, "run.init_from=a.pth", "run.load_from=b.pth")

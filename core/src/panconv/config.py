@@ -49,7 +49,7 @@ CHECKPOINT_KEYS = {"interval": int, "max_keep": int, "best": (str, type(None))}
 RUN_KEYS = {"work_dir": (str, type(None)), "seed": (int, type(None)), "deterministic": bool, "device": str,
             "threads": (int, type(None)), "launcher": str, "load_from": (str, type(None)),
             "init_from": (str, dict, type(None)), "strategy": str}
-INIT_FROM_KEYS = {"path": str, "map": dict}
+INIT_FROM_KEYS = {"path": str, "map": dict, "entry": str, "convert": str}
 EVAL_KEYS = {"evaluators": list}
 DEFAULTS: dict[str, Any] = {
     "plugins": [],
@@ -283,6 +283,25 @@ def load_config(path: str | Path, overrides: list[str] = (), *, validate: bool =
 
 
 # --------------------------------------------------------------------------- validation
+
+def resolve_function(spec: str):
+    """The function a ``"package.module:function"`` string names (``run.init_from.convert``); a ValueError saying
+    in one line what is wrong (the form, a module that does not import, a missing or uncallable attribute)."""
+    import importlib
+
+    module_name, colon, name = spec.partition(":")
+    if not colon or not module_name or not name or ":" in name:
+        raise ValueError(f"expected \"package.module:function\", got {shown(spec)}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"cannot import {module_name!r}: {reason}") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ValueError(f"{module_name!r} has no function {name!r}")
+    return function
+
 
 def _suggest(name: str, options) -> str:
     if not isinstance(name, str) or len(name) > 200:
@@ -544,7 +563,8 @@ class _Validator:
                 self.fail("run.work_dir", problem)
 
     def init_from(self, run: dict) -> None:
-        """``run.init_from``: PATH, or ``{path: PATH, map: {model_prefix: checkpoint_prefix}}``."""
+        """``run.init_from``: PATH, or ``{path: PATH, map: {model_prefix: checkpoint_prefix}, entry: NAME,
+        convert: "module:function"}``."""
         spec = run.get("init_from")
         if spec is None:
             return
@@ -562,6 +582,11 @@ class _Validator:
                                                             f"strings, got {shown(dst)}: {shown(src)}")
         if spec.get("map") == {}:
             self.fail("run.init_from.map", "empty: name at least one model prefix (\"\" for every entry)")
+        if spec.get("convert") is not None:
+            try:
+                resolve_function(spec["convert"])
+            except ValueError as exc:
+                self.fail("run.init_from.convert", str(exc))
 
     def optimizer(self, spec: Any) -> None:
         import torch.optim

@@ -50,7 +50,7 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.runner import Runner
 
 from ..builder import build_component, build_datasets, build_model, model_summary, resolve_data_root
-from ..config import Config
+from ..config import Config, resolve_function
 from ..errors import CheckpointError, ConfigError
 from ..io import (
     atomic_write_json,
@@ -268,6 +268,14 @@ class _InitFrom:
     state: dict
     mapping: dict[str, str]
     loaded: int = 0
+    entry: str | None = None
+    convert: str | None = None
+
+    def spec(self) -> dict:
+        """As written to the resolved config and ``summary.json``: ``path`` absolute, ``map``, and ``entry`` /
+        ``convert`` when set."""
+        return {"path": str(self.path.resolve()), "map": self.mapping,
+                **({"entry": self.entry} if self.entry else {}), **({"convert": self.convert} if self.convert else {})}
 
 
 def _find_init(run: _Run, weights: _Weights | None) -> _InitFrom | None:
@@ -276,13 +284,32 @@ def _find_init(run: _Run, weights: _Weights | None) -> _InitFrom | None:
     spec = run.cfg["run"].get("init_from")
     if not spec or (weights is not None and weights.resume):
         return None
-    value, mapping = (spec, None) if isinstance(spec, str) else (spec["path"], spec.get("map"))
-    path = _checkpoint_path(value, run.work_dir, "run.init_from")
+    spec = {"path": spec} if isinstance(spec, str) else spec
+    path = _checkpoint_path(spec["path"], run.work_dir, "run.init_from")
     checkpoint = _load(path, resume=False)
-    state = checkpoint.get("state_dict", checkpoint)
+    entry, convert = spec.get("entry"), spec.get("convert")
+    if entry is not None:
+        state = checkpoint.get(entry)
+        if not isinstance(state, dict):
+            names = ", ".join(sorted(map(str, checkpoint))[:8])
+            raise CheckpointError(f"{path}: run.init_from.entry: the checkpoint holds no state dict under {entry!r} "
+                                  f"(its top-level names: {names})")
+    else:
+        state = checkpoint.get("state_dict", checkpoint)
+        wrappers = sorted(k for k, v in state.items() if isinstance(v, dict))
+        if wrappers and not any(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"{path}: run.init_from: the checkpoint holds no tensors at its top level; set run."
+                                  f"init_from.entry to the name of its state dict: one of {', '.join(wrappers[:8])}")
+    if convert is not None:  # a published checkpoint's names -> ours (e.g. a family's map_official_state_dict)
+        state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        try:
+            state = resolve_function(convert)(state)
+        except (KeyError, ValueError, TypeError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise CheckpointError(f"{path}: run.init_from.convert ({convert}): {message}") from None
     state = {k.removeprefix("module.").removeprefix("model."): v for k, v in state.items()
              if isinstance(v, torch.Tensor)}
-    return _InitFrom(path, state, dict(mapping or {"backbone.": "backbone."}))
+    return _InitFrom(path, state, dict(spec.get("map") or {"backbone.": "backbone."}), entry=entry, convert=convert)
 
 
 def init_weights_from(model: torch.nn.Module, state: dict, mapping: dict[str, str], path) -> int:
@@ -833,8 +860,7 @@ def resolved_config(cfg: Config, data: _Data, weights: _Weights | None = None,
     if cfg["run"].get("load_from") and weights is not None and not weights.resume:
         out["run"] = {**cfg["run"], "load_from": str(weights.path.resolve())}
     if init is not None:
-        out["run"] = {**out.get("run", cfg["run"]), "init_from": {"path": str(init.path.resolve()),
-                                                                  "map": init.mapping}}
+        out["run"] = {**out.get("run", cfg["run"]), "init_from": init.spec()}
     return Config(out, cfg.filename)
 
 
@@ -867,7 +893,7 @@ def _write_summary(run: _Run, progress, checkpoints, n_params: int, weights: _We
                            "epoch": checkpoints.best_epoch} if best else None
         summary["resumed_from"] = str(weights.path) if weights is not None and weights.resume else None
         summary["load_from"] = str(weights.path) if weights is not None and not weights.resume else None
-        summary["init_from"] = ({"path": str(init.path), "map": init.mapping, "tensors": init.loaded}
+        summary["init_from"] = ({**init.spec(), "path": str(init.path), "tensors": init.loaded}
                                 if init is not None else None)
     else:
         summary["checkpoint"] = str(weights.path.resolve())
