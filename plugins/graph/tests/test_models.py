@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from panconv_graph.datasets.recsys import RecSysData
 from panconv_graph.evaluators.ranking import FullRanking
-from panconv_graph.models.lightgcn import LightGCN
+from panconv_graph.models.lightgcn import LightGCN, map_official_state_dict
 from panconv_graph.models.mf import MF
 from panconv_graph.models.ngcf import NGCF, drop_edges_symmetric
 
@@ -56,6 +56,25 @@ def test_lightgcn_bpr_uses_propagated_scores_and_layer0_l2():
     losses = model.loss(out, batch)
     torch.testing.assert_close(losses["loss"], expected)
     torch.testing.assert_close(losses["loss_reg"], model.reg * l2)
+
+
+@pytest.mark.parametrize("cls", [LightGCN, MF])
+def test_reference_code_weights_load_through_the_map(cls):
+    """LightGCN-PyTorch's two tables (``embedding_user`` / ``embedding_item``, a ``module.`` prefix allowed) become
+    our one ``embedding`` (users first), so a user's and an item's layer-0 rows are the reference's rows."""
+    g = torch.Generator().manual_seed(0)
+    users, items = torch.randn(5, 4, generator=g), torch.randn(7, 4, generator=g)
+    model = cls(n_users=5, n_items=7, embed_dim=4)
+    model.load_state_dict(map_official_state_dict({"embedding_user.weight": users,
+                                                   "module.embedding_item.weight": items}))  # strict
+    torch.testing.assert_close(model.ego_embeddings()[3], users[3], rtol=0, atol=0)
+    torch.testing.assert_close(model.ego_embeddings()[5 + 6], items[6], rtol=0, atol=0)
+    with pytest.raises(KeyError, match="unexpected key in a LightGCN-PyTorch state dict: f.weight"):
+        map_official_state_dict({"embedding_user.weight": users, "embedding_item.weight": items, "f.weight": users})
+    with pytest.raises(KeyError, match="missing key in a LightGCN-PyTorch state dict: embedding_item.weight"):
+        map_official_state_dict({"embedding_user.weight": users})
+    with pytest.raises(ValueError, match="different widths"):
+        map_official_state_dict({"embedding_user.weight": users, "embedding_item.weight": items[:, :3]})
 
 
 def test_init_and_defaults():

@@ -80,3 +80,28 @@ class LightGCN(BPRRecommender):
     @classmethod
     def example_config(cls) -> dict:
         return {"n_users": 5, "n_items": 7, "embed_dim": 8, "n_layers": 2}
+
+
+# ---- weights from the reference code ----------------------------------------------------------
+def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The reference code's weights (gusye1234/LightGCN-PyTorch: ``LightGCN`` or ``PureMF``, whose state dict, as
+    its ``.pth.tar`` files hold it, is ``embedding_user.weight`` (n_users, d) and ``embedding_item.weight``
+    (n_items, d)) -> ours: ``embedding.weight``, users then items ((n_users + n_items, d)), for :class:`LightGCN` and
+    :class:`~panconv_graph.models.mf.MF` alike. The ids are the reference code's (the same data files; ``n_users`` /
+    ``n_items`` = 1 + the largest id), so nothing is re-indexed. A ``module.`` prefix is stripped; a missing table,
+    tables of different widths or any other key raise a KeyError / ValueError naming it.
+    """
+    tables = {}
+    for key, value in state_dict.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        if name not in ("embedding_user.weight", "embedding_item.weight"):
+            raise KeyError(f"unexpected key in a LightGCN-PyTorch state dict: {key}")
+        tables[name] = value
+    for name in ("embedding_user.weight", "embedding_item.weight"):
+        if name not in tables:
+            raise KeyError(f"missing key in a LightGCN-PyTorch state dict: {name}")
+    users, items = tables["embedding_user.weight"], tables["embedding_item.weight"]
+    if users.dim() != 2 or items.dim() != 2 or users.shape[1] != items.shape[1]:
+        raise ValueError(f"LightGCN-PyTorch embeddings of different widths or ranks: users {list(users.shape)}, "
+                         f"items {list(items.shape)}")
+    return {"embedding.weight": torch.cat([users, items])}
