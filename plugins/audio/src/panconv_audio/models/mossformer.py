@@ -368,7 +368,7 @@ def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     """
     out = {}
     for key, value in state_dict.items():
-        name = key[len("module."):] if key.startswith("module.") else key
+        name = key.removeprefix("module.")
         if any(re.fullmatch(pattern, name) for pattern in OFFICIAL_DROPPED):
             continue
         new = _OFFICIAL_TOP.get(name)

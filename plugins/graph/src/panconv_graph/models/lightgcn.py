@@ -93,7 +93,7 @@ def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     """
     tables = {}
     for key, value in state_dict.items():
-        name = key[len("module."):] if key.startswith("module.") else key
+        name = key.removeprefix("module.")
         if name not in ("embedding_user.weight", "embedding_item.weight"):
             raise KeyError(f"unexpected key in a LightGCN-PyTorch state dict: {key}")
         tables[name] = value

@@ -299,7 +299,8 @@ class UniRepLKNetP2P(Backbone):
         views: how many of the official views (1..10; the official ModelNet40 config 4).
         local_size: neighbours per point (k); trans_dim / graph_dim: the edge conv's input / output width.
         obj_size: the object grid (pixels per side, even as the official centring needs); img_size: the image after
-            zero padding (img_size - obj_size even; a multiple of 7 with ``atten_fusion``: the fusion's 7 x 7 patches).
+            zero padding (img_size - obj_size even, so img_size is even too; with ``atten_fusion`` also a multiple of
+            7, the fusion's 7 x 7 patches: 56, 70, ..., 224).
         atten_fusion: the multi-view attention fusion (official: true).
         depths, dims, kernel_sizes, drop_path_rate: the UniRepLKNet (panconv-vision's ``vision.UniRepLKNet``).
     """
@@ -325,7 +326,7 @@ class UniRepLKNetP2P(Backbone):
                              "obj_size / 2 - centre - 1 puts an odd grid's footprints at -0.5, which it rejects)")
         if atten_fusion and img_size % 7:
             raise ValueError(f"UniRepLKNetP2P: img_size {img_size} must be a multiple of 7 with atten_fusion "
-                             "(the fusion's 7 x 7 patches); use e.g. 63, 70 or 224, or atten_fusion: false")
+                             "(the fusion's 7 x 7 patches); use e.g. 56, 70 or 224, or atten_fusion: false")
         if graph_dim % 4:
             raise ValueError(f"UniRepLKNetP2P: graph_dim {graph_dim} must be a multiple of 4 (GroupNorm(4))")
         self.views = views

@@ -284,7 +284,7 @@ def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     """
     out = {}
     for key, value in state_dict.items():
-        name = key[len("module."):] if key.startswith("module.") else key
+        name = key.removeprefix("module.")
         if name.startswith(OFFICIAL_DROPPED):
             continue
         new = None

@@ -541,7 +541,7 @@ def map_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     for key, value in state_dict.items():
         if any(part in key for part in OFFICIAL_DROPPED):
             continue
-        name = key[len("module."):] if key.startswith("module.") else key
+        name = key.removeprefix("module.")
         conv = _OFFICIAL_CONV_STAGE.fullmatch(name)
         if conv:
             stage, index, kind = conv.groups()
