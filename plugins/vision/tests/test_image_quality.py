@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from panconv_vision.evaluators.image_quality import ImageQuality, gaussian_window, psnr, rgb_to_y, ssim
+from panconv_vision.evaluators.image_quality import (
+    ImageQuality,
+    gaussian_window,
+    psnr,
+    rgb_to_y,
+    ssim,
+    ssim_components,
+)
 
 skm = pytest.importorskip("skimage.metrics")
 skdata = pytest.importorskip("skimage.data")
@@ -98,6 +105,46 @@ def test_evaluator_scores_the_input_when_it_has_the_target_shape():
     sr = ImageQuality()
     sr.process({"targets": clean[None], "inputs": clean[None, :, ::2, ::2]}, noisy[None])
     assert set(sr.compute()) == {"psnr", "ssim"}
+
+
+def test_ssim_components_say_how_an_image_differs():
+    clean, noisy = _pair()
+    x = clean[None]
+    # the factors' product is the SSIM map: on one window-sized image (one window) it is SSIM itself
+    small_t, small_p = clean[None, :1, :11, :11], noisy[None, :1, :11, :11]  # one channel too
+    lum, con, struct = ssim_components(small_p, small_t)
+    assert (lum * con * struct).item() == pytest.approx(ssim(small_p, small_t).item(), rel=1e-12)
+
+    def factors(pred):
+        return [f.item() for f in ssim_components(pred, x)]
+
+    lum, con, struct = factors(x + 0.1)  # a brightness offset: luminance only
+    assert lum < 0.99 and con == pytest.approx(1, abs=1e-9) and struct == pytest.approx(1, abs=1e-9)
+    t = torch.linspace(0.4, 0.9, x.shape[-2]).view(1, 1, -1, 1).expand_as(x)
+    lum, con, struct = factors(x * t + 0.8 * (1 - t))  # haze with a smooth transmission: contrast, not structure
+    assert con < 0.97 and struct > 0.995
+    blurred = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    lum, con, struct = factors(blurred)  # blur: structure (and contrast)
+    assert struct < 0.95 and lum > 0.99
+    lum, con, struct = factors(noisy[None])  # invented detail: structure
+    assert struct < 0.9 and lum > 0.99
+
+
+def test_evaluator_reports_the_components_of_model_baseline_and_input():
+    clean, noisy = _pair()
+    hazy = clean * 0.5 + 0.4
+    ev = ImageQuality(components=True)
+    ev.process({"targets": clean[None], "inputs": hazy[None], "baseline": (clean + 0.05)[None]}, noisy[None])
+    m = ev.compute()
+    assert set(m) == {f"{k}{suffix}" for k in ("psnr", "ssim", "ssim_l", "ssim_c", "ssim_s")
+                      for suffix in ("", "_baseline", "_input")}
+    want = [f.item() for f in ssim_components(noisy[None], clean[None])]
+    assert [m["ssim_l"], m["ssim_c"], m["ssim_s"]] == pytest.approx(want, rel=1e-12)
+    assert m["ssim_s_input"] == pytest.approx(1, abs=1e-9) and m["ssim_c_input"] < 0.95  # a global gain
+    assert m["ssim_c_baseline"] == pytest.approx(1, abs=1e-9) and m["ssim_l_baseline"] < 1  # an offset
+    assert ev.compute_metrics(ev.results[:1]) == m  # merged results carry the factors
+    with pytest.raises(ValueError, match="components=True needs compute_ssim=True"):
+        ImageQuality(components=True, compute_ssim=False)
 
 
 def test_bad_input_is_rejected():

@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -160,3 +161,66 @@ def test_example_configs_validate(name):
 ])
 def test_bad_values_are_rejected_at_validation(name, override, key):
     assert_rejected_at_validation(EXAMPLES / name, override, key)
+
+
+def _photo_dir(tmp_path, size=(40, 48)):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "train").mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / "train" / f"{i}.png")
+    return str(tmp_path)
+
+
+def test_augment_draws_the_official_rotations_and_the_eight_symmetries(tmp_path):
+    import torchvision.transforms.functional as TF
+
+    root = _photo_dir(tmp_path)
+    kw = dict(split="train", task="dehaze", patch_size=16, patches_per_image=40, image_dir=root, baseline=False)
+    plain = RestorationPhotos(augment="none", **kw)
+    seen = {}
+    for augment, count in (("rot90", 4), ("dihedral", 8), ("hflip", 2)):
+        ds = RestorationPhotos(augment=augment, **kw)
+        kinds = set()
+        for i in range(len(ds)):
+            ref = plain[i]["targets"]  # the same crop: the crop is drawn before the augmentation
+            # the official loader's rotate(img, 90 * k), torchvision's counter-clockwise rotation
+            rotations = [TF.rotate(ref, 90 * k) for k in range(4)]
+            if augment == "rot90":
+                candidates = rotations
+            elif augment == "dihedral":
+                candidates = [torch.rot90(ref.flip(-1), k, (-2, -1)) for k in range(4)] + rotations
+            else:
+                candidates = [ref, ref.flip(-1)]
+            got = ds[i]["targets"]
+            match = [j for j, c in enumerate(candidates) if torch.equal(got, c)]
+            assert match, (augment, i)
+            kinds.add(match[0])
+        seen[augment] = kinds
+        assert len(kinds) == count, (augment, kinds)
+    # "hflip" (the default) keeps the draws of every earlier run: crop corner, then one uniform for the flip
+    ds = RestorationPhotos(**kw)
+    for i in (0, 7, 33):
+        g = ds._generator(i)
+        image = ds.images[i % 2]
+        top, left = int(torch.randint(40 - 16 + 1, (), generator=g)), int(torch.randint(48 - 16 + 1, (), generator=g))
+        clean = image[:, top:top + 16, left:left + 16].float() / 255
+        if bool(torch.rand((), generator=g) < 0.5):
+            clean = clean.flip(-1)
+        torch.testing.assert_close(ds[i]["targets"], clean, rtol=0, atol=0)
+
+
+def test_augment_leaves_evaluation_alone_and_names_a_bad_choice(tmp_path):
+    root = _photo_dir(tmp_path)
+    for split in ("val", "test"):
+        (tmp_path / split).symlink_to(tmp_path / "train")
+    for split in ("val", "test"):
+        a = RestorationPhotos(split=split, task="dehaze", eval_size=16, patches_per_image=6, image_dir=root,
+                              augment="dihedral", baseline=False)
+        b = RestorationPhotos(split=split, task="dehaze", eval_size=16, patches_per_image=6, image_dir=root,
+                              augment="none", baseline=False)
+        for i in range(len(a)):
+            assert torch.equal(a[i]["targets"], b[i]["targets"]) and torch.equal(a[i]["inputs"], b[i]["inputs"])
+    with pytest.raises(ValueError, match="augment must be one of hflip, rot90, dihedral, none, got 'flip'"):
+        RestorationPhotos(split="train", image_dir=root, patch_size=16, augment="flip")

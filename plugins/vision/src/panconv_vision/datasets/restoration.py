@@ -46,6 +46,9 @@ __all__ = ["MRIPatches", "PHOTO_SPLITS", "RestorationPhotos", "opencv_video_fram
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
+#: the ``augment`` choices of :class:`RestorationPhotos`
+AUGMENTATIONS = ("hflip", "rot90", "dihedral", "none")
+
 #: the photos of each split, as (source, file name); sources: skimage, sklearn, opencv
 PHOTO_SPLITS: dict[str, tuple[tuple[str, str], ...]] = {
     "train": (
@@ -155,6 +158,11 @@ class RestorationPhotos(Dataset):
             ``test`` are unchanged. Frames of one video are near-duplicates of each other (same scene and
             camera; vtest's camera is fixed), so they add far less variety than as many new photos. 0 (the
             default): photos only. Needs the Debian package ``opencv-doc`` (DataError naming a missing video).
+        augment: geometric augmentation of the ``train`` crops (``val``/``test`` are never augmented):
+            ``"hflip"`` (the default; every earlier run here): a random horizontal flip; ``"rot90"``: a random
+            rotation by 0, 90, 180 or 270 degrees, the official DEA-Net loader's (``rotate(img, 90 * randint(0,
+            3))``, no flip); ``"dihedral"``: a random flip then a random rotation, the 8 symmetries of the square
+            (BasicSR's ``hflip`` + ``rotation``, which CFSR's release trains with); ``"none"``.
         baseline: attach the baseline restoration (dark channel prior / bicubic) as ``"baseline"``.
         seed: crops and degradations.
     """
@@ -174,9 +182,13 @@ class RestorationPhotos(Dataset):
                  scale: Annotated[int, Ge(2)] = 4, patch_size: Annotated[int, Ge(8)] = 64,
                  eval_size: Annotated[int, Ge(8)] = 128, patches_per_image: Annotated[int, Ge(1)] = 8,
                  eval_patches_per_image: Annotated[int, Ge(1)] | None = None, image_dir: str | None = None,
-                 video_frames: Annotated[int, Ge(0)] = 0, baseline: bool = True,
+                 video_frames: Annotated[int, Ge(0)] = 0,
+                 augment: Literal["hflip", "rot90", "dihedral", "none"] = "hflip", baseline: bool = True,
                  seed: Annotated[int, Interval(ge=0, lt=2**32)] = 0):
         super().__init__(root, split)
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"RestorationPhotos: augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+        self.augment = augment
         if isinstance(video_frames, bool) or not isinstance(video_frames, int) or video_frames < 0:
             raise ValueError(f"RestorationPhotos: video_frames must be an integer >= 0, got {video_frames!r}")
         if task not in ("dehaze", "sr"):
@@ -228,8 +240,8 @@ class RestorationPhotos(Dataset):
         top = int(torch.randint(h - self.size + 1, (), generator=g))
         left = int(torch.randint(w - self.size + 1, (), generator=g))
         clean = image[:, top:top + self.size, left:left + self.size].float() / 255.0
-        if self.split == "train" and bool(torch.rand((), generator=g) < 0.5):  # horizontal flip
-            clean = clean.flip(-1)
+        if self.split == "train":
+            clean = self._augment(clean, g)
         if self.task == "sr":
             degraded = bicubic_downsample(clean, self.scale)
             item = {"inputs": degraded, "targets": clean}
@@ -241,6 +253,15 @@ class RestorationPhotos(Dataset):
             if self.with_baseline:
                 item["baseline"] = dark_channel_prior_dehaze(degraded)
         return item
+
+    def _augment(self, clean: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        # "hflip" draws exactly what every earlier run drew (one uniform), so their figures stay reproducible
+        if self.augment in ("hflip", "dihedral") and bool(torch.rand((), generator=g) < 0.5):
+            clean = clean.flip(-1)
+        if self.augment in ("rot90", "dihedral"):
+            k = int(torch.randint(4, (), generator=g))
+            clean = torch.rot90(clean, k, dims=(-2, -1))  # counter-clockwise, as torchvision's rotate(90 * k)
+        return clean
 
     @property
     def metadata(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from annotated_types import Ge, Gt
 
 from panconv.api import Evaluator
 
-__all__ = ["ImageQuality", "gaussian_window", "psnr", "rgb_to_y", "ssim"]
+__all__ = ["ImageQuality", "gaussian_window", "psnr", "rgb_to_y", "ssim", "ssim_components"]
 
 
 def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
@@ -68,25 +68,47 @@ def _filter(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
-    """Per-image SSIM of ``(N, C, *spatial)`` batches (2-D or 3-D), averaged over channels."""
+def _ssim_stats(pred: torch.Tensor, target: torch.Tensor, data_range: float, sigma: float, name: str):
     if pred.shape != target.shape or pred.dim() not in (4, 5):
-        raise ValueError(f"ssim: expected equal (N, C, H, W) or (N, C, D, H, W) shapes, got {tuple(pred.shape)} "
+        raise ValueError(f"{name}: expected equal (N, C, H, W) or (N, C, D, H, W) shapes, got {tuple(pred.shape)} "
                          f"and {tuple(target.shape)}")
     window = gaussian_window(sigma).to(pred.device)
     if min(pred.shape[2:]) < window.numel():
-        raise ValueError(f"ssim: images must be at least {window.numel()} pixels on every side, got "
+        raise ValueError(f"{name}: images must be at least {window.numel()} pixels on every side, got "
                          f"{tuple(pred.shape[2:])}")
     n, c = pred.shape[:2]
     x = pred.double().reshape(n * c, 1, *pred.shape[2:])
     y = target.double().reshape(n * c, 1, *pred.shape[2:])
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mx, my = _filter(x, window), _filter(y, window)
     vx = _filter(x * x, window) - mx * mx
     vy = _filter(y * y, window) - my * my
     cxy = _filter(x * y, window) - mx * my
+    return (n, c), (mx, my, vx, vy, cxy), ((0.01 * data_range) ** 2, (0.03 * data_range) ** 2)
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
+    """Per-image SSIM of ``(N, C, *spatial)`` batches (2-D or 3-D), averaged over channels."""
+    (n, c), (mx, my, vx, vy, cxy), (c1, c2) = _ssim_stats(pred, target, data_range, sigma, "ssim")
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1).view(n, c).mean(1)
+
+
+def ssim_components(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0,
+                    sigma: float = 1.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SSIM's three factors (Wang et al. 2004, eq. 6-9, with ``C3 = C2 / 2``), each averaged like :func:`ssim`.
+
+    Per window: luminance ``l = (2 mx my + C1) / (mx^2 + my^2 + C1)``, contrast ``c = (2 sx sy + C2) /
+    (sx^2 + sy^2 + C2)``, structure ``s = (sxy + C2/2) / (sx sy + C2/2)``; ``l c s`` is the SSIM map exactly.
+    They say *how* a restoration differs from its target: a brightness or colour offset lowers ``l`` only, a
+    smooth per-pixel gain (haze: ``I = J t + A (1 - t)`` with ``t`` smooth) lowers ``c`` and leaves ``s`` at
+    about 1, blur and invented or lost detail lower ``s``. Returns three ``(N,)`` tensors.
+    """
+    (n, c), (mx, my, vx, vy, cxy), (c1, c2) = _ssim_stats(pred, target, data_range, sigma, "ssim_components")
+    sx, sy = vx.clamp_min(0).sqrt(), vy.clamp_min(0).sqrt()
+    lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
+    con = (2 * sx * sy + c2) / (vx + vy + c2)
+    struct = (cxy + c2 / 2) / (sx * sy + c2 / 2)
+    return tuple(t.flatten(1).mean(1).view(n, c).mean(1) for t in (lum, con, struct))
 
 
 class ImageQuality(Evaluator):
@@ -97,19 +119,24 @@ class ImageQuality(Evaluator):
         crop_border: pixels (voxels) removed on every side before measuring.
         y_channel: measure the BT.601 luma of RGB images.
         compute_ssim: also compute SSIM (images need at least 11 + 2 crop_border pixels per side).
+        components: also report SSIM's luminance, contrast and structure factors (:func:`ssim_components`) as
+            ``ssim_l``, ``ssim_c``, ``ssim_s`` (and ``_baseline`` / ``_input`` of each): where a model loses
+            SSIM to its baseline. Needs ``compute_ssim``.
     """
 
     lower_is_better = ()
 
     def __init__(self, data_range: Annotated[float, Gt(0)] = 1.0, crop_border: Annotated[int, Ge(0)] = 0,
-                 y_channel: bool = False, compute_ssim: bool = True):
+                 y_channel: bool = False, compute_ssim: bool = True, components: bool = False):
         super().__init__()
         if data_range <= 0:
             raise ValueError(f"ImageQuality: data_range must be > 0, got {data_range}")
         if crop_border < 0:
             raise ValueError(f"ImageQuality: crop_border must be >= 0, got {crop_border}")
         self.data_range, self.crop_border = float(data_range), int(crop_border)
-        self.y_channel, self.compute_ssim = bool(y_channel), bool(compute_ssim)
+        if components and not compute_ssim:
+            raise ValueError("ImageQuality: components=True needs compute_ssim=True")
+        self.y_channel, self.compute_ssim, self.components = bool(y_channel), bool(compute_ssim), bool(components)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         images = images.detach().float().cpu()
@@ -125,6 +152,8 @@ class ImageQuality(Evaluator):
         p, t = self._prepare(pred), self._prepare(target)
         ps = psnr(p, t, self.data_range).tolist()
         ss = ssim(p, t, self.data_range).tolist() if self.compute_ssim else [math.nan] * len(ps)
+        if self.components:
+            return list(zip(ps, ss, *(f.tolist() for f in ssim_components(p, t, self.data_range))))
         return list(zip(ps, ss))
 
     def process(self, batch: dict, outputs: Any) -> None:
@@ -147,6 +176,9 @@ class ImageQuality(Evaluator):
                 metrics["psnr" + suffix] = sum(s[0] for s in scored) / len(scored)
                 if self.compute_ssim:
                     metrics["ssim" + suffix] = sum(s[1] for s in scored) / len(scored)
+                if self.components:
+                    for i, factor in enumerate("lcs", start=2):
+                        metrics[f"ssim_{factor}{suffix}"] = sum(s[i] for s in scored) / len(scored)
         return metrics
 
     @classmethod
