@@ -159,7 +159,7 @@ class RestorationPhotos(Dataset):
             camera; vtest's camera is fixed), so they add far less variety than as many new photos. 0 (the
             default): photos only. Needs the Debian package ``opencv-doc`` (DataError naming a missing video).
         augment: geometric augmentation of the ``train`` crops (``val``/``test`` are never augmented):
-            ``"hflip"`` (the default; every earlier run here): a random horizontal flip; ``"rot90"``: a random
+            ``"hflip"`` (the default, so that recorded runs reproduce): a random horizontal flip; ``"rot90"``: a random
             rotation by 0, 90, 180 or 270 degrees, the official DEA-Net loader's (``rotate(img, 90 * randint(0,
             3))``, no flip); ``"dihedral"``: a random flip then a random rotation, the 8 symmetries of the square
             (BasicSR's ``hflip`` + ``rotation``, which CFSR's release trains with); ``"none"``.

@@ -95,7 +95,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigm
 
 def ssim_components(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0,
                     sigma: float = 1.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SSIM's three factors (Wang et al. 2004, eq. 6-9, with ``C3 = C2 / 2``), each averaged like :func:`ssim`.
+    """SSIM's three factors (Wang et al. 2004, with their ``C3 = C2 / 2``), each averaged like :func:`ssim`.
 
     Per window: luminance ``l = (2 mx my + C1) / (mx^2 + my^2 + C1)``, contrast ``c = (2 sx sy + C2) /
     (sx^2 + sy^2 + C2)``, structure ``s = (sxy + C2/2) / (sx sy + C2/2)``; ``l c s`` is the SSIM map exactly.
