@@ -1,6 +1,7 @@
 """vision.ImageQuality: PSNR and SSIM equal scikit-image's on real photos, 2-D and 3-D; baseline metrics; merging."""
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -145,6 +146,35 @@ def test_evaluator_reports_the_components_of_model_baseline_and_input():
     assert ev.compute_metrics(ev.results[:1]) == m  # merged results carry the factors
     with pytest.raises(ValueError, match="components=True needs compute_ssim=True"):
         ImageQuality(components=True, compute_ssim=False)
+
+
+def test_paired_reports_wins_and_the_standard_error_of_the_gain():
+    # constant errors e on [0, 1] images: PSNR = -20 log10(e), so each image's gain over the baseline is known
+    target = torch.full((3, 1, 12, 12), 0.5)
+    model_err, base_err = torch.tensor([0.1, 0.01, 0.05]), torch.tensor([0.02, 0.02, 0.02])
+    ev = ImageQuality(compute_ssim=False, paired=True)
+    for i in range(3):  # one image per batch: the pairing survives batching
+        ev.process({"targets": target[i:i + 1], "baseline": target[i:i + 1] + base_err[i]},
+                   target[i:i + 1] + model_err[i])
+    m = ev.compute()
+    gains = (20 * torch.log10(base_err / model_err)).tolist()  # -13.98, +6.02, -7.96 dB
+    assert m["psnr_wins"] == pytest.approx(1 / 3)
+    assert m["psnr_gain_se"] == pytest.approx(statistics.stdev(gains) / math.sqrt(3), rel=1e-5)  # float32 images
+    assert m["psnr"] - m["psnr_baseline"] == pytest.approx(statistics.mean(gains), rel=1e-5)
+    assert "ssim_wins" not in m
+    # with SSIM: a lightly noisy model beats a heavily noisy baseline on every image
+    clean = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    ev = ImageQuality(paired=True)
+    ev.process({"targets": clean, "baseline": clean + 0.2 * noise}, clean + 0.02 * noise)
+    m = ev.compute()
+    assert m["ssim_wins"] == m["psnr_wins"] == 1.0 and m["ssim_gain_se"] > 0
+    one = ImageQuality(paired=True)  # one image: wins but no standard error; no baseline: no paired keys
+    one.process({"targets": clean[:1], "baseline": clean[:1] + 0.2 * noise[:1]}, clean[:1])
+    assert one.compute()["psnr_wins"] == 1.0 and "psnr_gain_se" not in one.compute()
+    none = ImageQuality(paired=True)
+    none.process({"targets": clean}, clean + 0.02 * noise)
+    assert not {k for k in none.compute() if "wins" in k or "_se" in k}
 
 
 def test_bad_input_is_rejected():

@@ -19,6 +19,12 @@ restoration datasets attach) it reports ``psnr_baseline`` and ``ssim_baseline`` 
 so the model and its baseline are compared on the same images in the same run. When the model's input
 ``batch["inputs"]`` has the target's shape (dehazing, denoising: the degraded image itself), it also reports
 ``psnr_input`` and ``ssim_input``: the identity's score, the floor a restoration model has to beat.
+
+``paired=True`` says how sure a model-vs-baseline difference is, from the per-image differences on the same
+images: ``psnr_wins`` / ``ssim_wins``, the fraction of images on which the model scores higher than the baseline,
+and ``psnr_gain_se`` / ``ssim_gain_se``, the standard error of the mean per-image gain (sample standard deviation
+over sqrt(n)). Images cut from the same photo are correlated, so the standard error is a lower bound on the
+uncertainty there.
 """
 
 from __future__ import annotations
@@ -122,12 +128,16 @@ class ImageQuality(Evaluator):
         components: also report SSIM's luminance, contrast and structure factors (:func:`ssim_components`) as
             ``ssim_l``, ``ssim_c``, ``ssim_s`` (and ``_baseline`` / ``_input`` of each): where a model loses
             SSIM to its baseline. Needs ``compute_ssim``.
+        paired: also report, where batches carry a baseline, the fraction of images the model wins against it
+            (``psnr_wins``, ``ssim_wins``) and the standard error of the mean per-image gain (``psnr_gain_se``,
+            ``ssim_gain_se``; needs at least two images).
     """
 
     lower_is_better = ()
 
     def __init__(self, data_range: Annotated[float, Gt(0)] = 1.0, crop_border: Annotated[int, Ge(0)] = 0,
-                 y_channel: bool = False, compute_ssim: bool = True, components: bool = False):
+                 y_channel: bool = False, compute_ssim: bool = True, components: bool = False,
+                 paired: bool = False):
         super().__init__()
         if data_range <= 0:
             raise ValueError(f"ImageQuality: data_range must be > 0, got {data_range}")
@@ -137,6 +147,7 @@ class ImageQuality(Evaluator):
         if components and not compute_ssim:
             raise ValueError("ImageQuality: components=True needs compute_ssim=True")
         self.y_channel, self.compute_ssim, self.components = bool(y_channel), bool(compute_ssim), bool(components)
+        self.paired = bool(paired)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         images = images.detach().float().cpu()
@@ -179,6 +190,15 @@ class ImageQuality(Evaluator):
                 if self.components:
                     for i, factor in enumerate("lcs", start=2):
                         metrics[f"ssim_{factor}{suffix}"] = sum(s[i] for s in scored) / len(scored)
+        pairs = [(r[0], r[1]) for r in results if r[1] is not None]
+        if self.paired and pairs:
+            for i, name in enumerate(("psnr", "ssim")[:2 if self.compute_ssim else 1]):
+                gains = [model[i] - base[i] for model, base in pairs]
+                metrics[f"{name}_wins"] = sum(g > 0 for g in gains) / len(gains)
+                if len(gains) > 1:
+                    mean = sum(gains) / len(gains)
+                    var = sum((g - mean) ** 2 for g in gains) / (len(gains) - 1)
+                    metrics[f"{name}_gain_se"] = math.sqrt(var / len(gains))
         return metrics
 
     @classmethod
