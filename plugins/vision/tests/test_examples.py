@@ -44,6 +44,8 @@ def test_the_staged_configs_are_found():
     ("vision_vfimamba_opencv_long24.yaml", "vision_vfimamba_opencv.yaml"),
     ("vision_poincare_mnist_long.yaml", "vision_poincare_mnist.yaml"),
     ("vision_vfimamba_opencv_curriculum24.yaml", "vision_vfimamba_opencv_curriculum.yaml"),
+    ("vision_vfimamba_opencv_long48.yaml", "vision_vfimamba_opencv.yaml"),
+    ("vision_vfimamba_opencv_cosine48.yaml", "vision_vfimamba_opencv.yaml"),
 ])
 def test_a_longer_budget_config_changes_the_budget_not_the_model(longer, base):
     a, b = panconv.load_config(EXAMPLES / longer), panconv.load_config(EXAMPLES / base)
