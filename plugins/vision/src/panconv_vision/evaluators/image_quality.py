@@ -30,6 +30,7 @@ uncertainty there.
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Annotated, Any
 
 import torch
@@ -196,9 +197,7 @@ class ImageQuality(Evaluator):
                 gains = [model[i] - base[i] for model, base in pairs]
                 metrics[f"{name}_wins"] = sum(g > 0 for g in gains) / len(gains)
                 if len(gains) > 1:
-                    mean = sum(gains) / len(gains)
-                    var = sum((g - mean) ** 2 for g in gains) / (len(gains) - 1)
-                    metrics[f"{name}_gain_se"] = math.sqrt(var / len(gains))
+                    metrics[f"{name}_gain_se"] = statistics.stdev(gains) / math.sqrt(len(gains))
         return metrics
 
     @classmethod
